@@ -1,0 +1,232 @@
+//! Load-balancer pools (per account) and load balancers (per zone hostname), enough for
+//! `tunnel route lb` and for listing. An origin whose address is `<uuid>.<suffix>` is a tunnel.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::AppState;
+use super::accounts::{account_for, zone_for};
+use super::auth::Caller;
+use super::envelope::{ApiError, ApiResult, ok, ok_list};
+use crate::hostname::hostname_in_zone;
+use crate::store::{PoolOrigin, Zone};
+
+/// Pool names follow cloudflared's check for `route lb`.
+fn valid_pool_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c == '_' || c.is_ascii_alphanumeric())
+        && chars.all(|c| c == '_' || c == '-' || c == '.' || c.is_ascii_alphanumeric())
+}
+
+pub async fn list_pools(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(acct): Path<String>,
+) -> ApiResult {
+    account_for(&st, &caller, &acct)?;
+    Ok(ok_list(st.store.list_pools(&acct)?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NewPool {
+    name: String,
+    origins: Vec<PoolOrigin>,
+}
+
+pub async fn create_pool(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(acct): Path<String>,
+    Json(body): Json<NewPool>,
+) -> ApiResult {
+    account_for(&st, &caller, &acct)?;
+    if !valid_pool_name(&body.name) {
+        return Err(ApiError::bad_request(format!(
+            "{} is not a valid pool name",
+            body.name
+        )));
+    }
+    if body
+        .origins
+        .iter()
+        .any(|o| o.weight < 0.0 || o.weight > 1.0)
+    {
+        return Err(ApiError::bad_request(
+            "origin weight must be between 0 and 1",
+        ));
+    }
+    let pool = st.store.upsert_pool(&acct, &body.name, &body.origins)?;
+    st.publish();
+    Ok(ok(pool))
+}
+
+pub async fn delete_pool(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((acct, id)): Path<(String, String)>,
+) -> ApiResult {
+    account_for(&st, &caller, &acct)?;
+    // A pool still referenced by a load balancer would leave it pointing nowhere.
+    for zone in st.store.list_zones(Some(&acct))? {
+        if let Some(lb) = st
+            .store
+            .list_load_balancers(&zone.id)?
+            .into_iter()
+            .find(|lb| lb.default_pools.contains(&id) || lb.fallback_pool == id)
+        {
+            return Err(ApiError::bad_request(format!(
+                "pool {id} is used by load balancer {}",
+                lb.name
+            )));
+        }
+    }
+    st.store.delete_pool(&acct, &id)?;
+    st.publish();
+    Ok(ok(json!({"id": id})))
+}
+
+pub async fn list_lbs(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(zone): Path<String>,
+) -> ApiResult {
+    let zone = zone_for(&st, &caller, &zone)?;
+    Ok(ok_list(st.store.list_load_balancers(&zone.id)?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NewLb {
+    name: String,
+    default_pools: Vec<String>,
+    fallback_pool: Option<String>,
+}
+
+pub async fn create_lb(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(zone): Path<String>,
+    Json(body): Json<NewLb>,
+) -> ApiResult {
+    let zone = zone_for(&st, &caller, &zone)?;
+    let name = hostname_in_zone(&body.name, &zone.name)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let pools = st.store.list_pools(&zone.account_id)?;
+    let fallback = body
+        .fallback_pool
+        .clone()
+        .or_else(|| body.default_pools.first().cloned())
+        .ok_or_else(|| ApiError::bad_request("a load balancer needs at least one pool"))?;
+    for p in body.default_pools.iter().chain(std::iter::once(&fallback)) {
+        if !pools.iter().any(|x| &x.id == p) {
+            return Err(ApiError::bad_request(format!("pool {p} does not exist")));
+        }
+    }
+    let lb = st
+        .store
+        .upsert_load_balancer(&zone.id, &name, &body.default_pools, &fallback)?;
+    st.publish();
+    Ok(ok(lb))
+}
+
+pub async fn delete_lb(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((zone, id)): Path<(String, String)>,
+) -> ApiResult {
+    let zone = zone_for(&st, &caller, &zone)?;
+    st.store.delete_load_balancer(&zone.id, &id)?;
+    st.publish();
+    Ok(ok(json!({"id": id})))
+}
+
+/// `route lb`: make `pool_name` hold this tunnel as an origin and `lb_name` use that pool.
+/// Reports `new` / `updated` / `unchanged` for each, the words cloudflared turns into its
+/// summary line.
+pub fn route_lb(st: &AppState, zone: &Zone, id: Uuid, lb_name: &str, pool_name: &str) -> ApiResult {
+    let lb_host = hostname_in_zone(lb_name, &zone.name).map_err(|_| {
+        ApiError::bad_request(format!(
+            "{lb_name} is not a valid load balancer name in zone {}",
+            zone.name
+        ))
+    })?;
+    if !valid_pool_name(pool_name) {
+        return Err(ApiError::bad_request(format!(
+            "{pool_name} is not a valid pool name"
+        )));
+    }
+    let target = st.tunnel_target(id);
+    let pools = st.store.list_pools(&zone.account_id)?;
+    let (pool, pool_change) = match pools.into_iter().find(|p| p.name == pool_name) {
+        None => {
+            let origin = PoolOrigin {
+                name: id.to_string(),
+                address: target,
+                enabled: true,
+                weight: 1.0,
+            };
+            (
+                st.store
+                    .upsert_pool(&zone.account_id, pool_name, &[origin])?,
+                "new",
+            )
+        }
+        Some(p) if p.origins.iter().any(|o| o.address == target) => (p, "unchanged"),
+        Some(p) => {
+            let mut origins = p.origins.clone();
+            origins.push(PoolOrigin {
+                name: id.to_string(),
+                address: target,
+                enabled: true,
+                weight: 1.0,
+            });
+            (
+                st.store
+                    .upsert_pool(&zone.account_id, pool_name, &origins)?,
+                "updated",
+            )
+        }
+    };
+    let lbs = st.store.list_load_balancers(&zone.id)?;
+    let lb_change = match lbs.into_iter().find(|l| l.name == lb_host) {
+        None => {
+            // The hostname must not already be a plain DNS record.
+            let clash = st
+                .store
+                .list_dns(&zone.id, Some(&lb_host))?
+                .into_iter()
+                .any(|r| ["A", "AAAA", "CNAME"].contains(&r.record_type.as_str()));
+            if clash {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    1003,
+                    format!(
+                        "a DNS record already exists for {lb_host}; delete it before routing a load balancer there"
+                    ),
+                ));
+            }
+            st.store.upsert_load_balancer(
+                &zone.id,
+                &lb_host,
+                std::slice::from_ref(&pool.id),
+                &pool.id,
+            )?;
+            "new"
+        }
+        Some(l) if l.default_pools.contains(&pool.id) => "unchanged",
+        Some(l) => {
+            let mut pools = l.default_pools.clone();
+            pools.push(pool.id.clone());
+            st.store
+                .upsert_load_balancer(&zone.id, &lb_host, &pools, &l.fallback_pool)?;
+            "updated"
+        }
+    };
+    st.publish();
+    tracing::info!(tunnel = %id, lb = %lb_host, pool = %pool_name, lb_change, pool_change, "lb route");
+    Ok(ok(json!({"load_balancer": lb_change, "pool": pool_change})))
+}

@@ -1,0 +1,314 @@
+//! `/accounts/{acct}/cfd_tunnel`: tunnels and their connection records, in the JSON shapes
+//! cloudflared's cfapi client decodes (`Tunnel`, `TunnelWithToken`, `ActiveClient`).
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use super::AppState;
+use super::accounts::account_for;
+use super::auth::Caller;
+use super::envelope::{ApiError, ApiResult, ok};
+use crate::store::{ConnectionRecord, Tunnel, TunnelFilter};
+
+/// The smallest secret a connector may hold: what cloudflared's own `create --secret` demands.
+pub const MIN_SECRET_LEN: usize = 32;
+/// Pagination bounds; cloudflared pages until a short page.
+const DEFAULT_PER_PAGE: usize = 50;
+const MAX_PER_PAGE: usize = 1000;
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+fn connection_json(c: &ConnectionRecord) -> Value {
+    json!({
+        "colo_name": c.colo_name,
+        "id": c.id,
+        "is_pending_reconnect": false,
+        "origin_ip": c.origin_ip,
+        "opened_at": rfc3339(c.opened_at),
+        "client_id": c.client_id,
+        "client_version": c.client_version,
+    })
+}
+
+fn tunnel_json(t: &Tunnel, conns: &[ConnectionRecord]) -> Value {
+    json!({
+        "id": t.id,
+        "account_tag": t.account_id,
+        "name": t.name,
+        "created_at": rfc3339(t.created_at),
+        "deleted_at": t.deleted_at.map(rfc3339),
+        "connections": conns.iter().map(connection_json).collect::<Vec<_>>(),
+        "conns_active_at": conns.iter().map(|c| c.opened_at).min().map(rfc3339),
+        "tun_type": "cfd_tunnel",
+        "status": if t.deleted_at.is_some() { "deleted" } else if conns.is_empty() { "inactive" } else { "healthy" },
+        "remote_config": false,
+    })
+}
+
+/// The tunnel token cloudflared's `run --token` takes: base64 of `{"a","s","t"}`.
+pub fn token_string(account_tag: &str, secret: &[u8], id: Uuid) -> String {
+    let body = json!({"a": account_tag, "s": STANDARD.encode(secret), "t": id});
+    STANDARD.encode(body.to_string())
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| ApiError::bad_request(format!("{id} is not a valid tunnel id")))
+}
+
+fn load(st: &AppState, acct: &str, id: Uuid) -> Result<Tunnel, ApiError> {
+    st.store
+        .tunnel(acct, id)?
+        .ok_or_else(|| ApiError::not_found(format!("tunnel {id} not found")))
+}
+
+#[derive(Deserialize)]
+pub struct NewTunnel {
+    name: Option<String>,
+    tunnel_secret: Option<String>,
+}
+
+impl std::fmt::Debug for NewTunnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewTunnel")
+            .field("name", &self.name)
+            .field("tunnel_secret", &"MASKED")
+            .finish()
+    }
+}
+
+pub async fn create(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(acct): Path<String>,
+    Json(body): Json<NewTunnel>,
+) -> ApiResult {
+    account_for(&st, &caller, &acct)?;
+    let name = body.name.as_deref().unwrap_or("").trim().to_string();
+    if name.is_empty() {
+        return Err(ApiError::bad_request("tunnel name required"));
+    }
+    if Uuid::parse_str(&name).is_ok() {
+        return Err(ApiError::bad_request(
+            "you cannot use UUIDs as tunnel names",
+        ));
+    }
+    if name.len() > 255 || name.chars().any(|c| c.is_control()) {
+        return Err(ApiError::bad_request(
+            "tunnel name must be 1-255 printable characters",
+        ));
+    }
+    let secret = match body.tunnel_secret.as_deref() {
+        // Cloudflare generates a secret when none is sent (remotely managed tunnels).
+        None | Some("") => rand::random::<[u8; 32]>().to_vec(),
+        Some(b64) => STANDARD
+            .decode(b64)
+            .map_err(|_| ApiError::bad_request("tunnel_secret must be standard base64"))?,
+    };
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(ApiError::bad_request(format!(
+            "tunnel_secret must decode to at least {MIN_SECRET_LEN} bytes, got {}",
+            secret.len()
+        )));
+    }
+    let t = st.store.create_tunnel(&acct, &name, &secret)?;
+    st.publish();
+    tracing::info!(tunnel = %t.id, name = %t.name, "tunnel created");
+    let mut out = tunnel_json(&t, &[]);
+    out["token"] = Value::String(token_string(&acct, &secret, t.id));
+    Ok(ok(out))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    name: Option<String>,
+    name_prefix: Option<String>,
+    exclude_prefix: Option<String>,
+    uuid: Option<String>,
+    is_deleted: Option<bool>,
+    existed_at: Option<String>,
+    page: Option<usize>,
+    per_page: Option<usize>,
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(acct): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult {
+    account_for(&st, &caller, &acct)?;
+    let existed_at = q
+        .existed_at
+        .as_deref()
+        .map(|s| {
+            OffsetDateTime::parse(s, &Rfc3339)
+                .map_err(|_| ApiError::bad_request(format!("existed_at {s} is not RFC 3339")))
+        })
+        .transpose()?;
+    let filter = TunnelFilter {
+        name: q.name.clone(),
+        id: q.uuid.as_deref().map(parse_id).transpose()?,
+        is_deleted: q.is_deleted,
+        existed_at,
+    };
+    let mut tunnels = st.store.list_tunnels(&acct, &filter)?;
+    if let Some(p) = &q.name_prefix {
+        tunnels.retain(|t| t.name.starts_with(p.as_str()));
+    }
+    if let Some(p) = &q.exclude_prefix {
+        tunnels.retain(|t| !t.name.starts_with(p.as_str()));
+    }
+    let per_page = q
+        .per_page
+        .unwrap_or(DEFAULT_PER_PAGE)
+        .clamp(1, MAX_PER_PAGE);
+    let page = q.page.unwrap_or(1).max(1);
+    let total = tunnels.len();
+    let mut items = Vec::new();
+    for t in tunnels.iter().skip((page - 1) * per_page).take(per_page) {
+        let conns = if t.deleted_at.is_none() {
+            st.store.list_connections(t.id)?
+        } else {
+            Vec::new()
+        };
+        items.push(tunnel_json(t, &conns));
+    }
+    let body = json!({
+        "success": true,
+        "errors": [],
+        "messages": [],
+        "result_info": {
+            "page": page,
+            "per_page": per_page,
+            "count": items.len(),
+            "total_count": total,
+            "total_pages": total.div_ceil(per_page),
+        },
+        "result": items,
+    });
+    Ok(axum::response::IntoResponse::into_response(Json(body)))
+}
+
+pub async fn get_one(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((acct, id)): Path<(String, String)>,
+) -> ApiResult {
+    account_for(&st, &caller, &acct)?;
+    let t = load(&st, &acct, parse_id(&id)?)?;
+    let conns = st.store.list_connections(t.id)?;
+    Ok(ok(tunnel_json(&t, &conns)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeleteQuery {
+    cascade: Option<bool>,
+}
+
+pub async fn delete_one(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((acct, id)): Path<(String, String)>,
+    Query(q): Query<DeleteQuery>,
+) -> ApiResult {
+    account_for(&st, &caller, &acct)?;
+    let id = parse_id(&id)?;
+    let t = load(&st, &acct, id)?;
+    if t.deleted_at.is_some() {
+        return Err(ApiError::bad_request(format!(
+            "Tunnel {id} has already been deleted"
+        )));
+    }
+    let conns = st.store.list_connections(id)?;
+    if !conns.is_empty() && !q.cascade.unwrap_or(false) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            1022,
+            format!(
+                "Cannot delete tunnel {id} because it has {} active connection(s); \
+                 stop its connectors or delete with --force (cascade)",
+                conns.len()
+            ),
+        ));
+    }
+    let t = st.store.delete_tunnel(&acct, id)?;
+    st.publish();
+    tracing::info!(tunnel = %id, "tunnel deleted");
+    Ok(ok(tunnel_json(&t, &[])))
+}
+
+pub async fn token(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((acct, id)): Path<(String, String)>,
+) -> ApiResult {
+    account_for(&st, &caller, &acct)?;
+    let id = parse_id(&id)?;
+    let secret = st.store.tunnel_secret(&acct, id)?;
+    Ok(ok(token_string(&acct, &secret, id)))
+}
+
+pub async fn connections(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((acct, id)): Path<(String, String)>,
+) -> ApiResult {
+    account_for(&st, &caller, &acct)?;
+    let t = load(&st, &acct, parse_id(&id)?)?;
+    let conns = st.store.list_connections(t.id)?;
+    // One ActiveClient per connector process (client_id), as cloudflared groups them.
+    let mut clients: BTreeMap<Uuid, Vec<&ConnectionRecord>> = BTreeMap::new();
+    for c in &conns {
+        clients.entry(c.client_id).or_default().push(c);
+    }
+    let result: Vec<Value> = clients
+        .into_iter()
+        .map(|(client_id, cs)| {
+            let first = cs[0];
+            json!({
+                "id": client_id,
+                "features": first.features,
+                "version": first.client_version,
+                "arch": first.arch,
+                "run_at": rfc3339(cs.iter().map(|c| c.opened_at).min().unwrap_or(first.opened_at)),
+                "conns": cs.iter().map(|c| connection_json(c)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(ok(result))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CleanupQuery {
+    client_id: Option<String>,
+}
+
+pub async fn cleanup_connections(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((acct, id)): Path<(String, String)>,
+    Query(q): Query<CleanupQuery>,
+) -> ApiResult {
+    account_for(&st, &caller, &acct)?;
+    let t = load(&st, &acct, parse_id(&id)?)?;
+    let client = match q.client_id.as_deref().filter(|s| !s.is_empty()) {
+        Some(c) => Some(Uuid::parse_str(c).map_err(|_| {
+            ApiError::bad_request(format!("{c} is not a valid client ID (must be a UUID)"))
+        })?),
+        None => None,
+    };
+    let n = st.store.delete_connections(t.id, client)?;
+    tracing::info!(tunnel = %t.id, removed = n, "connections cleaned up");
+    Ok(ok(json!({"removed": n})))
+}

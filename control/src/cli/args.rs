@@ -1,0 +1,204 @@
+//! clap definitions. Flag names, short forms and environment variables follow cloudflared.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ringway",
+    version,
+    about = "Self-hostable named tunnels, cloudflared-compatible"
+)]
+pub struct Cli {
+    /// Log level: debug, info, warn, error.
+    #[arg(long, global = true, env = "TUNNEL_LOGLEVEL", default_value = "info")]
+    pub loglevel: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage and run named tunnels (cloudflared's `tunnel` verbs).
+    Tunnel(TunnelCmd),
+    /// Run the control plane.
+    Control(ControlCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct TunnelCmd {
+    /// Origin certificate from `tunnel login` (default: cert.pem in the search directories).
+    #[arg(long, global = true, env = "TUNNEL_ORIGIN_CERT")]
+    pub origincert: Option<PathBuf>,
+    /// config.yml (default: config.yml or config.yaml in the search directories).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Control-plane API base, e.g. http://127.0.0.1:8080/client/v4 (default: from cert.pem).
+    #[arg(long = "api-url", global = true, env = "TUNNEL_API_URL")]
+    pub api_url: Option<String>,
+    #[command(subcommand)]
+    pub verb: TunnelVerb,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum OutputFormat {
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TunnelVerb {
+    /// Get a cert.pem for one zone from the control plane.
+    Login(LoginArgs),
+    /// Create a named tunnel and write its credentials file.
+    Create {
+        name: String,
+        #[arg(short = 'o', long = "output")]
+        output: Option<OutputFormat>,
+        /// Where to write the credentials (default: next to cert.pem).
+        #[arg(
+            long = "credentials-file",
+            visible_alias = "cred-file",
+            env = "TUNNEL_CRED_FILE"
+        )]
+        credentials_file: Option<PathBuf>,
+        /// Base64 tunnel secret of at least 32 bytes (default: 32 random bytes).
+        #[arg(
+            short = 's',
+            long,
+            env = "TUNNEL_CREATE_SECRET",
+            hide_env_values = true
+        )]
+        secret: Option<String>,
+    },
+    /// List tunnels.
+    List {
+        #[arg(short = 'o', long = "output")]
+        output: Option<OutputFormat>,
+        #[arg(short = 'n', long)]
+        name: Option<String>,
+        #[arg(long = "name-prefix", visible_alias = "np")]
+        name_prefix: Option<String>,
+        #[arg(long = "exclude-name-prefix", visible_alias = "enp")]
+        exclude_name_prefix: Option<String>,
+        #[arg(short = 'i', long)]
+        id: Option<String>,
+        /// Include deleted tunnels.
+        #[arg(short = 'd', long = "show-deleted")]
+        show_deleted: bool,
+        /// Only tunnels that existed at this RFC 3339 time.
+        #[arg(short = 'w', long)]
+        when: Option<String>,
+    },
+    /// Show a tunnel and its connectors.
+    Info {
+        tunnel: String,
+        #[arg(short = 'o', long = "output")]
+        output: Option<OutputFormat>,
+    },
+    /// Delete tunnels (refused while connected unless -f).
+    Delete {
+        #[arg(required = true)]
+        tunnels: Vec<String>,
+        #[arg(short = 'f', long)]
+        force: bool,
+        #[arg(long = "credentials-file", visible_alias = "cred-file")]
+        credentials_file: Option<PathBuf>,
+    },
+    /// Remove stale connection records.
+    Cleanup {
+        #[arg(required = true)]
+        tunnels: Vec<String>,
+        #[arg(short = 'c', long = "connector-id", env = "TUNNEL_CLEANUP_CONNECTOR")]
+        connector_id: Option<String>,
+    },
+    /// Print the tunnel's token, or write it as a credentials file.
+    Token {
+        tunnel: String,
+        #[arg(long = "cred-file", visible_alias = "credentials-file")]
+        cred_file: Option<PathBuf>,
+    },
+    /// Route traffic to a tunnel.
+    #[command(subcommand)]
+    Route(RouteVerb),
+    /// Check and explore config.yml ingress rules.
+    #[command(subcommand)]
+    Ingress(IngressVerb),
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Control-plane URL, e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "RINGWAY_CONTROL_URL")]
+    pub control: Option<String>,
+    /// Non-interactive: the operator's admin token.
+    #[arg(long = "api-token", env = "RINGWAY_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Non-interactive: the zone the cert may manage.
+    #[arg(long)]
+    pub zone: Option<String>,
+    /// Where to write cert.pem (default: ~/.cloudflared/cert.pem).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Do not try to open a browser.
+    #[arg(long)]
+    pub no_browser: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RouteVerb {
+    /// Point HOSTNAME (a proxied CNAME) at the tunnel.
+    Dns {
+        tunnel: String,
+        hostname: String,
+        #[arg(
+            short = 'f',
+            long = "overwrite-dns",
+            env = "TUNNEL_FORCE_PROVISIONING_DNS"
+        )]
+        overwrite_dns: bool,
+    },
+    /// Add the tunnel to POOL behind load balancer LB.
+    Lb {
+        tunnel: String,
+        lb: String,
+        pool: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IngressVerb {
+    /// Validate the ingress rules of config.yml.
+    Validate,
+    /// Show which ingress rule matches URL.
+    Rule { url: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ControlCmd {
+    #[command(subcommand)]
+    pub verb: ControlVerb,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ControlVerb {
+    /// Serve the control-plane API.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Directory for the database, admin-token and edge-token.
+    #[arg(long = "data-dir")]
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Zones to create in the default account (repeatable; new ones may be added later).
+    #[arg(long = "zone")]
+    pub zones: Vec<String>,
+    /// Suffix of tunnel CNAME targets: `<uuid>.<suffix>`.
+    #[arg(long = "tunnel-suffix", default_value = "cfargotunnel.com")]
+    pub tunnel_suffix: String,
+}

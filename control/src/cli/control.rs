@@ -1,0 +1,137 @@
+//! `ringway control serve`: bootstrap the data directory, then serve the API until SIGTERM or
+//! SIGINT.
+//!
+//! First start creates the default account, the `--zone`s, and two tokens written 0600 beside
+//! the database: `admin-token` (the operator) and `edge-token` (what edges present). Later starts
+//! reuse both and add any new `--zone`. A token's hash reaches the database before its file is
+//! written, so a crash in between leaves at worst an unused hash, never a file that does not
+//! authenticate.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+
+use super::args::{ControlCmd, ControlVerb, ServeArgs};
+use crate::api::{self, AppState};
+use crate::hostname::normalize_hostname;
+use crate::secret::ApiToken;
+use crate::store::{SqliteStore, Store, TokenScope};
+
+pub const DEFAULT_ACCOUNT: &str = "default";
+pub const DB_FILE: &str = "ringway.db";
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+pub const EDGE_TOKEN_FILE: &str = "edge-token";
+
+pub fn run(cmd: ControlCmd) -> anyhow::Result<()> {
+    match cmd.verb {
+        ControlVerb::Serve(args) => serve(args),
+    }
+}
+
+/// Writes `contents` to `path` with mode 0600 via a temp file and rename, so a reader never
+/// sees a half-written token.
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(contents.as_bytes())
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(())
+}
+
+/// Reads the token file at `path`, or creates one; either way its hash is in the store.
+fn ensure_token(store: &dyn Store, path: &Path, scope: TokenScope) -> anyhow::Result<()> {
+    let token = match fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => ApiToken::new(s.trim().to_string()),
+        Ok(_) => bail!("{} is empty; delete it to mint a new token", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let t = ApiToken::generate();
+            store.insert_token(&t.sha256_hex(), &scope)?;
+            write_private(path, &format!("{}\n", t.expose()))?;
+            return Ok(());
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    // Tighten a file someone loosened by hand: it is a bearer credential.
+    let mode = fs::metadata(path)?.permissions().mode() & 0o777;
+    if mode != 0o600 {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    }
+    store.insert_token(&token.sha256_hex(), &scope)?;
+    Ok(())
+}
+
+/// Opens the store in `dir` and makes sure the account, zones and tokens exist.
+pub fn bootstrap(dir: &Path, zones: &[String]) -> anyhow::Result<Arc<dyn Store>> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+    let store = SqliteStore::open(&dir.join(DB_FILE))
+        .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+    let account = match store.account_by_name(DEFAULT_ACCOUNT)? {
+        Some(a) => a,
+        None => store.create_account(DEFAULT_ACCOUNT)?,
+    };
+    for z in zones {
+        let name = normalize_hostname(z).map_err(|e| anyhow::anyhow!("--zone {z}: {e}"))?;
+        if name.starts_with('*') {
+            bail!("--zone {z}: a zone cannot be a wildcard");
+        }
+        if store.zone_by_name(&name)?.is_none() {
+            store.create_zone(&account.id, &name)?;
+            tracing::info!(zone = %name, "zone created");
+        }
+    }
+    ensure_token(&store, &dir.join(ADMIN_TOKEN_FILE), TokenScope::Operator)?;
+    ensure_token(&store, &dir.join(EDGE_TOKEN_FILE), TokenScope::Edge)?;
+    Ok(Arc::new(store))
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store = bootstrap(&args.data_dir, &args.zones)?;
+    let suffix = normalize_hostname(&args.tunnel_suffix)
+        .map_err(|e| anyhow::anyhow!("--tunnel-suffix: {e}"))?;
+    let state = AppState::new(store, suffix)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, data_dir = %args.data_dir.display(), "control plane listening");
+        // Tests and scripts read this line to learn the port when --listen used port 0.
+        println!("ringway control plane listening on http://{addr}");
+        tokio::spawn(api::expire_leases(state.clone()));
+        axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("control plane server failed")
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,27 @@
+//! The `ringway` command line, shaped like cloudflared's so existing scripts keep working.
+//!
+//! - `args`: the clap definitions (every verb and flag in one place).
+//! - `context`: what most tunnel verbs need first: cert.pem, the API client, NAME → UUID.
+//! - `tunnel`: the `ringway tunnel ...` verbs that talk to the control plane.
+//! - `ingress`: `tunnel ingress validate|rule`, purely local.
+//! - `login`: `tunnel login`, browser and non-interactive.
+//! - `control`: `ringway control serve`.
+//! - `output`: cloudflared's table, JSON and YAML renderings.
+
+pub mod args;
+pub mod context;
+pub mod control;
+pub mod ingress;
+pub mod login;
+pub mod output;
+pub mod tunnel;
+
+pub use args::Cli;
+
+/// Runs the parsed command. Errors come back to `main`, which prints one line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        args::Command::Tunnel(t) => tunnel::run(t),
+        args::Command::Control(c) => control::run(c),
+    }
+}

@@ -1,0 +1,27 @@
+//! ringway's lifecycle half: the control plane, the CLI, cloudflared's file formats and
+//! config.yml.
+//!
+//! # Layout
+//!
+//! - `store`: the persistent objects (accounts, zones, tokens, tunnels, DNS records, pools,
+//!   load balancers) and the leased connection records, behind the `Store` trait; SQLite is the
+//!   default backend.
+//! - `api`: the control-plane HTTP server: Cloudflare's v4 subset under `/client/v4`, the
+//!   edge-facing snapshot and connection endpoints under `/edge/v1`, and the login pages.
+//! - `client`: the blocking HTTP client the CLI uses against that API.
+//! - `cli`: clap definitions and one module per command family (`tunnel`, `control`).
+//! - `files`: cert.pem, credentials `<UUID>.json`, tunnel tokens, and cloudflared's search
+//!   directories, byte for byte.
+//! - `config`: config.yml parsing, ingress rules, validation and matching.
+//! - `secret`: types that hold secrets and print `MASKED`.
+//!
+//! `control` depends on `dataplane`, never the reverse.
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod files;
+pub mod hostname;
+pub mod secret;
+pub mod store;

@@ -1,0 +1,21 @@
+//! The `ringway` binary: parse the command line, set up logging, run, and turn any error into
+//! one line on stderr with a nonzero exit.
+
+use clap::Parser;
+use control::cli::{self, Cli};
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.loglevel));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    if let Err(e) = cli::run(cli) {
+        // `{:#}` joins the context chain into one line: "what failed: why".
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
