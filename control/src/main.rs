@@ -12,6 +12,7 @@ fn main() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(e) = cli::run(cli) {
         // `{:#}` joins the context chain into one line: "what failed: why".

@@ -241,17 +241,22 @@ impl ApiToken {
 
     /// 40 random characters from `A-Z a-z 0-9 - _`.
     pub fn generate() -> Self {
-        const ALPHABET: &[u8; 64] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut bytes = [0u8; Self::GENERATED_LEN];
-        rand::rngs::OsRng
-            .try_fill_bytes(&mut bytes)
-            .expect("the operating system's random number generator failed");
-        // 256 is a multiple of 64, so masking keeps the choice uniform.
-        let token: String = bytes
-            .iter()
-            .map(|b| char::from(ALPHABET[usize::from(b & 63)]))
-            .collect();
+        // Letters and digits only: a token that starts with '-' would be read as a flag by
+        // every CLI it is pasted into. 62 symbols; rejection sampling keeps the choice uniform.
+        const ALPHABET: &[u8; 62] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        let mut token = String::with_capacity(Self::GENERATED_LEN);
+        let mut bytes = [0u8; 64];
+        while token.len() < Self::GENERATED_LEN {
+            rand::rngs::OsRng
+                .try_fill_bytes(&mut bytes)
+                .expect("the operating system's random number generator failed");
+            for b in bytes.iter().map(|b| b & 63) {
+                if usize::from(b) < ALPHABET.len() && token.len() < Self::GENERATED_LEN {
+                    token.push(char::from(ALPHABET[usize::from(b)]));
+                }
+            }
+        }
         wipe_bytes(&mut bytes);
         Self(Secret::new(token))
     }
