@@ -24,6 +24,18 @@ pub enum Command {
     Tunnel(TunnelCmd),
     /// Run the control plane.
     Control(ControlCmd),
+    /// Bring everything up locally and print how to use it.
+    Quickstart(QuickstartArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    /// Where to keep the quickstart's state (default: a new temp directory).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Control-plane listen address.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
 }
 
 #[derive(Debug, Args)]

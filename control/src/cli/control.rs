@@ -102,28 +102,48 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let suffix = normalize_hostname(&args.tunnel_suffix)
         .map_err(|e| anyhow::anyhow!("--tunnel-suffix: {e}"))?;
     let state = AppState::new(store, suffix)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = runtime()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let listener = bind(&args.listen).await?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, data_dir = %args.data_dir.display(), "control plane listening");
         // Tests and scripts read this line to learn the port when --listen used port 0.
         println!("ringway control plane listening on http://{addr}");
-        tokio::spawn(api::expire_leases(state.clone()));
-        axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("control plane server failed")
+        serve_on(listener, state, shutdown_signal()).await
     })
 }
 
-async fn shutdown_signal() {
+/// The control plane's runtime: two threads are plenty for an API that is off the data path.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+pub async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))
+}
+
+/// Serves the API (and expires leases) until `shutdown` resolves.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let expiry = tokio::spawn(api::expire_leases(state.clone()));
+    let res = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("control plane server failed");
+    expiry.abort();
+    res
+}
+
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

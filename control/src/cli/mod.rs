@@ -6,6 +6,7 @@
 //! - `ingress`: `tunnel ingress validate|rule`, purely local.
 //! - `login`: `tunnel login`, browser and non-interactive.
 //! - `control`: `ringway control serve`.
+//! - `quickstart`: everything up locally in one command.
 //! - `output`: cloudflared's table, JSON and YAML renderings.
 
 pub mod args;
@@ -14,6 +15,7 @@ pub mod control;
 pub mod ingress;
 pub mod login;
 pub mod output;
+pub mod quickstart;
 pub mod tunnel;
 
 pub use args::Cli;
@@ -23,5 +25,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         args::Command::Tunnel(t) => tunnel::run(t),
         args::Command::Control(c) => control::run(c),
+        args::Command::Quickstart(q) => quickstart::run(q),
     }
 }
