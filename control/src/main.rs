@@ -6,8 +6,11 @@ use control::cli::{self, Cli};
 
 fn main() {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.loglevel));
+    // HTTP client internals stay at warn whatever the level: at debug they would print request
+    // headers, and those carry bearer tokens.
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.loglevel.clone());
+    let filter =
+        tracing_subscriber::EnvFilter::new(format!("{directives},ureq=warn,ureq_proto=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

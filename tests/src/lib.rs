@@ -69,7 +69,10 @@ impl Proc {
             if let Some(s) = self.child.try_wait().expect("try_wait") {
                 return s;
             }
-            assert!(Instant::now() < deadline, "process did not exit within {limit:?}");
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit within {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -88,7 +91,10 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -134,7 +140,9 @@ impl ControlPlane {
         // The server prints one line with its address once it is listening.
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read listen line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listen line");
         let proc = Proc { child };
         let url = line
             .trim()
@@ -202,15 +210,32 @@ pub struct Run {
 impl Run {
     /// Panics with the whole output unless the command succeeded.
     pub fn ok(self) -> Self {
-        assert_eq!(self.code, 0, "command failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "command failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     /// Asserts a failure that printed exactly one line on stderr, and returns that line.
     pub fn one_line_error(&self) -> String {
-        assert_ne!(self.code, 0, "expected failure, got success: {}", self.stdout);
-        let lines: Vec<&str> = self.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-        assert_eq!(lines.len(), 1, "expected one error line, got: {:?}", self.stderr);
+        assert_ne!(
+            self.code, 0,
+            "expected failure, got success: {}",
+            self.stdout
+        );
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "expected one error line, got: {:?}",
+            self.stderr
+        );
         lines[0].to_string()
     }
 }
@@ -230,7 +255,9 @@ impl Cli {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(ringway_bin());
-        cmd.args(args).current_dir(&self.cwd).env("HOME", &self.home);
+        cmd.args(args)
+            .current_dir(&self.cwd)
+            .env("HOME", &self.home);
         for (k, _) in std::env::vars() {
             if k.starts_with("TUNNEL_") || k.starts_with("RINGWAY_") || k == "RUST_LOG" {
                 cmd.env_remove(k);
@@ -265,7 +292,12 @@ impl Cli {
 }
 
 /// A tiny JSON-over-HTTP helper for calling the API directly from tests.
-pub fn http(method: &str, url: &str, token: &str, body: Option<&serde_json::Value>) -> (u16, serde_json::Value) {
+pub fn http(
+    method: &str,
+    url: &str,
+    token: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(60)))

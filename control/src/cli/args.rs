@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::secret::Secret;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ringway",
@@ -82,7 +84,7 @@ pub enum TunnelVerb {
             env = "TUNNEL_CREATE_SECRET",
             hide_env_values = true
         )]
-        secret: Option<String>,
+        secret: Option<Secret<String>>,
     },
     /// List tunnels.
     List {
@@ -146,7 +148,7 @@ pub struct LoginArgs {
     pub control: Option<String>,
     /// Non-interactive: the operator's admin token.
     #[arg(long = "api-token", env = "RINGWAY_API_TOKEN", hide_env_values = true)]
-    pub api_token: Option<String>,
+    pub api_token: Option<Secret<String>>,
     /// Non-interactive: the zone the cert may manage.
     #[arg(long)]
     pub zone: Option<String>,
@@ -213,4 +215,43 @@ pub struct ServeArgs {
     /// Suffix of tunnel CNAME targets: `<uuid>.<suffix>`.
     #[arg(long = "tunnel-suffix", default_value = "cfargotunnel.com")]
     pub tunnel_suffix: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_parsed_args_masks_secrets() {
+        let cli = Cli::parse_from([
+            "ringway",
+            "tunnel",
+            "create",
+            "--secret",
+            "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==",
+            "web",
+        ]);
+        let dbg = format!("{cli:?}");
+        assert!(!dbg.contains("c2VjcmV0"), "{dbg}");
+        assert!(dbg.contains("MASKED"), "{dbg}");
+        let cli = Cli::parse_from([
+            "ringway",
+            "tunnel",
+            "login",
+            "--control",
+            "http://127.0.0.1:1",
+            "--api-token",
+            "TOPSECRETTOKEN",
+            "--zone",
+            "example.com",
+        ]);
+        let dbg = format!("{cli:?}");
+        assert!(!dbg.contains("TOPSECRETTOKEN"), "{dbg}");
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 }

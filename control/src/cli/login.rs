@@ -47,7 +47,7 @@ pub fn run(args: &LoginArgs) -> anyhow::Result<()> {
     }
     let issued = match (&args.api_token, &args.zone) {
         (Some(token), Some(zone)) => {
-            let client = ApiClient::new(&control, ApiToken::new(token.clone()));
+            let client = ApiClient::new(&control, ApiToken::new(token.expose().clone()));
             client.post("/login/cert", &json!({"zone": zone}))?.result
         }
         (None, None) => browser_login(&control, args.no_browser)?,

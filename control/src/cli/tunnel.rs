@@ -31,7 +31,7 @@ pub fn run(t: TunnelCmd) -> anyhow::Result<()> {
             name,
             *output,
             credentials_file.clone(),
-            secret.as_deref(),
+            secret.as_ref().map(|s| s.expose().as_str()),
         ),
         TunnelVerb::List {
             output,
