@@ -232,6 +232,8 @@ pub trait Store: Send + Sync + 'static {
     /// connection records.
     fn delete_tunnel(&self, account_id: &str, id: Uuid) -> StoreResult<Tunnel>;
     fn tunnel_secret(&self, account_id: &str, id: Uuid) -> StoreResult<Vec<u8>>;
+    /// A live (not deleted) tunnel by id in any account: what edges ask about.
+    fn live_tunnel(&self, id: Uuid) -> StoreResult<Option<Tunnel>>;
 
     // DNS.
     fn list_dns(&self, zone_id: &str, name: Option<&str>) -> StoreResult<Vec<DnsRecord>>;

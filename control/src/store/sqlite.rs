@@ -476,6 +476,17 @@ impl Store for SqliteStore {
         })
     }
 
+    fn live_tunnel(&self, id: Uuid) -> StoreResult<Option<Tunnel>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                &format!("SELECT {TUNNEL_COLS} FROM tunnels WHERE id = ?1 AND deleted_at IS NULL"),
+                [id.to_string()],
+                tunnel_row,
+            )
+            .optional()?)
+        })
+    }
+
     fn list_dns(&self, zone_id: &str, name: Option<&str>) -> StoreResult<Vec<DnsRecord>> {
         self.with(|c| {
             let mut st = c.prepare(&format!(
