@@ -17,3 +17,5 @@
 //! - `buf`: owned buffers for in-flight io_uring operations.
 //!
 //! Rule: `control` depends on this crate, never the reverse. `wire` and `http` do no I/O.
+
+pub mod quic;
