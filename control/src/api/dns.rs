@@ -15,14 +15,9 @@ use super::auth::Caller;
 use super::envelope::{ApiError, ApiResult, ok, ok_list};
 use super::lb;
 use crate::hostname::hostname_in_zone;
-use crate::store::{DnsRecord, NewDnsRecord, Zone};
+use crate::store::{NewDnsRecord, StoreError, Zone};
 
-const ADDRESS_TYPES: [&str; 3] = ["A", "AAAA", "CNAME"];
 const RECORD_TYPES: [&str; 6] = ["A", "AAAA", "CNAME", "TXT", "MX", "NS"];
-
-fn conflict_message(name: &str) -> String {
-    format!("An A, AAAA, or CNAME record with that host already exists: {name}")
-}
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
@@ -90,16 +85,6 @@ fn check_record(zone: &Zone, mut rec: NewDnsRecord) -> Result<NewDnsRecord, ApiE
     Ok(rec)
 }
 
-/// Records that block `name` from holding an address-type record.
-fn address_records(st: &AppState, zone: &Zone, name: &str) -> Result<Vec<DnsRecord>, ApiError> {
-    Ok(st
-        .store
-        .list_dns(&zone.id, Some(name))?
-        .into_iter()
-        .filter(|r| ADDRESS_TYPES.contains(&r.record_type.as_str()))
-        .collect())
-}
-
 pub async fn create(
     State(st): State<AppState>,
     caller: Caller,
@@ -108,21 +93,11 @@ pub async fn create(
 ) -> ApiResult {
     let zone = zone_for(&st, &caller, &zone)?;
     let rec = check_record(&zone, rec)?;
-    if ADDRESS_TYPES.contains(&rec.record_type.as_str()) {
-        let existing = address_records(&st, &zone, &rec.name)?;
-        // A and AAAA may repeat; a CNAME must stand alone.
-        if existing
-            .iter()
-            .any(|r| r.record_type == "CNAME" || rec.record_type == "CNAME")
-        {
-            return Err(ApiError::new(
-                axum::http::StatusCode::BAD_REQUEST,
-                81053,
-                conflict_message(&rec.name),
-            ));
-        }
-    }
-    let out = st.store.create_dns(&zone.id, &rec)?;
+    let out = st.store.create_dns(&zone.id, &rec).map_err(|e| match e {
+        // Cloudflare's code and status for a name clash between address records.
+        StoreError::Conflict(m) => ApiError::new(axum::http::StatusCode::BAD_REQUEST, 81053, m),
+        other => other.into(),
+    })?;
     st.publish();
     Ok(ok(out))
 }
@@ -180,42 +155,20 @@ pub async fn route(
 fn route_dns(st: &AppState, zone: &Zone, id: Uuid, host: &str, overwrite: bool) -> ApiResult {
     let name =
         hostname_in_zone(host, &zone.name).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let target = st.tunnel_target(id);
-    let want = NewDnsRecord {
-        record_type: "CNAME".into(),
-        name: name.clone(),
-        content: target.clone(),
-        proxied: true,
-        ttl: 1,
-    };
-    let existing = address_records(st, zone, &name)?;
-    let change = match existing.as_slice() {
-        [] => {
-            st.store.create_dns(&zone.id, &want)?;
-            "new"
-        }
-        [only] if only.record_type == "CNAME" && only.content == target && only.proxied => {
-            "unchanged"
-        }
-        [first, rest @ ..] if overwrite => {
-            for r in rest {
-                st.store.delete_dns(&zone.id, &r.id)?;
-            }
-            st.store.update_dns(&zone.id, &first.id, &want)?;
-            "updated"
-        }
-        _ => {
-            return Err(ApiError::new(
+    let change = st
+        .store
+        .route_dns(&zone.id, &name, &st.tunnel_target(id), overwrite)
+        .map_err(|e| match e {
+            StoreError::Conflict(m) => ApiError::new(
                 axum::http::StatusCode::CONFLICT,
                 1003,
                 format!(
-                    "Failed to create record {name} with err {}. Use --overwrite-dns to replace it",
-                    conflict_message(&name)
+                    "Failed to create record {name} with err {m}. Use --overwrite-dns to replace it"
                 ),
-            ));
-        }
-    };
+            ),
+            other => other.into(),
+        })?;
     st.publish();
-    tracing::info!(tunnel = %id, host = %name, change, "dns route");
-    Ok(ok(json!({"cname": change, "name": name})))
+    tracing::info!(tunnel = %id, host = %name, change = change.as_str(), "dns route");
+    Ok(ok(json!({"cname": change.as_str(), "name": name})))
 }

@@ -159,74 +159,18 @@ pub fn route_lb(st: &AppState, zone: &Zone, id: Uuid, lb_name: &str, pool_name: 
             "{pool_name} is not a valid pool name"
         )));
     }
-    let target = st.tunnel_target(id);
-    let pools = st.store.list_pools(&zone.account_id)?;
-    let (pool, pool_change) = match pools.into_iter().find(|p| p.name == pool_name) {
-        None => {
-            let origin = PoolOrigin {
-                name: id.to_string(),
-                address: target,
-                enabled: true,
-                weight: 1.0,
-            };
-            (
-                st.store
-                    .upsert_pool(&zone.account_id, pool_name, &[origin])?,
-                "new",
-            )
-        }
-        Some(p) if p.origins.iter().any(|o| o.address == target) => (p, "unchanged"),
-        Some(p) => {
-            let mut origins = p.origins.clone();
-            origins.push(PoolOrigin {
-                name: id.to_string(),
-                address: target,
-                enabled: true,
-                weight: 1.0,
-            });
-            (
-                st.store
-                    .upsert_pool(&zone.account_id, pool_name, &origins)?,
-                "updated",
-            )
-        }
+    let origin = PoolOrigin {
+        name: id.to_string(),
+        address: st.tunnel_target(id),
+        enabled: true,
+        weight: 1.0,
     };
-    let lbs = st.store.list_load_balancers(&zone.id)?;
-    let lb_change = match lbs.into_iter().find(|l| l.name == lb_host) {
-        None => {
-            // The hostname must not already be a plain DNS record.
-            let clash = st
-                .store
-                .list_dns(&zone.id, Some(&lb_host))?
-                .into_iter()
-                .any(|r| ["A", "AAAA", "CNAME"].contains(&r.record_type.as_str()));
-            if clash {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::CONFLICT,
-                    1003,
-                    format!(
-                        "a DNS record already exists for {lb_host}; delete it before routing a load balancer there"
-                    ),
-                ));
-            }
-            st.store.upsert_load_balancer(
-                &zone.id,
-                &lb_host,
-                std::slice::from_ref(&pool.id),
-                &pool.id,
-            )?;
-            "new"
-        }
-        Some(l) if l.default_pools.contains(&pool.id) => "unchanged",
-        Some(l) => {
-            let mut pools = l.default_pools.clone();
-            pools.push(pool.id.clone());
-            st.store
-                .upsert_load_balancer(&zone.id, &lb_host, &pools, &l.fallback_pool)?;
-            "updated"
-        }
-    };
+    let (lb_change, pool_change) =
+        st.store
+            .route_lb(&zone.account_id, &zone.id, &lb_host, pool_name, &origin)?;
     st.publish();
-    tracing::info!(tunnel = %id, lb = %lb_host, pool = %pool_name, lb_change, pool_change, "lb route");
-    Ok(ok(json!({"load_balancer": lb_change, "pool": pool_change})))
+    tracing::info!(tunnel = %id, lb = %lb_host, pool = %pool_name, lb_change = lb_change.as_str(), pool_change = pool_change.as_str(), "lb route");
+    Ok(ok(
+        json!({"load_balancer": lb_change.as_str(), "pool": pool_change.as_str()}),
+    ))
 }

@@ -53,8 +53,16 @@ impl std::fmt::Debug for IssuedCert {
     }
 }
 
+/// Login state, in memory: sessions whose browser side proved the admin token (so the token
+/// never has to travel back into the zone-picking page), and minted certs awaiting the CLI.
 #[derive(Clone, Default)]
-pub struct LoginSessions(Arc<Mutex<HashMap<String, (Instant, IssuedCert)>>>);
+pub struct LoginSessions(Arc<Mutex<Sessions>>);
+
+#[derive(Default)]
+struct Sessions {
+    authorized: HashMap<String, Instant>,
+    issued: HashMap<String, (Instant, IssuedCert)>,
+}
 
 impl std::fmt::Debug for LoginSessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -63,9 +71,35 @@ impl std::fmt::Debug for LoginSessions {
 }
 
 impl LoginSessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        s.issued.retain(|_, (at, _)| at.elapsed() < SESSION_TTL);
+        s.authorized.retain(|_, at| at.elapsed() < SESSION_TTL);
+        s
+    }
+
+    /// Records that this session's browser signed in with the admin token.
+    fn authorize(&self, session: &str) -> Result<(), ApiError> {
+        let mut s = self.lock();
+        if s.authorized.len() >= MAX_PENDING {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                1000,
+                "too many pending logins; try again later",
+            ));
+        }
+        s.authorized.insert(session.to_string(), Instant::now());
+        Ok(())
+    }
+
+    /// Consumes the session's authorization: one sign-in buys one cert.
+    fn take_authorization(&self, session: &str) -> bool {
+        self.lock().authorized.remove(session).is_some()
+    }
+
     fn put(&self, session: &str, cert: IssuedCert) -> Result<(), ApiError> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, (at, _)| at.elapsed() < SESSION_TTL);
+        let mut s = self.lock();
+        let map = &mut s.issued;
         if map.len() >= MAX_PENDING {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -78,10 +112,7 @@ impl LoginSessions {
     }
 
     fn take(&self, session: &str) -> Option<IssuedCert> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(session)
-            .filter(|(at, _)| at.elapsed() < SESSION_TTL)
-            .map(|(_, c)| c)
+        self.lock().issued.remove(session).map(|(_, c)| c)
     }
 }
 
@@ -180,7 +211,9 @@ pub async fn page(Query(q): Query<SessionQuery>) -> Response {
 #[derive(Deserialize)]
 pub struct LoginForm {
     session: String,
-    token: String,
+    /// Step 1 only.
+    token: Option<String>,
+    /// Step 2 only.
     zone: Option<String>,
 }
 
@@ -194,7 +227,8 @@ impl std::fmt::Debug for LoginForm {
     }
 }
 
-/// Step 1 (no zone yet): check the token and offer the zones. Step 2: mint and park the cert.
+/// Step 1 (`token`): check the admin token, mark the session signed in, offer the zones.
+/// Step 2 (`zone`): for a signed-in session, mint the cert and park it for the CLI.
 pub async fn submit(State(st): State<AppState>, Form(f): Form<LoginForm>) -> Response {
     if !valid_session(&f.session) {
         return (
@@ -203,58 +237,62 @@ pub async fn submit(State(st): State<AppState>, Form(f): Form<LoginForm>) -> Res
         )
             .into_response();
     }
-    let hash = hex::encode(Sha256::digest(f.token.trim().as_bytes()));
-    let is_operator = matches!(st.store.token_scope(&hash), Ok(Some(TokenScope::Operator)));
-    if !is_operator {
-        return (
+    let retry = || {
+        (
             StatusCode::UNAUTHORIZED,
             page_html(&format!(
-                "<p>That token is not the admin token.</p><p><a href=\"/login?session={}\">Try again</a></p>",
+                "<p>That token is not the admin token, or this sign-in expired.</p>\
+                 <p><a href=\"/login?session={}\">Try again</a></p>",
                 escape(&f.session)
             )),
         )
-            .into_response();
-    }
-    match f.zone.as_deref().filter(|z| !z.is_empty()) {
-        None => {
-            let zones = match st.store.list_zones(None) {
-                Ok(z) => z,
-                Err(e) => return ApiError::from(e).into_response(),
-            };
-            let options: String = zones
-                .iter()
-                .map(|z| {
-                    format!(
-                        "<label><input type=\"radio\" name=\"zone\" value=\"{0}\" required> {0}</label>",
-                        escape(&z.name)
-                    )
-                })
-                .collect();
-            page_html(&format!(
-                "<form method=\"post\" action=\"/login\">\
-                 <input type=\"hidden\" name=\"session\" value=\"{}\">\
-                 <input type=\"hidden\" name=\"token\" value=\"{}\">\
-                 <p>Pick the zone this cert.pem may manage:</p>{options}\
-                 <button type=\"submit\">Authorize</button></form>",
-                escape(&f.session),
-                escape(f.token.trim())
-            ))
             .into_response()
+    };
+    if let Some(zone) = f.zone.as_deref().filter(|z| !z.is_empty()) {
+        if !st.logins.take_authorization(&f.session) {
+            return retry();
         }
-        Some(zone) => {
-            let cert = match mint_cert(&st, zone) {
-                Ok(c) => c,
-                Err(e) => return e.into_response(),
-            };
-            let name = cert.zone_name.clone();
-            if let Err(e) = st.logins.put(&f.session, cert) {
-                return e.into_response();
-            }
-            page_html(&format!(
-                "<p>Authorized for <b>{}</b>. The CLI is downloading cert.pem; you may close this window.</p>",
-                escape(&name)
-            ))
-            .into_response()
+        let cert = match mint_cert(&st, zone) {
+            Ok(c) => c,
+            Err(e) => return e.into_response(),
+        };
+        let name = cert.zone_name.clone();
+        if let Err(e) = st.logins.put(&f.session, cert) {
+            return e.into_response();
         }
+        return page_html(&format!(
+            "<p>Authorized for <b>{}</b>. The CLI is downloading cert.pem; you may close this window.</p>",
+            escape(&name)
+        ))
+        .into_response();
     }
+    let token = f.token.as_deref().unwrap_or("").trim();
+    let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    if !matches!(st.store.token_scope(&hash), Ok(Some(TokenScope::Operator))) {
+        return retry();
+    }
+    if let Err(e) = st.logins.authorize(&f.session) {
+        return e.into_response();
+    }
+    let zones = match st.store.list_zones(None) {
+        Ok(z) => z,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let options: String = zones
+        .iter()
+        .map(|z| {
+            format!(
+                "<label><input type=\"radio\" name=\"zone\" value=\"{0}\" required> {0}</label>",
+                escape(&z.name)
+            )
+        })
+        .collect();
+    page_html(&format!(
+        "<form method=\"post\" action=\"/login\">\
+         <input type=\"hidden\" name=\"session\" value=\"{}\">\
+         <p>Pick the zone this cert.pem may manage:</p>{options}\
+         <button type=\"submit\">Authorize</button></form>",
+        escape(&f.session)
+    ))
+    .into_response()
 }

@@ -106,10 +106,12 @@ pub struct WarpRouting {
 /// file, so it can be printed as is.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: {source}", path.display())]
+    // Not named `source`: thiserror would then chain the I/O error, and callers that print
+    // the chain would show it twice.
+    #[error("{}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Bad YAML, a wrong type, or an unknown key; `line` and `column` are
     /// 1-based.
@@ -141,9 +143,9 @@ where
 impl ConfigFile {
     /// Reads and parses a config file.
     pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Self::parse(&text, path)
     }
@@ -401,7 +403,7 @@ ingress:
         let missing = dir.path().join("nope.yml");
         let e = ConfigFile::load(&missing).unwrap_err();
         assert!(
-            matches!(&e, ConfigError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+            matches!(&e, ConfigError::Read { error, .. } if error.kind() == std::io::ErrorKind::NotFound)
         );
         let msg = e.to_string();
         assert!(

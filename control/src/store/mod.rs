@@ -237,9 +237,21 @@ pub trait Store: Send + Sync + 'static {
 
     // DNS.
     fn list_dns(&self, zone_id: &str, name: Option<&str>) -> StoreResult<Vec<DnsRecord>>;
+    /// Creates a record. Atomically refuses (`Conflict`) a CNAME that would share its name
+    /// with any A, AAAA or CNAME record, or an A/AAAA next to a CNAME.
     fn create_dns(&self, zone_id: &str, rec: &NewDnsRecord) -> StoreResult<DnsRecord>;
     fn update_dns(&self, zone_id: &str, id: &str, rec: &NewDnsRecord) -> StoreResult<DnsRecord>;
     fn delete_dns(&self, zone_id: &str, id: &str) -> StoreResult<()>;
+    /// Points `name` at `target` as a proxied CNAME, atomically: creates it (`New`), leaves
+    /// an identical record (`Unchanged`), replaces other address records only when
+    /// `overwrite` (`Updated`), else `Conflict`.
+    fn route_dns(
+        &self,
+        zone_id: &str,
+        name: &str,
+        target: &str,
+        overwrite: bool,
+    ) -> StoreResult<Change>;
 
     // Load balancing.
     fn list_pools(&self, account_id: &str) -> StoreResult<Vec<Pool>>;
@@ -259,6 +271,17 @@ pub trait Store: Send + Sync + 'static {
         fallback_pool: &str,
     ) -> StoreResult<LoadBalancer>;
     fn delete_load_balancer(&self, zone_id: &str, id: &str) -> StoreResult<()>;
+    /// `route lb`, atomically: makes `origin` a member of pool `pool_name` (account-wide) and
+    /// that pool one of load balancer `lb_name`'s pools. Returns (load balancer, pool)
+    /// changes. `Conflict` when `lb_name` is already a plain DNS record.
+    fn route_lb(
+        &self,
+        account_id: &str,
+        zone_id: &str,
+        lb_name: &str,
+        pool_name: &str,
+        origin: &PoolOrigin,
+    ) -> StoreResult<(Change, Change)>;
 
     // Connections (ephemeral, leased).
     fn register_connection(&self, rec: &ConnectionRecord) -> StoreResult<()>;
@@ -275,6 +298,24 @@ pub trait Store: Send + Sync + 'static {
     // Snapshot.
     fn snapshot_version(&self) -> StoreResult<u64>;
     fn snapshot(&self) -> StoreResult<Snapshot>;
+}
+
+/// How a route call changed an object; the words cloudflared turns into its summary line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    New,
+    Updated,
+    Unchanged,
+}
+
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::New => "new",
+            Change::Updated => "updated",
+            Change::Unchanged => "unchanged",
+        }
+    }
 }
 
 /// Cloudflare-style object id: 32 lowercase hex characters.

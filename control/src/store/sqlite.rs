@@ -500,71 +500,77 @@ impl Store for SqliteStore {
     }
 
     fn create_dns(&self, zone_id: &str, rec: &NewDnsRecord) -> StoreResult<DnsRecord> {
-        let id = new_object_id();
-        let when = fmt_time(now());
         self.with(|c| {
+            // Check and insert in one transaction under the connection lock, so two
+            // concurrent creates cannot both pass the check.
             let tx = c.transaction()?;
-            tx.execute(
-                "INSERT INTO dns_records \
-                 (id, zone_id, type, name, content, proxied, ttl, created_on, modified_on) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-                params![
-                    id,
-                    zone_id,
-                    rec.record_type,
-                    rec.name.to_ascii_lowercase(),
-                    rec.content,
-                    rec.proxied,
-                    rec.ttl,
-                    when
-                ],
-            )?;
+            if is_address_type(&rec.record_type) {
+                let existing = address_records_tx(&tx, zone_id, &rec.name)?;
+                if !existing.is_empty()
+                    && (rec.record_type == "CNAME"
+                        || existing.iter().any(|r| r.record_type == "CNAME"))
+                {
+                    return Err(StoreError::Conflict(address_conflict(&rec.name)));
+                }
+            }
+            let id = insert_dns_tx(&tx, zone_id, rec)?;
             bump_version(&tx)?;
-            let out = tx.query_row(
-                &format!(
-                    "SELECT {DNS_COLS} FROM dns_records d JOIN zones z ON z.id = d.zone_id \
-                     WHERE d.id = ?1"
-                ),
-                [&id],
-                dns_row,
-            )?;
+            let out = dns_by_id_tx(&tx, &id)?;
             tx.commit()?;
             Ok(out)
         })
     }
 
     fn update_dns(&self, zone_id: &str, id: &str, rec: &NewDnsRecord) -> StoreResult<DnsRecord> {
-        let when = fmt_time(now());
         self.with(|c| {
             let tx = c.transaction()?;
-            let n = tx.execute(
-                "UPDATE dns_records SET type = ?3, name = ?4, content = ?5, proxied = ?6, \
-                 ttl = ?7, modified_on = ?8 WHERE zone_id = ?1 AND id = ?2",
-                params![
-                    zone_id,
-                    id,
-                    rec.record_type,
-                    rec.name.to_ascii_lowercase(),
-                    rec.content,
-                    rec.proxied,
-                    rec.ttl,
-                    when
-                ],
-            )?;
-            if n == 0 {
+            if update_dns_tx(&tx, zone_id, id, rec)? == 0 {
                 return Err(StoreError::NotFound(format!("DNS record {id} not found")));
             }
             bump_version(&tx)?;
-            let out = tx.query_row(
-                &format!(
-                    "SELECT {DNS_COLS} FROM dns_records d JOIN zones z ON z.id = d.zone_id \
-                     WHERE d.id = ?1"
-                ),
-                [id],
-                dns_row,
-            )?;
+            let out = dns_by_id_tx(&tx, id)?;
             tx.commit()?;
             Ok(out)
+        })
+    }
+
+    fn route_dns(
+        &self,
+        zone_id: &str,
+        name: &str,
+        target: &str,
+        overwrite: bool,
+    ) -> StoreResult<Change> {
+        let want = NewDnsRecord {
+            record_type: "CNAME".into(),
+            name: name.to_string(),
+            content: target.to_string(),
+            proxied: true,
+            ttl: 1,
+        };
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let existing = address_records_tx(&tx, zone_id, name)?;
+            let change = match existing.as_slice() {
+                [] => {
+                    insert_dns_tx(&tx, zone_id, &want)?;
+                    Change::New
+                }
+                [only] if only.record_type == "CNAME" && only.content == target && only.proxied => {
+                    return Ok(Change::Unchanged);
+                }
+                [first, rest @ ..] if overwrite => {
+                    for r in rest {
+                        tx.execute("DELETE FROM dns_records WHERE id = ?1", [&r.id])?;
+                    }
+                    update_dns_tx(&tx, zone_id, &first.id, &want)?;
+                    Change::Updated
+                }
+                _ => return Err(StoreError::Conflict(address_conflict(name))),
+            };
+            bump_version(&tx)?;
+            tx.commit()?;
+            Ok(change)
         })
     }
 
@@ -600,22 +606,13 @@ impl Store for SqliteStore {
         name: &str,
         origins: &[PoolOrigin],
     ) -> StoreResult<Pool> {
-        let when = fmt_time(now());
         self.with(|c| {
             let tx = c.transaction()?;
-            tx.execute(
-                "INSERT INTO pools (id, account_id, name, enabled, origins, created_on, modified_on) \
-                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5) \
-                 ON CONFLICT (account_id, name) DO UPDATE SET origins = excluded.origins, \
-                 modified_on = excluded.modified_on",
-                params![new_object_id(), account_id, name, to_json(&origins), when],
-            )?;
+            upsert_pool_tx(&tx, account_id, name, origins)?;
             bump_version(&tx)?;
-            let out = tx.query_row(
-                &format!("SELECT {POOL_COLS} FROM pools WHERE account_id = ?1 AND name = ?2"),
-                params![account_id, name],
-                pool_row,
-            )?;
+            let out = pool_by_name_tx(&tx, account_id, name)?.ok_or_else(|| {
+                StoreError::Backend("pool vanished inside its transaction".into())
+            })?;
             tx.commit()?;
             Ok(out)
         })
@@ -654,25 +651,78 @@ impl Store for SqliteStore {
         default_pools: &[String],
         fallback_pool: &str,
     ) -> StoreResult<LoadBalancer> {
-        let when = fmt_time(now());
-        let name = name.to_ascii_lowercase();
         self.with(|c| {
             let tx = c.transaction()?;
-            tx.execute(
-                "INSERT INTO load_balancers (id, zone_id, name, default_pools, fallback_pool, \
-                 proxied, enabled, created_on, modified_on) VALUES (?1, ?2, ?3, ?4, ?5, 1, 1, ?6, ?6) \
-                 ON CONFLICT (zone_id, name) DO UPDATE SET default_pools = excluded.default_pools, \
-                 fallback_pool = excluded.fallback_pool, modified_on = excluded.modified_on",
-                params![new_object_id(), zone_id, name, to_json(&default_pools), fallback_pool, when],
-            )?;
+            upsert_lb_tx(&tx, zone_id, name, default_pools, fallback_pool)?;
             bump_version(&tx)?;
-            let out = tx.query_row(
-                &format!("SELECT {LB_COLS} FROM load_balancers WHERE zone_id = ?1 AND name = ?2"),
-                params![zone_id, name],
-                lb_row,
-            )?;
+            let out = lb_by_name_tx(&tx, zone_id, name)?.ok_or_else(|| {
+                StoreError::Backend("load balancer vanished inside its transaction".into())
+            })?;
             tx.commit()?;
             Ok(out)
+        })
+    }
+
+    fn route_lb(
+        &self,
+        account_id: &str,
+        zone_id: &str,
+        lb_name: &str,
+        pool_name: &str,
+        origin: &PoolOrigin,
+    ) -> StoreResult<(Change, Change)> {
+        self.with(|c| {
+            // Read-modify-write of the pool's origin list and the LB's pool list: one
+            // transaction, or concurrent routes lose origins.
+            let tx = c.transaction()?;
+            let pool_change = match pool_by_name_tx(&tx, account_id, pool_name)? {
+                None => {
+                    upsert_pool_tx(&tx, account_id, pool_name, std::slice::from_ref(origin))?;
+                    Change::New
+                }
+                Some(p) if p.origins.iter().any(|o| o.address == origin.address) => {
+                    Change::Unchanged
+                }
+                Some(p) => {
+                    let mut origins = p.origins;
+                    origins.push(origin.clone());
+                    upsert_pool_tx(&tx, account_id, pool_name, &origins)?;
+                    Change::Updated
+                }
+            };
+            let pool = pool_by_name_tx(&tx, account_id, pool_name)?.ok_or_else(|| {
+                StoreError::Backend("pool vanished inside its transaction".into())
+            })?;
+            let lb_change = match lb_by_name_tx(&tx, zone_id, lb_name)? {
+                None => {
+                    if !address_records_tx(&tx, zone_id, lb_name)?.is_empty() {
+                        return Err(StoreError::Conflict(format!(
+                            "a DNS record already exists for {lb_name}; delete it before \
+                             routing a load balancer there"
+                        )));
+                    }
+                    upsert_lb_tx(
+                        &tx,
+                        zone_id,
+                        lb_name,
+                        std::slice::from_ref(&pool.id),
+                        &pool.id,
+                    )?;
+                    Change::New
+                }
+                Some(l) if l.default_pools.contains(&pool.id) => Change::Unchanged,
+                Some(l) => {
+                    let mut pools = l.default_pools;
+                    pools.push(pool.id.clone());
+                    upsert_lb_tx(&tx, zone_id, lb_name, &pools, &l.fallback_pool)?;
+                    Change::Updated
+                }
+            };
+            if (lb_change, pool_change) != (Change::Unchanged, Change::Unchanged) {
+                bump_version(&tx)?;
+            }
+            tx.commit()?;
+            Ok((lb_change, pool_change))
         })
     }
 
@@ -833,6 +883,151 @@ impl Store for SqliteStore {
             })
         })
     }
+}
+
+fn is_address_type(t: &str) -> bool {
+    matches!(t, "A" | "AAAA" | "CNAME")
+}
+
+fn address_conflict(name: &str) -> String {
+    format!("An A, AAAA, or CNAME record with that host already exists: {name}")
+}
+
+fn address_records_tx(
+    tx: &Connection,
+    zone_id: &str,
+    name: &str,
+) -> rusqlite::Result<Vec<DnsRecord>> {
+    let mut st = tx.prepare(&format!(
+        "SELECT {DNS_COLS} FROM dns_records d JOIN zones z ON z.id = d.zone_id \
+         WHERE d.zone_id = ?1 AND d.name = ?2 AND d.type IN ('A', 'AAAA', 'CNAME') ORDER BY d.id"
+    ))?;
+    st.query_map(params![zone_id, name.to_ascii_lowercase()], dns_row)?
+        .collect()
+}
+
+fn dns_by_id_tx(tx: &Connection, id: &str) -> rusqlite::Result<DnsRecord> {
+    tx.query_row(
+        &format!(
+            "SELECT {DNS_COLS} FROM dns_records d JOIN zones z ON z.id = d.zone_id WHERE d.id = ?1"
+        ),
+        [id],
+        dns_row,
+    )
+}
+
+fn insert_dns_tx(tx: &Connection, zone_id: &str, rec: &NewDnsRecord) -> rusqlite::Result<String> {
+    let id = new_object_id();
+    tx.execute(
+        "INSERT INTO dns_records \
+         (id, zone_id, type, name, content, proxied, ttl, created_on, modified_on) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+        params![
+            id,
+            zone_id,
+            rec.record_type,
+            rec.name.to_ascii_lowercase(),
+            rec.content,
+            rec.proxied,
+            rec.ttl,
+            fmt_time(now())
+        ],
+    )?;
+    Ok(id)
+}
+
+fn update_dns_tx(
+    tx: &Connection,
+    zone_id: &str,
+    id: &str,
+    rec: &NewDnsRecord,
+) -> rusqlite::Result<usize> {
+    tx.execute(
+        "UPDATE dns_records SET type = ?3, name = ?4, content = ?5, proxied = ?6, \
+         ttl = ?7, modified_on = ?8 WHERE zone_id = ?1 AND id = ?2",
+        params![
+            zone_id,
+            id,
+            rec.record_type,
+            rec.name.to_ascii_lowercase(),
+            rec.content,
+            rec.proxied,
+            rec.ttl,
+            fmt_time(now())
+        ],
+    )
+}
+
+fn upsert_pool_tx(
+    tx: &Connection,
+    account_id: &str,
+    name: &str,
+    origins: &[PoolOrigin],
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO pools (id, account_id, name, enabled, origins, created_on, modified_on) \
+         VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5) \
+         ON CONFLICT (account_id, name) DO UPDATE SET origins = excluded.origins, \
+         modified_on = excluded.modified_on",
+        params![
+            new_object_id(),
+            account_id,
+            name,
+            to_json(&origins),
+            fmt_time(now())
+        ],
+    )?;
+    Ok(())
+}
+
+fn pool_by_name_tx(
+    tx: &Connection,
+    account_id: &str,
+    name: &str,
+) -> rusqlite::Result<Option<Pool>> {
+    tx.query_row(
+        &format!("SELECT {POOL_COLS} FROM pools WHERE account_id = ?1 AND name = ?2"),
+        params![account_id, name],
+        pool_row,
+    )
+    .optional()
+}
+
+fn upsert_lb_tx(
+    tx: &Connection,
+    zone_id: &str,
+    name: &str,
+    default_pools: &[String],
+    fallback_pool: &str,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO load_balancers (id, zone_id, name, default_pools, fallback_pool, \
+         proxied, enabled, created_on, modified_on) VALUES (?1, ?2, ?3, ?4, ?5, 1, 1, ?6, ?6) \
+         ON CONFLICT (zone_id, name) DO UPDATE SET default_pools = excluded.default_pools, \
+         fallback_pool = excluded.fallback_pool, modified_on = excluded.modified_on",
+        params![
+            new_object_id(),
+            zone_id,
+            name.to_ascii_lowercase(),
+            to_json(&default_pools),
+            fallback_pool,
+            fmt_time(now())
+        ],
+    )?;
+    Ok(())
+}
+
+fn lb_by_name_tx(
+    tx: &Connection,
+    zone_id: &str,
+    name: &str,
+) -> rusqlite::Result<Option<LoadBalancer>> {
+    tx.query_row(
+        &format!("SELECT {LB_COLS} FROM load_balancers WHERE zone_id = ?1 AND name = ?2"),
+        params![zone_id, name.to_ascii_lowercase()],
+        lb_row,
+    )
+    .optional()
 }
 
 fn zone_row(r: &Row<'_>) -> rusqlite::Result<Zone> {
