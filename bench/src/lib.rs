@@ -2,10 +2,8 @@
 //!
 //! # Layout
 //!
-//! Filled by the loadgen/bench issue:
-//!
-//! - `benches/`: criterion micro-benchmarks of the hot pieces (wire encode/decode, HTTP head
-//!   parse, ingress matching, routing lookup, QUIC per-packet cost).
-//! - `src/bin/e2e.rs`: one command that starts origin, control plane, edge, connector and peer
-//!   tunnels on loopback and measures every path against a baseline from the same run.
+//! - `src/bin/quic_bulk.rs`: bulk QUIC throughput, ours (monoio + io_uring endpoint over
+//!   quinn-proto) against `quinn` on tokio, in one process run; prints the ratios.
+//! - `benches/` (issue 6): criterion micro-benchmarks of the hot pieces.
+//! - `src/bin/e2e.rs` (issue 6): the end-to-end bench on loopback.
 //! - `results/`: committed results, one folder per run date.

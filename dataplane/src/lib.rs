@@ -19,3 +19,5 @@
 //! Rule: `control` depends on this crate, never the reverse. `wire` and `http` do no I/O.
 
 pub mod quic;
+pub mod runtime;
+pub mod udp;

@@ -13,6 +13,9 @@
 //!   owning worker, and `owner()` to route a datagram by its destination CID.
 //! - [`driver`]: [`Driver`], one per worker: an endpoint and the connections it owns;
 //!   stream, datagram and connection operations with `Bytes` in and out.
+//! - [`endpoint`]: the async face of a [`Driver`] on a monoio worker: the I/O task
+//!   (socket, timers, cross-worker forwarding) and `Connection` / `SendStream` /
+//!   `RecvStream` handles that pass `Bytes` by ownership.
 //! - [`harness`]: an in-memory network with a virtual clock and fault injection, for
 //!   deterministic tests of drivers (used by this crate's tests and by other crates').
 //!
@@ -37,6 +40,7 @@
 pub mod cid;
 pub mod config;
 pub mod driver;
+pub mod endpoint;
 pub mod harness;
 pub mod tls;
 
