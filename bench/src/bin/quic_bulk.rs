@@ -329,8 +329,15 @@ fn main() -> anyhow::Result<()> {
     let backend = UdpBackend::default();
     let mut rows = Vec::new();
     let mut ratios = Vec::new();
+    // For profiling one side: QUIC_BULK_ONLY=ours|quinn runs just that stack (no results).
+    if let Ok(only) = std::env::var("QUIC_BULK_ONLY") {
+        for w in WORKLOADS {
+            let s = if only == "quinn" { quinn_run(&t, w)? } else { ours(&t, w, backend)? };
+            println!("{only} {}: {:.0} MB/s, {:.2} CPU-s/GB", w.name, s.mb_per_s(), s.cpu_per_gb());
+        }
+        return Ok(());
+    }
     for w in WORKLOADS {
-        // Alternate the order so neither stack always runs on a warmer machine.
         let q = quinn_run(&t, w)?;
         let o = ours(&t, w, backend)?;
         ratios.push(o.mb_per_s() / q.mb_per_s());

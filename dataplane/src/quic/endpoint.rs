@@ -46,13 +46,9 @@ use crate::runtime::{Inbox, WorkerHandle};
 use crate::udp::{MAX_UDP_PAYLOAD, Transmit as UdpTransmit, UdpIo};
 
 /// GSO batches sent per I/O turn before the task looks at the socket again: enough to keep
-/// a bulk sender at line rate (10 segments × 1452 B × 32 ≈ 464 KB per turn), few enough
+/// a bulk sender at line rate (up to 44 segments × 1472 B × 32 ≈ 2 MB per turn), few enough
 /// that incoming ACKs are never starved for long.
 const MAX_BATCHES_PER_TURN: usize = 32;
-
-/// Segments per GSO batch. Ten matches quinn's default and what loopback takes without
-/// fragmenting the 64 KB GSO limit at a 1452-byte MTU.
-const GSO_SEGMENTS: usize = 10;
 
 /// A datagram that reached the wrong worker, on its way to the owner.
 #[derive(Debug)]
@@ -401,7 +397,9 @@ impl Endpoint {
     }
 }
 
-/// Copies a received buffer's datagrams into the driver (or to their owning worker).
+/// Hands a received buffer's datagrams to the driver (or to their owning worker). One copy
+/// per receive buffer (the backend re-arms its buffer at once); the datagrams of a GRO
+/// buffer are then split off that one allocation without further copies.
 fn feed(
     st: &mut State,
     router: Option<&Router>,
@@ -410,17 +408,26 @@ fn feed(
     data: &[u8],
 ) {
     let ecn = meta.ecn.and_then(EcnCodepoint::from_bits);
-    for seg in meta.datagrams(data) {
+    let stride = if meta.stride == 0 {
+        data.len()
+    } else {
+        meta.stride
+    };
+    let mut all = BytesMut::from(data);
+    // At most 64 segments per GRO buffer (the kernel's UDP_GRO_CNT_MAX); the length check
+    // ends the loop in any case.
+    while !all.is_empty() {
+        let seg = all.split_to(stride.min(all.len()));
         st.stats.datagrams_in += 1;
         if let Some(r) = router
-            && let Some(owner) = r.key.owner(seg)
+            && let Some(owner) = r.key.owner(&seg)
             && owner != r.worker
         {
             let fwd = ForwardedDatagram {
                 remote: meta.addr,
                 local_ip: meta.dst_ip,
                 ecn,
-                data: BytesMut::from(seg),
+                data: seg,
             };
             // A full inbox means the owner is overloaded; dropping is what the network
             // would do, and QUIC recovers.
@@ -430,12 +437,19 @@ fn feed(
             continue;
         }
         st.driver
-            .handle_datagram(now, meta.addr, meta.dst_ip, ecn, BytesMut::from(seg));
+            .handle_datagram(now, meta.addr, meta.dst_ip, ecn, seg);
     }
 }
 
 async fn io_task(state: Rc<RefCell<State>>, mut udp: UdpIo, mut router: Option<Router>) {
     let mut buf: Vec<u8> = Vec::with_capacity(MAX_UDP_PAYLOAD);
+    // The driver caps this further by `QuicConfig::gso_segments`.
+    let gso_segments = udp.capabilities().max_gso_segments.max(1);
+    // One timer for the task's life, re-armed only when the driver's deadline moves.
+    let mut timer = Box::pin(monoio::time::sleep_until(monoio::time::Instant::from_std(
+        Instant::now() + std::time::Duration::from_secs(3600),
+    )));
+    let mut armed: Option<Instant> = None;
     loop {
         let now = Instant::now();
         // Timers, then everything there is to send.
@@ -451,7 +465,7 @@ async fn io_task(state: Rc<RefCell<State>>, mut udp: UdpIo, mut router: Option<R
             let t = state
                 .borrow_mut()
                 .driver
-                .poll_transmit(now, GSO_SEGMENTS, &mut buf);
+                .poll_transmit(now, gso_segments, &mut buf);
             let Some(t) = t else { break };
             let segments = t.segment_size.map_or(1, |s| t.size.div_ceil(s.max(1)));
             let out = UdpTransmit {
@@ -501,10 +515,17 @@ async fn io_task(state: Rc<RefCell<State>>, mut udp: UdpIo, mut router: Option<R
                 Poll::Pending
             }
         });
+        if deadline != armed
+            && let Some(d) = deadline
+        {
+            timer.as_mut().reset(monoio::time::Instant::from_std(d));
+        }
+        armed = deadline;
         let sleep = async {
-            match deadline {
-                Some(d) => monoio::time::sleep_until(monoio::time::Instant::from_std(d)).await,
-                None => std::future::pending::<()>().await,
+            if armed.is_some() {
+                (&mut timer).await;
+            } else {
+                std::future::pending::<()>().await;
             }
         };
         let forwarded = async {
@@ -520,7 +541,7 @@ async fn io_task(state: Rc<RefCell<State>>, mut udp: UdpIo, mut router: Option<R
                         let now = Instant::now();
                         let mut st = state.borrow_mut();
                         for (meta, data) in batch.iter() {
-                            feed(&mut st, None::<&Router>.or(router.as_ref()), now, meta, data);
+                            feed(&mut st, router.as_ref(), now, meta, data);
                         }
                     }
                     Err(e) => {
@@ -730,8 +751,8 @@ impl SendStream {
                         return Poll::Ready(Err(e.into()));
                     }
                     c.streams.entry(self.id).or_default().write_waker = Some(cx.waker().clone());
-                    // Blocked writes still need the I/O task to send what is queued.
-                    st.kick();
+                    // No kick: a blocked write queued nothing new, and waking the I/O task
+                    // for each of many blocked streams would make it spin.
                     Poll::Pending
                 }
                 Err(WriteError::Stopped(code)) => Poll::Ready(Err(StreamWriteError::Stopped(code))),
