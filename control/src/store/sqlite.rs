@@ -179,6 +179,31 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Deletes one edge-visible object (`table` row `id` inside `scope_col = scope`) and bumps
+    /// the snapshot version, in one transaction. Table and column names are our constants.
+    fn delete_scoped(
+        &self,
+        table: &'static str,
+        scope_col: &'static str,
+        scope: &str,
+        id: &str,
+        what: &str,
+    ) -> StoreResult<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute(
+                &format!("DELETE FROM {table} WHERE {scope_col} = ?1 AND id = ?2"),
+                params![scope, id],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("{what} {id} not found")));
+            }
+            bump_version(&tx)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> StoreResult<T>) -> StoreResult<T> {
         // A poisoned lock only means another request panicked mid-call; SQLite's transaction
         // rolled back, so the connection itself is still consistent.
@@ -575,19 +600,7 @@ impl Store for SqliteStore {
     }
 
     fn delete_dns(&self, zone_id: &str, id: &str) -> StoreResult<()> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let n = tx.execute(
-                "DELETE FROM dns_records WHERE zone_id = ?1 AND id = ?2",
-                params![zone_id, id],
-            )?;
-            if n == 0 {
-                return Err(StoreError::NotFound(format!("DNS record {id} not found")));
-            }
-            bump_version(&tx)?;
-            tx.commit()?;
-            Ok(())
-        })
+        self.delete_scoped("dns_records", "zone_id", zone_id, id, "DNS record")
     }
 
     fn list_pools(&self, account_id: &str) -> StoreResult<Vec<Pool>> {
@@ -619,19 +632,7 @@ impl Store for SqliteStore {
     }
 
     fn delete_pool(&self, account_id: &str, id: &str) -> StoreResult<()> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let n = tx.execute(
-                "DELETE FROM pools WHERE account_id = ?1 AND id = ?2",
-                params![account_id, id],
-            )?;
-            if n == 0 {
-                return Err(StoreError::NotFound(format!("pool {id} not found")));
-            }
-            bump_version(&tx)?;
-            tx.commit()?;
-            Ok(())
-        })
+        self.delete_scoped("pools", "account_id", account_id, id, "pool")
     }
 
     fn list_load_balancers(&self, zone_id: &str) -> StoreResult<Vec<LoadBalancer>> {
@@ -727,21 +728,7 @@ impl Store for SqliteStore {
     }
 
     fn delete_load_balancer(&self, zone_id: &str, id: &str) -> StoreResult<()> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let n = tx.execute(
-                "DELETE FROM load_balancers WHERE zone_id = ?1 AND id = ?2",
-                params![zone_id, id],
-            )?;
-            if n == 0 {
-                return Err(StoreError::NotFound(format!(
-                    "load balancer {id} not found"
-                )));
-            }
-            bump_version(&tx)?;
-            tx.commit()?;
-            Ok(())
-        })
+        self.delete_scoped("load_balancers", "zone_id", zone_id, id, "load balancer")
     }
 
     fn register_connection(&self, rec: &ConnectionRecord) -> StoreResult<()> {
