@@ -399,6 +399,14 @@ impl<'a> RecvBatch<'a> {
 
 // ===== socket setup shared by both backends =====
 
+/// The bound address of a backend's socket.
+pub(crate) fn socket_local_addr(socket: &Socket) -> io::Result<SocketAddr> {
+    socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("not an IP socket"))
+}
+
 static RCVBUF_WARNED: AtomicBool = AtomicBool::new(false);
 static SNDBUF_WARNED: AtomicBool = AtomicBool::new(false);
 

@@ -601,10 +601,7 @@ impl UringUdp {
 
     /// The bound address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket
-            .local_addr()?
-            .as_socket()
-            .ok_or_else(|| io::Error::other("not an IP socket"))
+        super::socket_local_addr(&self.socket)
     }
 
     /// What this socket can do now.
