@@ -257,3 +257,39 @@ fn one_gib_single_stream_keeps_its_hash() {
         assert_eq!(got, h.finalize());
     });
 }
+
+/// Connection churn leaves no bookkeeping behind once connections drain and their handles
+/// are gone.
+#[test]
+fn churned_connections_are_forgotten() {
+    let s = setup();
+    block_on(async {
+        let (server, client) = endpoints(&s, UdpBackend::default(), true, true);
+        spawn_echo(&server);
+        for i in 0..30 {
+            let conn = with_timeout(
+                Duration::from_secs(10),
+                client.connect(addr(&server), "quic.cftunnel.com"),
+            )
+            .await
+            .unwrap();
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            send.write_all(Bytes::from(vec![i as u8; 1000]))
+                .await
+                .unwrap();
+            send.finish().unwrap();
+            assert_eq!(recv.read_to_end(2000).await.unwrap().len(), 1000);
+            conn.close(VarInt::from_u32(0), b"bye");
+        }
+        // Draining takes a few PTOs; poll (bounded) until both sides forgot everything.
+        let mut left = (usize::MAX, usize::MAX);
+        for _ in 0..1500 {
+            left = (client.tracked_connections(), server.tracked_connections());
+            if left == (0, 0) {
+                break;
+            }
+            monoio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(left, (0, 0), "connections still tracked (client, server)");
+    });
+}

@@ -134,6 +134,9 @@ struct ConnState {
     streams: HashMap<StreamId, StreamState>,
     /// Opened by our `connect` (client side) rather than accepted.
     outgoing: bool,
+    /// Live `Connection`, `SendStream` and `RecvStream` handles. The entry is removed once
+    /// the connection is drained and this reaches zero, so churn never grows the map.
+    handles: usize,
 }
 
 impl ConnState {
@@ -183,6 +186,17 @@ struct State {
 }
 
 impl State {
+    /// Drops one handle of connection `id`; forgets the connection when it was the last and
+    /// the connection is gone.
+    fn release(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.handles = c.handles.saturating_sub(1);
+            if c.handles == 0 && c.drained {
+                self.conns.remove(&id);
+            }
+        }
+    }
+
     fn kick(&mut self) {
         self.io_wanted = true;
         if let Some(w) = self.io_waker.take() {
@@ -273,7 +287,10 @@ impl State {
                     st.drained = true;
                     st.wake_all();
                     // Handles still held by tasks keep reporting the error via `failure`;
-                    // the entry goes when nobody can ask any more (see `Connection::drop`).
+                    // the entry goes with the last of them (see `release`).
+                    if st.handles == 0 {
+                        self.conns.remove(&c);
+                    }
                 }
             }
         }
@@ -315,6 +332,12 @@ impl Endpoint {
         self.state.borrow().stats
     }
 
+    /// Connections this endpoint still keeps bookkeeping for (live, or drained but with a
+    /// handle still held somewhere).
+    pub fn tracked_connections(&self) -> usize {
+        self.state.borrow().conns.len()
+    }
+
     /// Runs `f` on the driver (for stats and tests), then flushes.
     pub fn with_driver<T>(&self, f: impl FnOnce(&mut Driver) -> T) -> T {
         let mut st = self.state.borrow_mut();
@@ -335,7 +358,9 @@ impl Endpoint {
                 return Err(ConnectionFailed::EndpointClosed);
             }
             let id = st.driver.connect(Instant::now(), remote, server_name)?;
-            st.conn(id).outgoing = true;
+            let c = st.conn(id);
+            c.outgoing = true;
+            c.handles += 1;
             st.kick();
             id
         };
@@ -365,6 +390,7 @@ impl Endpoint {
         poll_fn(|cx| {
             let mut st = self.state.borrow_mut();
             if let Some(id) = st.accept_queue.pop_front() {
+                st.conn(id).handles += 1;
                 return Poll::Ready(Some(Connection {
                     state: self.state.clone(),
                     id,
@@ -601,12 +627,12 @@ impl Connection {
     }
 
     fn streams(&self, sid: StreamId) -> (SendStream, RecvStream) {
-        self.state
-            .borrow_mut()
-            .conn(self.id)
-            .streams
-            .entry(sid)
-            .or_default();
+        {
+            let mut st = self.state.borrow_mut();
+            let c = st.conn(self.id);
+            c.streams.entry(sid).or_default();
+            c.handles += 2;
+        }
         (
             SendStream {
                 state: self.state.clone(),
@@ -796,11 +822,12 @@ impl SendStream {
 
 impl Drop for SendStream {
     fn drop(&mut self) {
-        if !self.done
-            && let Ok(mut st) = self.state.try_borrow_mut()
-        {
-            let _ = st.driver.finish(self.conn, self.id);
-            st.kick();
+        if let Ok(mut st) = self.state.try_borrow_mut() {
+            if !self.done {
+                let _ = st.driver.finish(self.conn, self.id);
+                st.kick();
+            }
+            st.release(self.conn);
         }
     }
 }
@@ -883,24 +910,20 @@ impl RecvStream {
 
 impl Drop for RecvStream {
     fn drop(&mut self) {
-        if !self.done
-            && let Ok(mut st) = self.state.try_borrow_mut()
-        {
-            let _ = st.driver.stop(self.conn, self.id, VarInt::from_u32(0));
-            st.kick();
+        if let Ok(mut st) = self.state.try_borrow_mut() {
+            if !self.done {
+                let _ = st.driver.stop(self.conn, self.id, VarInt::from_u32(0));
+                st.kick();
+            }
+            st.release(self.conn);
         }
     }
 }
 
-/// Drops the per-connection bookkeeping once the connection is gone and this was the last
-/// handle that could ask about it.
 impl Drop for Connection {
     fn drop(&mut self) {
-        if let Ok(mut st) = self.state.try_borrow_mut()
-            && st.conns.get(&self.id).is_some_and(|c| c.drained)
-            && Rc::strong_count(&self.state) <= 2
-        {
-            st.conns.remove(&self.id);
+        if let Ok(mut st) = self.state.try_borrow_mut() {
+            st.release(self.id);
         }
     }
 }
