@@ -51,11 +51,16 @@ pub struct Answer {
 
 impl ApiClient {
     pub fn new(base: &str, token: ApiToken) -> Self {
+        // cloudflared's own limit; long enough for a loaded control plane, short enough that
+        // a black-holed address fails a command in reasonable time.
+        Self::with_timeout(base, token, Duration::from_secs(15))
+    }
+
+    /// A client whose requests may take up to `timeout` (long-polls).
+    pub fn with_timeout(base: &str, token: ApiToken, timeout: Duration) -> Self {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            // cloudflared's own limit; long enough for a loaded control plane, short enough that
-            // a black-holed address fails a command in reasonable time.
-            .timeout_global(Some(Duration::from_secs(15)))
+            .timeout_global(Some(timeout))
             .user_agent(concat!("ringway/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
@@ -83,6 +88,22 @@ impl ApiClient {
             .header("Accept", "application/json")
             .call();
         Self::finish(&url, r)
+    }
+
+    /// GET that treats `304 Not Modified` as `None` (long-polls that saw no change).
+    pub fn get_maybe_unchanged(&self, path: &str) -> Result<Option<Answer>, ClientError> {
+        let url = self.url(path);
+        let r = self
+            .agent
+            .get(&url)
+            .header("Authorization", &self.bearer())
+            .call();
+        if let Ok(resp) = &r
+            && resp.status().as_u16() == 304
+        {
+            return Ok(None);
+        }
+        Self::finish(&url, r).map(Some)
     }
 
     pub fn delete(&self, path: &str) -> Result<Answer, ClientError> {

@@ -9,6 +9,8 @@
 //! - `api`: the control-plane HTTP server: Cloudflare's v4 subset under `/client/v4`, the
 //!   edge-facing snapshot and connection endpoints under `/edge/v1`, and the login pages.
 //! - `client`: the blocking HTTP client the CLI uses against that API.
+//! - `edge_sync`: the edge's control-plane side: the snapshot follower with its atomic on-disk
+//!   cache (serve from it when the control plane is down) and connection registration.
 //! - `cli`: clap definitions and one module per command family (`tunnel`, `control`).
 //! - `files`: cert.pem, credentials `<UUID>.json`, tunnel tokens, and cloudflared's search
 //!   directories, byte for byte.
@@ -21,6 +23,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod edge_sync;
 pub mod files;
 pub mod hostname;
 pub mod secret;

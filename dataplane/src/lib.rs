@@ -27,6 +27,7 @@
 //! Rules: `control` depends on this crate, never the reverse. `wire` and `http` do no I/O. No
 //! tokio and no lock shared between workers on the data path.
 
+pub mod http;
 pub mod quic;
 pub mod runtime;
 pub mod udp;

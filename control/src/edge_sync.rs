@@ -1,0 +1,286 @@
+//! The edge's side of the control plane: following the config snapshot and reporting
+//! connections.
+//!
+//! The edge must serve without the control plane (DESIGN.md, idea 2), so:
+//! - [`SnapshotCache`] keeps the last snapshot on disk, written atomically (temp file, fsync,
+//!   rename, fsync of the directory), and is read at start before any network call;
+//! - [`SnapshotFollower`] long-polls `/edge/v1/snapshot?since=V`, persists each newer version,
+//!   then hands it to the caller; when the control plane is unreachable it backs off and keeps
+//!   the version it has;
+//! - [`EdgeClient`] registers, renews and deregisters connection records.
+//!
+//! All of it is blocking (ureq) and runs on the edge's control thread, never on a worker.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::api::edge::RegisterConnection;
+use crate::client::{ApiClient, ClientError};
+use crate::secret::ApiToken;
+use crate::store::Snapshot;
+
+/// How long one long-poll may wait on the server; the HTTP timeout is this plus slack.
+const POLL_WAIT_SECS: u64 = 25;
+/// Backoff after a failed poll: doubles from the first value up to the cap, so a control plane
+/// that comes back is noticed within half a minute without hammering one that is down.
+const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("snapshot cache {path}: {error}")]
+    Cache { path: PathBuf, error: String },
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("control plane sent a malformed snapshot: {0}")]
+    Malformed(String),
+}
+
+/// The last snapshot, on disk.
+#[derive(Debug, Clone)]
+pub struct SnapshotCache {
+    path: PathBuf,
+}
+
+impl SnapshotCache {
+    pub const FILE: &'static str = "snapshot.json";
+
+    pub fn new(state_dir: &Path) -> Self {
+        Self {
+            path: state_dir.join(Self::FILE),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> SyncError {
+        SyncError::Cache {
+            path: self.path.clone(),
+            error: e.to_string(),
+        }
+    }
+
+    /// The cached snapshot; `None` when there is none yet.
+    pub fn load(&self) -> Result<Option<Snapshot>, SyncError> {
+        match fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| self.err(e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Replaces the cached snapshot atomically: a crash leaves the old file or the new one,
+    /// never a torn one.
+    pub fn store(&self, snap: &Snapshot) -> Result<(), SyncError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(|e| self.err(e))?;
+        let tmp = self.path.with_extension("json.tmp");
+        let body = serde_json::to_vec(snap).map_err(|e| self.err(e))?;
+        let mut f = fs::File::create(&tmp).map_err(|e| self.err(e))?;
+        f.write_all(&body)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| self.err(e))?;
+        fs::rename(&tmp, &self.path).map_err(|e| self.err(e))?;
+        // The rename itself is durable only once the directory is synced.
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+/// Edge-facing API calls, with the edge token.
+#[derive(Debug)]
+pub struct EdgeClient {
+    api: ApiClient,
+    /// Long-polls need a longer HTTP timeout than ordinary calls.
+    poll: ApiClient,
+}
+
+impl EdgeClient {
+    /// `control` is the control plane's base URL (`http://host:port`).
+    pub fn new(control: &str, token: ApiToken) -> Self {
+        let base = format!("{}/edge/v1", control.trim_end_matches('/'));
+        Self {
+            api: ApiClient::new(&base, token.clone()),
+            poll: ApiClient::with_timeout(&base, token, Duration::from_secs(POLL_WAIT_SECS + 10)),
+        }
+    }
+
+    /// Waits (up to `POLL_WAIT_SECS`) for a snapshot newer than `since`; `None` when none came.
+    pub fn poll_snapshot(&self, since: u64) -> Result<Option<Snapshot>, SyncError> {
+        let ans = self
+            .poll
+            .get_maybe_unchanged(&format!("/snapshot?since={since}&wait={POLL_WAIT_SECS}"))?;
+        match ans {
+            None => Ok(None),
+            Some(a) => serde_json::from_value(a.result)
+                .map(Some)
+                .map_err(|e| SyncError::Malformed(e.to_string())),
+        }
+    }
+
+    pub fn register(&self, rec: &RegisterConnection) -> Result<(), SyncError> {
+        self.api.post("/connections", rec)?;
+        Ok(())
+    }
+
+    /// Renews leases; returns the ids the control plane no longer knows.
+    pub fn renew(
+        &self,
+        edge_id: &str,
+        ids: &[Uuid],
+        lease_secs: u64,
+    ) -> Result<Vec<Uuid>, SyncError> {
+        let ans = self.api.post(
+            "/leases",
+            &json!({"edge_id": edge_id, "ids": ids, "lease_secs": lease_secs}),
+        )?;
+        let unknown = ans.result.get("unknown").cloned().unwrap_or(Value::Null);
+        serde_json::from_value(unknown).map_err(|e| SyncError::Malformed(e.to_string()))
+    }
+
+    pub fn unregister(&self, id: Uuid) -> Result<(), SyncError> {
+        self.api.delete(&format!("/connections/{id}"))?;
+        Ok(())
+    }
+}
+
+/// Follows the control plane's snapshot, persisting each version before using it.
+#[derive(Debug)]
+pub struct SnapshotFollower {
+    client: EdgeClient,
+    cache: SnapshotCache,
+    current: Option<Snapshot>,
+    backoff: Duration,
+}
+
+impl SnapshotFollower {
+    /// Loads the cached snapshot first, so the edge can serve before the control plane
+    /// answers (or while it never does).
+    pub fn new(client: EdgeClient, cache: SnapshotCache) -> Result<Self, SyncError> {
+        let current = cache.load()?;
+        Ok(Self {
+            client,
+            cache,
+            current,
+            backoff: BACKOFF_FIRST,
+        })
+    }
+
+    pub fn current(&self) -> Option<&Snapshot> {
+        self.current.as_ref()
+    }
+
+    pub fn version(&self) -> u64 {
+        self.current.as_ref().map_or(0, |s| s.version)
+    }
+
+    /// One long-poll round. Returns the new snapshot when one arrived (already on disk);
+    /// `Ok(None)` when the poll timed out unchanged; on error the caller should `backoff()`.
+    pub fn step(&mut self) -> Result<Option<&Snapshot>, SyncError> {
+        let got = self.client.poll_snapshot(self.version())?;
+        self.backoff = BACKOFF_FIRST;
+        match got {
+            Some(snap) if snap.version > self.version() => {
+                self.cache.store(&snap)?;
+                self.current = Some(snap);
+                Ok(self.current.as_ref())
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Sleeps after a failure, doubling the wait up to the cap.
+    pub fn backoff(&mut self) {
+        std::thread::sleep(self.backoff);
+        self.backoff = (self.backoff * 2).min(BACKOFF_CAP);
+    }
+
+    /// Follows forever (until `keep_going` says stop), calling `on_update` with every newer
+    /// snapshot. Control-plane failures are logged and retried; serving never waits on them.
+    pub fn run(
+        &mut self,
+        mut keep_going: impl FnMut() -> bool,
+        mut on_update: impl FnMut(&Snapshot),
+    ) {
+        while keep_going() {
+            match self.step() {
+                Ok(Some(snap)) => {
+                    tracing::info!(version = snap.version, "config snapshot updated");
+                    on_update(snap);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, version = self.version(), "snapshot poll failed; serving the cached version");
+                    self.backoff();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(version: u64) -> Snapshot {
+        Snapshot {
+            version,
+            tunnels: vec![],
+            dns_records: vec![],
+            pools: vec![],
+            load_balancers: vec![],
+        }
+    }
+
+    #[test]
+    fn cache_round_trips_and_replaces_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = SnapshotCache::new(dir.path());
+        assert!(cache.load().unwrap().is_none());
+        cache.store(&snap(3)).unwrap();
+        cache.store(&snap(4)).unwrap();
+        assert_eq!(cache.load().unwrap().unwrap().version, 4);
+        // No temp file is left behind.
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(SnapshotCache::FILE)]);
+    }
+
+    #[test]
+    fn a_torn_cache_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = SnapshotCache::new(dir.path());
+        fs::write(cache.path(), b"{\"version\": 1, \"tunn").unwrap();
+        let e = cache.load().unwrap_err().to_string();
+        assert!(e.contains("snapshot.json"), "{e}");
+    }
+
+    #[test]
+    fn follower_starts_from_the_cache_without_the_network() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = SnapshotCache::new(dir.path());
+        cache.store(&snap(9)).unwrap();
+        // Port 9 on loopback: nothing listens; constructing must not touch the network.
+        let client = EdgeClient::new("http://127.0.0.1:9", ApiToken::new("x".into()));
+        let mut f = SnapshotFollower::new(client, cache).unwrap();
+        assert_eq!(f.version(), 9);
+        assert!(
+            f.step().is_err(),
+            "an unreachable control plane is an error"
+        );
+        assert_eq!(f.version(), 9, "and the cached version stays");
+    }
+}

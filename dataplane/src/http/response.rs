@@ -1,0 +1,725 @@
+//! Response heads towards the client: the body-framing decision, serialization, the interim
+//! `100 Continue`, and the edge's canned error responses.
+//!
+//! The origin's status and headers arrive as `ConnectResponse` metadata with the body's
+//! chunked framing already removed, and with the origin's hop-by-hop headers still present.
+//! So the edge always re-frames: it drops the origin's Content-Length / Transfer-Encoding /
+//! hop-by-hop fields and writes its own framing for *this* client.
+
+use std::fmt::Write as _;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use thiserror::Error;
+
+use super::request::{
+    HeadError, HeaderLike, RequestHead, Version, is_hop_by_hop, parse_content_length, trim_ows,
+};
+
+/// The interim response sent when a client asked `Expect: 100-continue` and the edge is
+/// about to read the body.
+pub const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Cause text in a 502 body is cut to this many bytes: it names the cause, it is not a log.
+const MAX_CAUSE_BYTES: usize = 512;
+
+/// What the client said that shapes the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseContext {
+    /// The request was HEAD: the response has no body, whatever its headers say.
+    pub head_request: bool,
+    pub version: Version,
+    /// The request allowed the connection to persist.
+    pub keep_alive: bool,
+}
+
+impl ResponseContext {
+    pub fn for_request(req: &RequestHead) -> Self {
+        Self {
+            head_request: req.is_head(),
+            version: req.version,
+            keep_alive: req.keep_alive,
+        }
+    }
+
+    /// For answers to a head that did not parse: HTTP/1.1, body allowed, then close.
+    pub fn unparsed() -> Self {
+        Self {
+            head_request: false,
+            version: Version::Http11,
+            keep_alive: false,
+        }
+    }
+}
+
+/// How the response body is delimited on the client connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body: HEAD requests, 1xx, 204, 304 (RFC 9112 §6.3 items 1–2).
+    None,
+    /// Exactly this many bytes. If the stream from the connector ends early the edge must
+    /// close the client connection (the client would otherwise wait for bytes that never
+    /// come); extra bytes must be dropped.
+    Length(u64),
+    /// Unknown length, HTTP/1.1 client: `Transfer-Encoding: chunked` (see `ChunkedEncoder`).
+    Chunked,
+    /// Unknown length, HTTP/1.0 client: the body ends when the edge closes the connection.
+    CloseDelimited,
+}
+
+/// A response head: status, optional reason (the canonical one is used when `None`, which is
+/// the normal case since cloudflared's metadata carries only `HttpStatus`) and header fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead<H = (String, String)> {
+    pub status: u16,
+    pub reason: Option<String>,
+    pub headers: Vec<H>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum ResponseError {
+    /// Not a three-digit status. The edge answers 502 instead.
+    #[error("invalid response status {0}")]
+    InvalidStatus(u16),
+}
+
+fn no_body_status(status: u16) -> bool {
+    (100..200).contains(&status) || status == 204 || status == 304
+}
+
+/// The origin's valid Content-Length, if it sent exactly one value (identical repeats, as
+/// lists or as lines, are folded: RFC 9110 §8.6 allows it, and on the response side the edge
+/// re-frames anyway, so there is no smuggling risk in being lenient).
+fn origin_content_length<H: HeaderLike>(headers: &[H]) -> Option<u64> {
+    let mut found: Option<u64> = None;
+    // Bounded by the number of header fields and commas in them.
+    for v in headers
+        .iter()
+        .filter(|h| h.header_name().eq_ignore_ascii_case("content-length"))
+        .flat_map(|h| h.header_value().split(|&b| b == b','))
+    {
+        let n = parse_content_length(trim_ows(v))?;
+        if found.is_some_and(|f| f != n) {
+            return None;
+        }
+        found = Some(n);
+    }
+    found
+}
+
+/// Chooses the response framing from the request and the origin's status and headers.
+///
+/// An origin `Transfer-Encoding` means cloudflared already removed chunked framing and the
+/// length is unknown, so it wins over any Content-Length (RFC 9112 §6.3 item 3). An invalid or
+/// conflicting Content-Length is treated as unknown length rather than trusted.
+pub fn body_framing<H: HeaderLike>(
+    ctx: &ResponseContext,
+    status: u16,
+    headers: &[H],
+) -> BodyFraming {
+    if ctx.head_request || no_body_status(status) {
+        return BodyFraming::None;
+    }
+    let has_te = headers
+        .iter()
+        .any(|h| h.header_name().eq_ignore_ascii_case("transfer-encoding"));
+    if !has_te && let Some(n) = origin_content_length(headers) {
+        return BodyFraming::Length(n);
+    }
+    match ctx.version {
+        Version::Http11 => BodyFraming::Chunked,
+        Version::Http10 => BodyFraming::CloseDelimited,
+    }
+}
+
+/// The canonical reason phrase, or "" (RFC 9112 §4: the phrase may be empty).
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        103 => "Early Hints",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        203 => "Non-Authoritative Information",
+        204 => "No Content",
+        205 => "Reset Content",
+        206 => "Partial Content",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Content",
+        425 => "Too Early",
+        426 => "Upgrade Required",
+        428 => "Precondition Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        451 => "Unavailable For Legal Reasons",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        // 530 (Cloudflare's "origin unreachable") has no registered phrase; the canned
+        // response names its own.
+        _ => "",
+    }
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// field-value bytes that cannot break the framing: no CR, LF, NUL or other controls but HTAB.
+/// This is the response-splitting guard: origin metadata is not trusted to be clean.
+fn is_safe_value(v: &[u8]) -> bool {
+    v.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// Serializes a response head into `out` and returns whether the client connection may
+/// carry another request afterwards.
+///
+/// - Always writes `HTTP/1.1` (RFC 9110 §2.5: a server sends its highest conformant version,
+///   also to 1.0 clients).
+/// - Drops hop-by-hop fields (fixed names and those listed in the origin's `Connection`),
+///   the origin's Content-Length / Transfer-Encoding, and any field whose name is not a token
+///   or whose value contains control bytes; then writes framing for `framing`.
+/// - For `BodyFraming::None` on HEAD / 304 the origin's valid Content-Length is kept (it
+///   describes the representation, RFC 9110 §8.6).
+/// - `Connection: close` when the connection will not persist; `Connection: keep-alive` for a
+///   persisting HTTP/1.0 client. A 101 keeps the origin's `Upgrade` and says
+///   `Connection: upgrade`; it returns `false` since the connection stops being HTTP.
+pub fn write_response_head<H: HeaderLike>(
+    head: &ResponseHead<H>,
+    framing: BodyFraming,
+    ctx: &ResponseContext,
+    out: &mut BytesMut,
+) -> Result<bool, ResponseError> {
+    let status = head.status;
+    if !(100..=999).contains(&status) {
+        return Err(ResponseError::InvalidStatus(status));
+    }
+    let reason = match head.reason.as_deref() {
+        Some(r) if is_safe_value(r.as_bytes()) => r,
+        _ => reason_phrase(status),
+    };
+    let upgrade = status == 101;
+    let interim = (100..200).contains(&status) && !upgrade;
+    let persist = ctx.keep_alive && framing != BodyFraming::CloseDelimited && !upgrade;
+
+    // Roughly the final size, so the common case writes without regrowing.
+    let estimate: usize = 64
+        + head
+            .headers
+            .iter()
+            .map(|h| h.header_name().len() + h.header_value().len() + 4)
+            .sum::<usize>();
+    out.reserve(estimate);
+    // Writing into a BytesMut cannot fail.
+    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+
+    // Names listed in Connection are hop-by-hop too. Bounded by the header count.
+    let listed: Vec<&[u8]> = head
+        .headers
+        .iter()
+        .filter(|h| h.header_name().eq_ignore_ascii_case("connection"))
+        .flat_map(|h| h.header_value().split(|&b| b == b','))
+        .map(trim_ows)
+        .filter(|t| !t.is_empty())
+        .collect();
+    // One pass over the origin's fields; bounded by their number.
+    for h in &head.headers {
+        let name = h.header_name();
+        let value = h.header_value();
+        let keep_upgrade = upgrade && name.eq_ignore_ascii_case("upgrade");
+        if !keep_upgrade
+            && (is_hop_by_hop(name)
+                || name.eq_ignore_ascii_case("content-length")
+                || listed
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
+        {
+            continue;
+        }
+        if name.is_empty() || !name.bytes().all(is_token_byte) || !is_safe_value(value) {
+            tracing::debug!(name, "dropping an origin header that is not valid HTTP/1.1");
+            continue;
+        }
+        out.put_slice(name.as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value);
+        out.put_slice(b"\r\n");
+    }
+
+    match framing {
+        BodyFraming::Length(n) => {
+            let _ = write!(out, "Content-Length: {n}\r\n");
+        }
+        BodyFraming::Chunked => out.put_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyFraming::None if !no_body_status(status) || status == 304 => {
+            if let Some(n) = origin_content_length(&head.headers) {
+                let _ = write!(out, "Content-Length: {n}\r\n");
+            }
+        }
+        BodyFraming::None | BodyFraming::CloseDelimited => {}
+    }
+
+    if upgrade {
+        out.put_slice(b"Connection: upgrade\r\n");
+    } else if !interim {
+        if !persist {
+            out.put_slice(b"Connection: close\r\n");
+        } else if ctx.version == Version::Http10 {
+            out.put_slice(b"Connection: keep-alive\r\n");
+        }
+    }
+    out.put_slice(b"\r\n");
+    Ok(if interim { ctx.keep_alive } else { persist })
+}
+
+/// The edge's own answers when it cannot serve (DESIGN "The edge's answers when it cannot
+/// serve").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgeError<'a> {
+    /// 400: malformed or smuggling-shaped request.
+    BadRequest,
+    /// 404: no DNS record for the host.
+    NotFound,
+    /// 431: head over the size or field-count limit.
+    HeadTooLarge,
+    /// 501: a transfer coding the edge does not implement.
+    NotImplemented,
+    /// 505: not HTTP/1.0 or 1.1.
+    VersionNotSupported,
+    /// 502: the origin failed; the text names the cause (the connector's `error`).
+    BadGateway(&'a str),
+    /// 530: the record's tunnel has no live connection (Cloudflare error 1033).
+    TunnelUnavailable,
+}
+
+impl EdgeError<'_> {
+    pub fn status(&self) -> u16 {
+        match self {
+            EdgeError::BadRequest => 400,
+            EdgeError::NotFound => 404,
+            EdgeError::HeadTooLarge => 431,
+            EdgeError::NotImplemented => 501,
+            EdgeError::VersionNotSupported => 505,
+            EdgeError::BadGateway(_) => 502,
+            EdgeError::TunnelUnavailable => 530,
+        }
+    }
+
+    /// Errors about the request's framing: after them the byte stream cannot be trusted, so
+    /// the connection always closes.
+    fn forces_close(&self) -> bool {
+        matches!(
+            self,
+            EdgeError::BadRequest
+                | EdgeError::HeadTooLarge
+                | EdgeError::NotImplemented
+                | EdgeError::VersionNotSupported
+        )
+    }
+}
+
+impl From<&HeadError> for EdgeError<'static> {
+    fn from(e: &HeadError) -> Self {
+        match e.status() {
+            431 => EdgeError::HeadTooLarge,
+            501 => EdgeError::NotImplemented,
+            505 => EdgeError::VersionNotSupported,
+            _ => EdgeError::BadRequest,
+        }
+    }
+}
+
+/// A complete canned response (head and body) with Content-Length, as one `Bytes`.
+///
+/// The connection closes after framing errors (400/431/501/505) and whenever the client did
+/// not ask to keep it; 404/502/530 answer a well-formed request, so a keep-alive client keeps
+/// its connection (its body, if any, must have been drained or the connection closed by the
+/// caller).
+pub fn error_response(err: EdgeError<'_>, ctx: &ResponseContext) -> Bytes {
+    let status = err.status();
+    let mut body = String::new();
+    match err {
+        EdgeError::BadGateway(cause) => {
+            body.push_str("Bad Gateway: ");
+            push_sanitized(&mut body, cause);
+            body.push('\n');
+        }
+        // Cloudflare's plain-text error body for this case is exactly this.
+        EdgeError::TunnelUnavailable => body.push_str("error code: 1033\n"),
+        EdgeError::NotFound => body.push_str("Not Found: no route for this host\n"),
+        _ => {
+            let _ = writeln!(body, "{status} {}", reason_phrase(status));
+        }
+    }
+    let persist = ctx.keep_alive && !err.forces_close();
+    let mut out = BytesMut::with_capacity(160 + body.len());
+    let reason = match status {
+        530 => "Tunnel Unavailable",
+        s => reason_phrase(s),
+    };
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !persist {
+        out.put_slice(b"Connection: close\r\n");
+    } else if ctx.version == Version::Http10 {
+        out.put_slice(b"Connection: keep-alive\r\n");
+    }
+    out.put_slice(b"\r\n");
+    if !ctx.head_request {
+        out.put_slice(body.as_bytes());
+    }
+    out.freeze()
+}
+
+/// The answer to a head that failed to parse (always closes).
+pub fn head_error_response(e: &HeadError) -> Bytes {
+    error_response(EdgeError::from(e), &ResponseContext::unparsed())
+}
+
+/// `100 Continue` as `Bytes` (static, no allocation).
+pub fn continue_100() -> Bytes {
+    Bytes::from_static(CONTINUE_100)
+}
+
+/// Appends `cause` with control characters replaced by spaces, cut at a char boundary.
+fn push_sanitized(out: &mut String, cause: &str) {
+    // Bounded by MAX_CAUSE_BYTES.
+    for c in cause.chars() {
+        if out.len() + c.len_utf8() > MAX_CAUSE_BYTES + "Bad Gateway: ".len() {
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::request::{Limits, parse_request_head};
+
+    fn ctx(version: Version, keep_alive: bool, head: bool) -> ResponseContext {
+        ResponseContext {
+            head_request: head,
+            version,
+            keep_alive,
+        }
+    }
+
+    fn hdrs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn write(head: &ResponseHead, c: &ResponseContext) -> (String, bool, BodyFraming) {
+        let framing = body_framing(c, head.status, &head.headers);
+        let mut out = BytesMut::new();
+        let persist = write_response_head(head, framing, c, &mut out).unwrap();
+        (String::from_utf8(out.to_vec()).unwrap(), persist, framing)
+    }
+
+    #[test]
+    fn no_body_framing_for_head_204_304_1xx() {
+        let h = hdrs(&[("Content-Length", "10")]);
+        let c11 = ctx(Version::Http11, true, false);
+        assert_eq!(
+            body_framing(&ctx(Version::Http11, true, true), 200, &h),
+            BodyFraming::None
+        );
+        assert_eq!(body_framing(&c11, 204, &h), BodyFraming::None);
+        assert_eq!(body_framing(&c11, 304, &h), BodyFraming::None);
+        assert_eq!(body_framing(&c11, 101, &h), BodyFraming::None);
+        assert_eq!(body_framing(&c11, 200, &h), BodyFraming::Length(10));
+    }
+
+    #[test]
+    fn framing_for_unknown_length() {
+        let none: Vec<(String, String)> = Vec::new();
+        let te = hdrs(&[("Transfer-Encoding", "chunked"), ("Content-Length", "10")]);
+        let bad = hdrs(&[("Content-Length", "abc")]);
+        let conflict = hdrs(&[("Content-Length", "1"), ("Content-Length", "2")]);
+        let same = hdrs(&[("Content-Length", "3, 3")]);
+        let c11 = ctx(Version::Http11, true, false);
+        let c10 = ctx(Version::Http10, true, false);
+        assert_eq!(body_framing(&c11, 200, &none), BodyFraming::Chunked);
+        assert_eq!(body_framing(&c10, 200, &none), BodyFraming::CloseDelimited);
+        assert_eq!(body_framing(&c11, 200, &te), BodyFraming::Chunked);
+        assert_eq!(body_framing(&c10, 200, &te), BodyFraming::CloseDelimited);
+        assert_eq!(body_framing(&c11, 200, &bad), BodyFraming::Chunked);
+        assert_eq!(body_framing(&c11, 200, &conflict), BodyFraming::Chunked);
+        assert_eq!(body_framing(&c11, 200, &same), BodyFraming::Length(3));
+    }
+
+    #[test]
+    fn head_serialization_strips_hop_by_hop_and_reframes() {
+        let head = ResponseHead {
+            status: 200,
+            reason: None,
+            headers: hdrs(&[
+                ("Content-Type", "text/html"),
+                ("Connection", "keep-alive, X-Hop"),
+                ("Keep-Alive", "timeout=5"),
+                ("X-Hop", "secret"),
+                ("Transfer-Encoding", "chunked"),
+                ("Set-Cookie", "a=1"),
+                ("Set-Cookie", "b=2"),
+                ("X-Evil", "a\r\nInjected: yes"),
+                ("Bad Name", "x"),
+            ]),
+        };
+        let (text, persist, framing) = write(&head, &ctx(Version::Http11, true, false));
+        assert_eq!(framing, BodyFraming::Chunked);
+        assert!(persist);
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn connection_header_matrix() {
+        let head = ResponseHead {
+            status: 200,
+            reason: None,
+            headers: hdrs(&[("Content-Length", "2")]),
+        };
+        let (t, p, _) = write(&head, &ctx(Version::Http11, true, false));
+        assert!(p);
+        assert_eq!(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
+        let (t, p, _) = write(&head, &ctx(Version::Http11, false, false));
+        assert!(!p);
+        assert!(t.ends_with("Content-Length: 2\r\nConnection: close\r\n\r\n"));
+        let (t, p, _) = write(&head, &ctx(Version::Http10, true, false));
+        assert!(p);
+        assert!(t.ends_with("Connection: keep-alive\r\n\r\n"));
+        let (t, p, _) = write(&head, &ctx(Version::Http10, false, false));
+        assert!(!p);
+        assert!(t.ends_with("Connection: close\r\n\r\n"));
+        // Close-delimited bodies force close even for a keep-alive 1.0 client.
+        let head = ResponseHead {
+            status: 200,
+            reason: None,
+            headers: hdrs(&[("Content-Type", "text/plain")]),
+        };
+        let (t, p, f) = write(&head, &ctx(Version::Http10, true, false));
+        assert_eq!(f, BodyFraming::CloseDelimited);
+        assert!(!p);
+        assert_eq!(
+            t,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn head_and_304_keep_content_length_204_does_not() {
+        let h = hdrs(&[("Content-Length", "1234"), ("ETag", "\"x\"")]);
+        let head = ResponseHead {
+            status: 200,
+            reason: None,
+            headers: h.clone(),
+        };
+        let (t, _, f) = write(&head, &ctx(Version::Http11, true, true));
+        assert_eq!(f, BodyFraming::None);
+        assert_eq!(
+            t,
+            "HTTP/1.1 200 OK\r\nETag: \"x\"\r\nContent-Length: 1234\r\n\r\n"
+        );
+        let head = ResponseHead {
+            status: 304,
+            reason: None,
+            headers: h.clone(),
+        };
+        let (t, _, _) = write(&head, &ctx(Version::Http11, true, false));
+        assert_eq!(
+            t,
+            "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 1234\r\n\r\n"
+        );
+        let head = ResponseHead {
+            status: 204,
+            reason: None,
+            headers: h,
+        };
+        let (t, _, _) = write(&head, &ctx(Version::Http11, true, false));
+        assert_eq!(t, "HTTP/1.1 204 No Content\r\nETag: \"x\"\r\n\r\n");
+    }
+
+    #[test]
+    fn upgrade_keeps_upgrade_header() {
+        let head = ResponseHead {
+            status: 101,
+            reason: None,
+            headers: hdrs(&[
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Accept", "abc="),
+            ]),
+        };
+        let (t, p, f) = write(&head, &ctx(Version::Http11, true, false));
+        assert_eq!(f, BodyFraming::None);
+        assert!(!p);
+        assert_eq!(
+            t,
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: abc=\r\nConnection: upgrade\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn reason_and_status_validation() {
+        let mut out = BytesMut::new();
+        let head: ResponseHead = ResponseHead {
+            status: 42,
+            reason: None,
+            headers: vec![],
+        };
+        assert_eq!(
+            write_response_head(
+                &head,
+                BodyFraming::None,
+                &ResponseContext::unparsed(),
+                &mut out
+            ),
+            Err(ResponseError::InvalidStatus(42))
+        );
+        let head: ResponseHead = ResponseHead {
+            status: 299,
+            reason: Some("Bad\r\nX: y".into()),
+            headers: vec![],
+        };
+        let c = ctx(Version::Http11, true, false);
+        write_response_head(&head, BodyFraming::Length(0), &c, &mut out).unwrap();
+        assert_eq!(&out[..], b"HTTP/1.1 299 \r\nContent-Length: 0\r\n\r\n");
+    }
+
+    /// Splits a canned response into head text and body, checking Content-Length.
+    fn split(resp: &Bytes) -> (String, String) {
+        let text = std::str::from_utf8(resp).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        (head.to_owned(), body.to_owned())
+    }
+
+    fn content_length(head: &str) -> usize {
+        head.lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn canned_errors() {
+        let keep = ctx(Version::Http11, true, false);
+        let cases: [(EdgeError<'_>, u16, bool); 7] = [
+            (EdgeError::BadRequest, 400, true),
+            (EdgeError::NotFound, 404, false),
+            (EdgeError::HeadTooLarge, 431, true),
+            (EdgeError::NotImplemented, 501, true),
+            (EdgeError::VersionNotSupported, 505, true),
+            (
+                EdgeError::BadGateway("dial tcp 127.0.0.1:8080: connection refused"),
+                502,
+                false,
+            ),
+            (EdgeError::TunnelUnavailable, 530, false),
+        ];
+        for (err, status, closes) in cases {
+            let resp = error_response(err, &keep);
+            let (head, body) = split(&resp);
+            assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+            assert_eq!(content_length(&head), body.len(), "{head}");
+            assert_eq!(head.contains("Connection: close"), closes, "{head}");
+        }
+        let (_, body) = split(&error_response(EdgeError::TunnelUnavailable, &keep));
+        assert!(body.contains("1033"));
+        let (_, body) = split(&error_response(
+            EdgeError::BadGateway("connection refused\r\nX-Injected: 1"),
+            &keep,
+        ));
+        assert_eq!(body, "Bad Gateway: connection refused  X-Injected: 1\n");
+        // A huge cause is cut.
+        let long = "x".repeat(10_000);
+        let (_, body) = split(&error_response(EdgeError::BadGateway(&long), &keep));
+        assert!(body.len() < 600);
+        // HEAD: no body, Content-Length still describes it.
+        let resp = error_response(EdgeError::NotFound, &ctx(Version::Http11, true, true));
+        let (head, body) = split(&resp);
+        assert!(body.is_empty());
+        assert!(content_length(&head) > 0);
+        // 1.0 keep-alive client keeps its connection on 404.
+        let resp = error_response(EdgeError::NotFound, &ctx(Version::Http10, true, false));
+        assert!(split(&resp).0.contains("Connection: keep-alive"));
+    }
+
+    #[test]
+    fn head_errors_map_to_canned_responses() {
+        let limits = Limits {
+            max_head_bytes: 100,
+            max_headers: 4,
+        };
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+            "a".repeat(200)
+        );
+        let cases: [(&str, u16); 4] = [
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+            ),
+            (big.as_str(), 431),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                501,
+            ),
+            ("GET / HTTP/3.0\r\nHost: a\r\n\r\n", 505),
+        ];
+        for (req, status) in cases {
+            let e = parse_request_head(req.as_bytes(), &limits).unwrap_err();
+            let resp = head_error_response(&e);
+            let (head, _) = split(&resp);
+            assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+            assert!(head.contains("Connection: close"));
+        }
+    }
+
+    #[test]
+    fn continue_bytes() {
+        assert_eq!(&continue_100()[..], b"HTTP/1.1 100 Continue\r\n\r\n");
+        let head: ResponseHead = ResponseHead {
+            status: 100,
+            reason: None,
+            headers: vec![],
+        };
+        let mut out = BytesMut::new();
+        let c = ctx(Version::Http11, true, false);
+        assert!(write_response_head(&head, BodyFraming::None, &c, &mut out).unwrap());
+        assert_eq!(&out[..], CONTINUE_100);
+    }
+}
