@@ -16,11 +16,18 @@
 //!   virtual-clock test harness, and `endpoint`: the async I/O task and
 //!   `Connection`/`SendStream`/`RecvStream` handles passing `Bytes` by ownership.
 //!
+//! Built for issue 4 so far (sans-IO, no runtime imports):
+//!
+//! - `wire`: cloudflared's argotunnel protocol: data-stream preambles and `ConnectRequest` /
+//!   `ConnectResponse` (Cap'n Proto, generated code committed, `scripts/regen-capnp.sh`
+//!   regenerates it from `schema/`), metadata keys, and the `RegistrationServer` /
+//!   `updateConfiguration` RPC on capnp-rpc.
+//! - `http`: the edge's HTTP/1.1 codec: request heads with the anti-smuggling rules, chunked
+//!   and length bodies without copies, response heads and the edge's error answers.
+//!
 //! Planned (issue 4):
 //!
-//! - `wire`: cloudflared's argotunnel protocol, sans-IO: preambles, `ConnectRequest` /
-//!   `ConnectResponse`, the registration RPC.
-//! - `http`: HTTP/1.1 (httparse) and HTTP/2 (h2) codecs, sans-IO.
+//! - HTTP/2 for the public listener (h2).
 //! - `edge` / `connector`: the request path on each side; they share `wire` and `quic` and never
 //!   import each other.
 //!
@@ -31,3 +38,4 @@ pub mod http;
 pub mod quic;
 pub mod runtime;
 pub mod udp;
+pub mod wire;

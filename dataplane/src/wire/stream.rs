@@ -1,0 +1,1112 @@
+//! Data-stream headers: preamble, version and the `ConnectRequest` / `ConnectResponse` message.
+//!
+//! Every stream the edge opens to a connector starts with a 6-byte signature. A data stream
+//! ([`DATA_STREAM_SIGNATURE`]) continues with [`VERSION`] and one unpacked Cap'n Proto message
+//! in standard segment framing; the body follows raw. An RPC stream ([`RPC_STREAM_SIGNATURE`])
+//! continues directly with Cap'n Proto RPC (see [`super::rpc`]).
+//!
+//! Encoding returns one buffer (signature + version + message), because the stock cloudflared
+//! reads the version with a single `read` and must find both bytes in it. Decoding is
+//! incremental ([`StreamHeaderDecoder`]): feed it whatever the stream delivered; it answers
+//! [`Decoded::NeedMore`], or the message plus the bytes after it (the start of the body), or an
+//! error. It checks the segment table against limits before buffering, so hostile input fails
+//! fast instead of allocating.
+//!
+//! The HTTP conventions on top of the metadata list (`HttpMethod`, `HttpHost`, `HttpStatus`,
+//! `HttpHeader:<Name>` once per value) are in [`http_request_metadata`],
+//! [`parse_request_metadata`], [`http_response_metadata`] and [`parse_response_metadata`].
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use capnp::message::ReaderOptions;
+use capnp::serialize::OwnedSegments;
+
+use super::generated::quic_metadata_protocol_capnp as schema;
+
+/// First bytes of a data stream (one request).
+pub const DATA_STREAM_SIGNATURE: [u8; 6] = [0x0A, 0x36, 0xCD, 0x12, 0xA1, 0x3E];
+/// First bytes of an edge → connector RPC stream (`CloudflaredServer`); no version follows.
+pub const RPC_STREAM_SIGNATURE: [u8; 6] = [0x52, 0xBB, 0x82, 0x5C, 0xDB, 0x65];
+/// Protocol version written after the data-stream signature.
+pub const VERSION: &[u8; 2] = b"01";
+/// Length of signature + version.
+pub const PREAMBLE_LEN: usize = DATA_STREAM_SIGNATURE.len() + VERSION.len();
+
+/// Default limit on one framed header message (segment table + segments).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// Most segments accepted in one header message (our encoder and Go's always write one).
+pub const MAX_SEGMENTS: u32 = 64;
+/// Most metadata entries accepted in one header message.
+pub const MAX_METADATA_ENTRIES: u32 = 8192;
+
+/// Metadata key: the request method.
+pub const META_HTTP_METHOD: &str = "HttpMethod";
+/// Metadata key: the request's Host.
+pub const META_HTTP_HOST: &str = "HttpHost";
+/// Metadata key: the response status code, in decimal.
+pub const META_HTTP_STATUS: &str = "HttpStatus";
+/// Metadata key prefix: one `HttpHeader:<Name>` entry per header value.
+pub const META_HTTP_HEADER_PREFIX: &str = "HttpHeader:";
+/// Metadata key: the flow id (used for logging/tracing by cloudflared).
+pub const META_FLOW_ID: &str = "FlowID";
+
+/// What a data stream carries (`ConnectionType` in the schema).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionType {
+    /// A plain HTTP request; the body is the rest of the stream.
+    Http,
+    /// An HTTP request that upgrades to a WebSocket; after the 101 both halves are raw bytes.
+    Websocket,
+    /// A raw TCP stream to `dest`.
+    Tcp,
+}
+
+impl ConnectionType {
+    fn to_schema(self) -> schema::ConnectionType {
+        match self {
+            Self::Http => schema::ConnectionType::Http,
+            Self::Websocket => schema::ConnectionType::Websocket,
+            Self::Tcp => schema::ConnectionType::Tcp,
+        }
+    }
+
+    fn from_schema(t: schema::ConnectionType) -> Self {
+        match t {
+            schema::ConnectionType::Http => Self::Http,
+            schema::ConnectionType::Websocket => Self::Websocket,
+            schema::ConnectionType::Tcp => Self::Tcp,
+        }
+    }
+}
+
+/// The edge's request header on a data stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectRequest {
+    /// Full URL for HTTP/WebSocket; the origin address for TCP.
+    pub dest: String,
+    /// What the stream carries.
+    pub kind: ConnectionType,
+    /// Ordered key/value pairs; keys may repeat.
+    pub metadata: Vec<(String, String)>,
+}
+
+/// The connector's response header on a data stream.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConnectResponse {
+    /// Empty on success; a description of the failure otherwise.
+    pub error: String,
+    /// Ordered key/value pairs; keys may repeat.
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Why a stream header could not be decoded (or a metadata list interpreted).
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The first 6 bytes are neither signature.
+    #[error("unknown stream signature {0:02x?}")]
+    BadSignature([u8; 6]),
+    /// An RPC-stream signature where only a data stream is acceptable.
+    #[error("RPC stream signature where a data stream was expected")]
+    UnexpectedRpcStream,
+    /// The version after the signature is not `"01"`.
+    #[error("unsupported protocol version {0:02x?}")]
+    BadVersion([u8; 2]),
+    /// The segment table announces more segments than [`MAX_SEGMENTS`].
+    #[error("header message has {0} segments, more than {MAX_SEGMENTS}")]
+    TooManySegments(u64),
+    /// The segment table announces a message larger than the decoder's limit.
+    #[error("header message of at least {size} bytes exceeds the limit of {limit}")]
+    MessageTooLarge {
+        /// Bytes announced so far.
+        size: u64,
+        /// The decoder's limit.
+        limit: usize,
+    },
+    /// More metadata entries than [`MAX_METADATA_ENTRIES`].
+    #[error("{0} metadata entries, more than {MAX_METADATA_ENTRIES}")]
+    TooManyMetadata(u32),
+    /// The Cap'n Proto message is malformed.
+    #[error("malformed header message: {0}")]
+    Capnp(#[from] capnp::Error),
+    /// A field holds a value the protocol does not allow.
+    #[error("invalid header: {0}")]
+    Invalid(String),
+    /// `push`/`feed` called after the decoder returned a result or an error.
+    #[error("stream header decoder already finished")]
+    Finished,
+}
+
+/// A message that can follow the data-stream preamble.
+pub trait HeaderMessage: Sized {
+    /// Builds the Cap'n Proto message.
+    fn build(&self) -> capnp::message::Builder<capnp::message::HeapAllocator>;
+    /// Reads the message back.
+    fn read(message: &capnp::message::Reader<OwnedSegments>) -> Result<Self, WireError>;
+}
+
+impl HeaderMessage for ConnectRequest {
+    fn build(&self) -> capnp::message::Builder<capnp::message::HeapAllocator> {
+        let mut message = capnp::message::Builder::new_default();
+        {
+            let mut root = message.init_root::<schema::connect_request::Builder>();
+            root.set_dest(self.dest.as_str());
+            root.set_type(self.kind.to_schema());
+            if !self.metadata.is_empty() {
+                write_metadata(root.init_metadata(list_len(&self.metadata)), &self.metadata);
+            }
+        }
+        message
+    }
+
+    fn read(message: &capnp::message::Reader<OwnedSegments>) -> Result<Self, WireError> {
+        let root = message.get_root::<schema::connect_request::Reader>()?;
+        let dest = root
+            .get_dest()?
+            .to_string()
+            .map_err(|_| WireError::Invalid("dest is not UTF-8".into()))?;
+        let kind = root
+            .get_type()
+            .map_err(|e| WireError::Invalid(format!("unknown connection type {}", e.0)))?;
+        let metadata = read_metadata(root.get_metadata()?)?;
+        Ok(Self {
+            dest,
+            kind: ConnectionType::from_schema(kind),
+            metadata,
+        })
+    }
+}
+
+impl HeaderMessage for ConnectResponse {
+    fn build(&self) -> capnp::message::Builder<capnp::message::HeapAllocator> {
+        let mut message = capnp::message::Builder::new_default();
+        {
+            let mut root = message.init_root::<schema::connect_response::Builder>();
+            if !self.error.is_empty() {
+                root.set_error(self.error.as_str());
+            }
+            if !self.metadata.is_empty() {
+                write_metadata(root.init_metadata(list_len(&self.metadata)), &self.metadata);
+            }
+        }
+        message
+    }
+
+    fn read(message: &capnp::message::Reader<OwnedSegments>) -> Result<Self, WireError> {
+        let root = message.get_root::<schema::connect_response::Reader>()?;
+        let error = lossy(root.get_error()?);
+        let metadata = read_metadata(root.get_metadata()?)?;
+        Ok(Self { error, metadata })
+    }
+}
+
+fn list_len(metadata: &[(String, String)]) -> u32 {
+    // A list longer than u32::MAX could not be encoded anyway; the decoder's limits are far lower.
+    u32::try_from(metadata.len()).unwrap_or(u32::MAX)
+}
+
+fn write_metadata(
+    mut list: capnp::struct_list::Builder<'_, schema::metadata::Owned>,
+    metadata: &[(String, String)],
+) {
+    for (i, (key, val)) in metadata.iter().enumerate().take(list.len() as usize) {
+        let mut entry = list.reborrow().get(i as u32);
+        entry.set_key(key.as_str());
+        entry.set_val(val.as_str());
+    }
+}
+
+/// Text that is not UTF-8 is decoded lossily for values (Go strings are bytes, and an origin's
+/// header value may carry obs-text); keys and `dest` must be UTF-8.
+fn lossy(text: capnp::text::Reader<'_>) -> String {
+    String::from_utf8_lossy(text.as_bytes()).into_owned()
+}
+
+fn read_metadata(
+    list: capnp::struct_list::Reader<'_, schema::metadata::Owned>,
+) -> Result<Vec<(String, String)>, WireError> {
+    if list.len() > MAX_METADATA_ENTRIES {
+        return Err(WireError::TooManyMetadata(list.len()));
+    }
+    let mut out = Vec::with_capacity(list.len() as usize);
+    for entry in list.iter() {
+        let key = entry
+            .get_key()?
+            .to_string()
+            .map_err(|_| WireError::Invalid("metadata key is not UTF-8".into()))?;
+        let val = lossy(entry.get_val()?);
+        out.push((key, val));
+    }
+    Ok(out)
+}
+
+fn encode<M: HeaderMessage>(msg: &M) -> Bytes {
+    let message = msg.build();
+    let words = capnp::serialize::compute_serialized_size_in_words(&message);
+    let mut out = BytesMut::with_capacity(PREAMBLE_LEN + words * 8);
+    out.put_slice(&DATA_STREAM_SIGNATURE);
+    out.put_slice(VERSION);
+    let segments = message.get_segments_for_output();
+    out.put_u32_le(segments.len() as u32 - 1);
+    for segment in segments.iter() {
+        out.put_u32_le((segment.len() / 8) as u32);
+    }
+    if segments.len().is_multiple_of(2) {
+        out.put_u32_le(0);
+    }
+    for segment in segments.iter() {
+        out.put_slice(segment);
+    }
+    out.freeze()
+}
+
+/// Signature + version + the `ConnectRequest`, in one buffer (write it with one write).
+pub fn encode_request(req: &ConnectRequest) -> Bytes {
+    encode(req)
+}
+
+/// Signature + version + the `ConnectResponse`, in one buffer.
+pub fn encode_response(resp: &ConnectResponse) -> Bytes {
+    encode(resp)
+}
+
+/// What [`StreamHeaderDecoder`] has so far.
+#[derive(Debug)]
+pub enum Decoded<M> {
+    /// The header is incomplete; feed more bytes.
+    NeedMore,
+    /// A data stream: its header message, and the bytes after it (the start of the body).
+    Done(M, Bytes),
+    /// An RPC stream (only if the decoder accepts them): the bytes after the signature, which
+    /// start the Cap'n Proto RPC conversation.
+    Rpc(Bytes),
+}
+
+/// Incremental decoder for a stream header carrying `M` ([`ConnectRequest`] on the connector,
+/// [`ConnectResponse`] on the edge).
+///
+/// After it returns [`Decoded::Done`], [`Decoded::Rpc`] or an error, it is finished and further
+/// input returns [`WireError::Finished`].
+pub struct StreamHeaderDecoder<M> {
+    buf: BytesMut,
+    accept_rpc: bool,
+    max_message_bytes: usize,
+    finished: bool,
+    _message: PhantomData<fn() -> M>,
+}
+
+impl<M> fmt::Debug for StreamHeaderDecoder<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamHeaderDecoder")
+            .field("buffered", &self.buf.len())
+            .field("accept_rpc", &self.accept_rpc)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("finished", &self.finished)
+            .finish()
+    }
+}
+
+impl<M: HeaderMessage> Default for StreamHeaderDecoder<M> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How far [`parse`] got.
+enum Parsed {
+    NeedMore,
+    /// A data stream header: the framed message is `buf[PREAMBLE_LEN..end]`.
+    Data {
+        end: usize,
+    },
+    Rpc,
+}
+
+impl<M: HeaderMessage> StreamHeaderDecoder<M> {
+    /// A decoder that accepts only data streams, with [`DEFAULT_MAX_MESSAGE_BYTES`].
+    pub fn new() -> Self {
+        Self {
+            buf: BytesMut::new(),
+            accept_rpc: false,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            finished: false,
+            _message: PhantomData,
+        }
+    }
+
+    /// Also accept RPC streams (the connector serves both kinds on edge-opened streams).
+    pub fn accepting_rpc(mut self) -> Self {
+        self.accept_rpc = true;
+        self
+    }
+
+    /// Sets the limit on the framed message (segment table + segments).
+    pub fn with_max_message_bytes(mut self, limit: usize) -> Self {
+        self.max_message_bytes = limit;
+        self
+    }
+
+    /// Bytes buffered while waiting for the rest of the header.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Feeds bytes by reference (copied into the decoder's buffer).
+    pub fn push(&mut self, data: &[u8]) -> Result<Decoded<M>, WireError> {
+        if self.finished {
+            return Err(WireError::Finished);
+        }
+        self.buf.extend_from_slice(data);
+        let mut buf = std::mem::take(&mut self.buf);
+        let result = self.step(&buf);
+        match result {
+            Ok(Some((parsed, consumed))) => {
+                let leftover = buf.split_off(consumed).freeze();
+                Ok(parsed.with_leftover(leftover))
+            }
+            Ok(None) => {
+                self.buf = buf;
+                Ok(Decoded::NeedMore)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Feeds an owned chunk; when the header completes inside it and nothing was buffered
+    /// before, the leftover is a zero-copy slice of `data`.
+    pub fn feed(&mut self, data: Bytes) -> Result<Decoded<M>, WireError> {
+        if self.finished {
+            return Err(WireError::Finished);
+        }
+        if !self.buf.is_empty() {
+            return self.push(&data);
+        }
+        match self.step(&data)? {
+            Some((parsed, consumed)) => Ok(parsed.with_leftover(data.slice(consumed..))),
+            None => {
+                self.buf.extend_from_slice(&data);
+                Ok(Decoded::NeedMore)
+            }
+        }
+    }
+
+    /// Parses everything buffered; on a result or an error marks the decoder finished.
+    fn step(&mut self, data: &[u8]) -> Result<Option<(Complete<M>, usize)>, WireError> {
+        let outcome = self.parse(data).and_then(|parsed| match parsed {
+            Parsed::NeedMore => Ok(None),
+            Parsed::Rpc => Ok(Some((Complete::Rpc, RPC_STREAM_SIGNATURE.len()))),
+            Parsed::Data { end } => {
+                let message = read_framed(&data[PREAMBLE_LEN..end])?;
+                Ok(Some((Complete::Data(M::read(&message)?), end)))
+            }
+        });
+        if !matches!(outcome, Ok(None)) {
+            self.finished = true;
+            self.buf = BytesMut::new();
+        }
+        outcome
+    }
+
+    fn parse(&self, data: &[u8]) -> Result<Parsed, WireError> {
+        let Some(signature) = data.get(..6) else {
+            return Ok(Parsed::NeedMore);
+        };
+        let mut sig = [0u8; 6];
+        sig.copy_from_slice(signature);
+        if sig == RPC_STREAM_SIGNATURE {
+            return if self.accept_rpc {
+                Ok(Parsed::Rpc)
+            } else {
+                Err(WireError::UnexpectedRpcStream)
+            };
+        }
+        if sig != DATA_STREAM_SIGNATURE {
+            return Err(WireError::BadSignature(sig));
+        }
+        let Some(version) = data.get(6..PREAMBLE_LEN) else {
+            return Ok(Parsed::NeedMore);
+        };
+        if version != VERSION {
+            return Err(WireError::BadVersion([version[0], version[1]]));
+        }
+        match framed_len(&data[PREAMBLE_LEN..], self.max_message_bytes)? {
+            Some(len) => Ok(Parsed::Data {
+                end: PREAMBLE_LEN + len,
+            }),
+            None => Ok(Parsed::NeedMore),
+        }
+    }
+}
+
+enum Complete<M> {
+    Data(M),
+    Rpc,
+}
+
+impl<M> Complete<M> {
+    fn with_leftover(self, leftover: Bytes) -> Decoded<M> {
+        match self {
+            Self::Data(m) => Decoded::Done(m, leftover),
+            Self::Rpc => Decoded::Rpc(leftover),
+        }
+    }
+}
+
+fn read_u32(data: &[u8], at: usize) -> Option<u32> {
+    let b = data.get(at..at + 4)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Length of the framed message at the start of `data` (segment table + segments), once the
+/// whole message is there; checks the limits as soon as the table announces them.
+fn framed_len(data: &[u8], limit: usize) -> Result<Option<usize>, WireError> {
+    let Some(count_minus_one) = read_u32(data, 0) else {
+        return Ok(None);
+    };
+    let segments = u64::from(count_minus_one) + 1;
+    if segments > u64::from(MAX_SEGMENTS) {
+        return Err(WireError::TooManySegments(segments));
+    }
+    // 4 bytes of count + 4 per segment, padded to a word.
+    let table = (4 + 4 * segments).next_multiple_of(8);
+    let mut size = table;
+    let too_large = |size: u64| WireError::MessageTooLarge { size, limit };
+    if size > limit as u64 {
+        return Err(too_large(size));
+    }
+    for i in 0..segments {
+        let Some(words) = read_u32(data, 4 + 4 * i as usize) else {
+            return Ok(None);
+        };
+        size += u64::from(words) * 8;
+        if size > limit as u64 {
+            return Err(too_large(size));
+        }
+    }
+    let size = size as usize;
+    Ok((data.len() >= size).then_some(size))
+}
+
+/// Reads one framed message whose length [`framed_len`] has checked.
+fn read_framed(framed: &[u8]) -> Result<capnp::message::Reader<OwnedSegments>, WireError> {
+    let words = (framed.len() / 8) as u64;
+    let options = ReaderOptions {
+        // Each object is read once; the slack covers the root and empty lists. Twice the
+        // message is a generous bound that still stops amplification through shared pointers.
+        traversal_limit_in_words: Some(2 * words as usize + 64),
+        nesting_limit: 16,
+    };
+    let mut slice = framed;
+    Ok(capnp::serialize::read_message(&mut slice, options)?)
+}
+
+/// Request metadata for an HTTP request: `HttpMethod`, `HttpHost`, then one
+/// `HttpHeader:<Name>` per header value, in the given order.
+pub fn http_request_metadata<K, V>(
+    method: &str,
+    host: &str,
+    headers: impl IntoIterator<Item = (K, V)>,
+) -> Vec<(String, String)>
+where
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let mut out = vec![
+        (META_HTTP_METHOD.to_owned(), method.to_owned()),
+        (META_HTTP_HOST.to_owned(), host.to_owned()),
+    ];
+    push_headers(&mut out, headers);
+    out
+}
+
+/// Response metadata for an HTTP response: `HttpStatus`, then one `HttpHeader:<Name>` per
+/// header value, in the given order.
+pub fn http_response_metadata<K, V>(
+    status: u16,
+    headers: impl IntoIterator<Item = (K, V)>,
+) -> Vec<(String, String)>
+where
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let mut out = vec![(META_HTTP_STATUS.to_owned(), status.to_string())];
+    push_headers(&mut out, headers);
+    out
+}
+
+fn push_headers<K, V>(out: &mut Vec<(String, String)>, headers: impl IntoIterator<Item = (K, V)>)
+where
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    for (name, value) in headers {
+        out.push((
+            format!("{META_HTTP_HEADER_PREFIX}{}", name.as_ref()),
+            value.as_ref().to_owned(),
+        ));
+    }
+}
+
+/// An HTTP request head recovered from request metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HttpRequestMeta {
+    /// `HttpMethod`.
+    pub method: String,
+    /// `HttpHost` (may be empty).
+    pub host: String,
+    /// `HttpHeader:<Name>` entries, in order, one per value.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Splits `HttpHeader:<Name>` keys; `Ok(None)` for keys that are not headers.
+fn header_name(key: &str) -> Result<Option<&str>, WireError> {
+    match key.strip_prefix(META_HTTP_HEADER_PREFIX) {
+        None => Ok(None),
+        Some("") => Err(WireError::Invalid(format!(
+            "metadata key {key:?} names no header"
+        ))),
+        Some(name) if name.contains(':') => Err(WireError::Invalid(format!(
+            "metadata key {key:?} is malformed"
+        ))),
+        Some(name) => Ok(Some(name)),
+    }
+}
+
+/// Reads `HttpMethod`, `HttpHost` and the headers from request metadata; other keys are ignored.
+pub fn parse_request_metadata(metadata: &[(String, String)]) -> Result<HttpRequestMeta, WireError> {
+    let mut method = None;
+    let mut out = HttpRequestMeta::default();
+    for (key, val) in metadata {
+        match key.as_str() {
+            META_HTTP_METHOD => method = Some(val.clone()),
+            META_HTTP_HOST => out.host = val.clone(),
+            _ => {
+                if let Some(name) = header_name(key)? {
+                    out.headers.push((name.to_owned(), val.clone()));
+                }
+            }
+        }
+    }
+    out.method = method
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| WireError::Invalid("request metadata has no HttpMethod".into()))?;
+    Ok(out)
+}
+
+/// Reads `HttpStatus` and the headers (in order, one per value) from response metadata; other
+/// keys are ignored.
+pub fn parse_response_metadata(
+    metadata: &[(String, String)],
+) -> Result<(u16, Vec<(String, String)>), WireError> {
+    let mut status = None;
+    let mut headers = Vec::new();
+    for (key, val) in metadata {
+        if key == META_HTTP_STATUS {
+            let code = val
+                .parse::<u16>()
+                .ok()
+                .filter(|c| (100..=999).contains(c))
+                .ok_or_else(|| WireError::Invalid(format!("bad HttpStatus {val:?}")))?;
+            status = Some(code);
+        } else if let Some(name) = header_name(key)? {
+            headers.push((name.to_owned(), val.clone()));
+        }
+    }
+    let status =
+        status.ok_or_else(|| WireError::Invalid("response metadata has no HttpStatus".into()))?;
+    Ok((status, headers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req_fixture() -> ConnectRequest {
+        ConnectRequest {
+            dest: "http://a/".into(),
+            kind: ConnectionType::Websocket,
+            metadata: vec![("HttpMethod".into(), "GET".into())],
+        }
+    }
+
+    /// The exact bytes of `req_fixture()`, laid out by hand from the schema:
+    /// ConnectRequest is 1 data word (type: UInt16 at bit 0) + 2 pointers (dest, metadata);
+    /// Metadata is 0 data words + 2 pointers (key, val).
+    #[rustfmt::skip]
+    const REQ_FIXTURE: [u8; 8 + 8 + 96] = [
+        // signature, version "01"
+        0x0A, 0x36, 0xCD, 0x12, 0xA1, 0x3E, b'0', b'1',
+        // segment table: 1 segment (count-1 = 0), 12 words
+        0, 0, 0, 0, 12, 0, 0, 0,
+        // w0: root struct pointer: offset 0, 1 data word, 2 pointers
+        0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x02, 0x00,
+        // w1: data: type = websocket (1)
+        0x01, 0, 0, 0, 0, 0, 0, 0,
+        // w2: dest: list pointer, offset 1 (-> w4), byte elements (2), 10 elements
+        0x05, 0, 0, 0, 0x52, 0, 0, 0,
+        // w3: metadata: list pointer, offset 2 (-> w6), composite (7), 2 words
+        0x09, 0, 0, 0, 0x17, 0, 0, 0,
+        // w4-5: "http://a/\0" padded
+        b'h', b't', b't', b'p', b':', b'/', b'/', b'a', b'/', 0, 0, 0, 0, 0, 0, 0,
+        // w6: composite tag: 1 element, 0 data words, 2 pointers
+        0x04, 0, 0, 0, 0x00, 0x00, 0x02, 0x00,
+        // w7: key: offset 1 (-> w9), bytes, 11 elements
+        0x05, 0, 0, 0, 0x5A, 0, 0, 0,
+        // w8: val: offset 2 (-> w11), bytes, 4 elements
+        0x09, 0, 0, 0, 0x22, 0, 0, 0,
+        // w9-10: "HttpMethod\0" padded
+        b'H', b't', b't', b'p', b'M', b'e', b't', b'h', b'o', b'd', 0, 0, 0, 0, 0, 0,
+        // w11: "GET\0" padded
+        b'G', b'E', b'T', 0, 0, 0, 0, 0,
+    ];
+
+    #[test]
+    fn wire_request_fixture_exact_bytes() {
+        let bytes = encode_request(&req_fixture());
+        assert_eq!(&bytes[..], &REQ_FIXTURE[..]);
+        let mut dec = StreamHeaderDecoder::<ConnectRequest>::new();
+        match dec.push(&REQ_FIXTURE).unwrap() {
+            Decoded::Done(m, rest) => {
+                assert_eq!(m, req_fixture());
+                assert!(rest.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A ConnectResponse built by hand in a layout our encoder never produces (metadata list
+    /// before the error text, a far-away text, a trailing padding word): decoding follows the
+    /// pointers, not the order.
+    #[rustfmt::skip]
+    const RESP_HAND: [u8; 8 + 8 + 88] = [
+        0x0A, 0x36, 0xCD, 0x12, 0xA1, 0x3E, b'0', b'1',
+        // 1 segment, 11 words
+        0, 0, 0, 0, 11, 0, 0, 0,
+        // w0: root: offset 0, 0 data, 2 pointers
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00,
+        // w1: error -> w9 (offset 7): (7<<2)|1 = 0x1D, bytes, 5 elements ("oops\0"): 2|(5<<3)=0x2A
+        0x1D, 0, 0, 0, 0x2A, 0, 0, 0,
+        // w2: metadata -> w3 (offset 0), composite, 2 words: 0x01 / 0x17
+        0x01, 0, 0, 0, 0x17, 0, 0, 0,
+        // w3: tag: 1 element, 0 data, 2 pointers
+        0x04, 0, 0, 0, 0x00, 0x00, 0x02, 0x00,
+        // w4: key -> w6 (offset 1), 11 bytes ("HttpStatus\0"): 2|(11<<3)=0x5A
+        0x05, 0, 0, 0, 0x5A, 0, 0, 0,
+        // w5: val -> w8 (offset 2), 4 bytes ("502\0"): 0x22
+        0x09, 0, 0, 0, 0x22, 0, 0, 0,
+        // w6-7: "HttpStatus\0"
+        b'H', b't', b't', b'p', b'S', b't', b'a', b't', b'u', b's', 0, 0, 0, 0, 0, 0,
+        // w8: "502\0"
+        b'5', b'0', b'2', 0, 0, 0, 0, 0,
+        // w9: "oops\0"
+        b'o', b'o', b'p', b's', 0, 0, 0, 0,
+        // w10: unused padding word
+        0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+
+    #[test]
+    fn wire_response_hand_built_fixture_decodes() {
+        let mut input = RESP_HAND.to_vec();
+        input.extend_from_slice(b"body");
+        let mut dec = StreamHeaderDecoder::<ConnectResponse>::new();
+        match dec.push(&input).unwrap() {
+            Decoded::Done(m, rest) => {
+                assert_eq!(m.error, "oops");
+                assert_eq!(
+                    m.metadata,
+                    vec![("HttpStatus".to_owned(), "502".to_owned())]
+                );
+                assert_eq!(&rest[..], b"body");
+                assert_eq!(parse_response_metadata(&m.metadata).unwrap().0, 502);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn wire_response_fixture_exact_bytes() {
+        // Empty error stays a null pointer; one metadata entry.
+        let resp = ConnectResponse {
+            error: String::new(),
+            metadata: vec![("HttpStatus".into(), "200".into())],
+        };
+        #[rustfmt::skip]
+        let expected: Vec<u8> = [
+            &[0x0A, 0x36, 0xCD, 0x12, 0xA1, 0x3E, b'0', b'1'][..],
+            &[0, 0, 0, 0, 9, 0, 0, 0],
+            // w0 root: 0 data, 2 pointers
+            &[0, 0, 0, 0, 0, 0, 2, 0],
+            // w1 error: null
+            &[0; 8],
+            // w2 metadata -> w3 (offset 0), composite, 2 words
+            &[0x01, 0, 0, 0, 0x17, 0, 0, 0],
+            // w3 tag
+            &[0x04, 0, 0, 0, 0, 0, 2, 0],
+            // w4 key -> w6, 11 bytes; w5 val -> w8, 4 bytes
+            &[0x05, 0, 0, 0, 0x5A, 0, 0, 0],
+            &[0x09, 0, 0, 0, 0x22, 0, 0, 0],
+            b"HttpStatus\0\0\0\0\0\0",
+            b"200\0\0\0\0\0",
+        ]
+        .concat();
+        assert_eq!(&encode_response(&resp)[..], &expected[..]);
+    }
+
+    fn decode_all<M: HeaderMessage + fmt::Debug>(bytes: &[u8]) -> (M, Bytes) {
+        match StreamHeaderDecoder::<M>::new().push(bytes).unwrap() {
+            Decoded::Done(m, rest) => (m, rest),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn wire_round_trip_every_connection_type() {
+        for kind in [
+            ConnectionType::Http,
+            ConnectionType::Websocket,
+            ConnectionType::Tcp,
+        ] {
+            let req = ConnectRequest {
+                dest: "https://example.com/päth?q=1".into(),
+                kind,
+                metadata: http_request_metadata(
+                    "POST",
+                    "example.com",
+                    [("Content-Length", "3"), ("Accept", "a"), ("Accept", "b")],
+                ),
+            };
+            let (got, rest) = decode_all::<ConnectRequest>(&encode_request(&req));
+            assert_eq!(got, req);
+            assert!(rest.is_empty());
+        }
+        // Empty everything.
+        let req = ConnectRequest {
+            dest: String::new(),
+            kind: ConnectionType::Http,
+            metadata: vec![],
+        };
+        assert_eq!(decode_all::<ConnectRequest>(&encode_request(&req)).0, req);
+    }
+
+    #[test]
+    fn wire_round_trip_responses() {
+        for resp in [
+            ConnectResponse::default(),
+            ConnectResponse {
+                error: "dial tcp: connection refused".into(),
+                metadata: http_response_metadata(502, [("a", "b")]),
+            },
+            ConnectResponse {
+                error: String::new(),
+                metadata: http_response_metadata(
+                    200,
+                    [
+                        ("Set-Cookie", "a=1"),
+                        ("Set-Cookie", "b=2"),
+                        ("Connection", "keep-alive"),
+                    ],
+                ),
+            },
+        ] {
+            let (got, _) = decode_all::<ConnectResponse>(&encode_response(&resp));
+            assert_eq!(got, resp);
+        }
+    }
+
+    #[test]
+    fn wire_multi_segment_message_decodes() {
+        // A builder with a tiny first segment spreads the message over several segments.
+        let req = ConnectRequest {
+            dest: "http://x/".repeat(20),
+            kind: ConnectionType::Tcp,
+            metadata: (0..10)
+                .map(|i| (format!("k{i}"), "v".repeat(i * 7)))
+                .collect(),
+        };
+        let mut message = capnp::message::Builder::new(
+            capnp::message::HeapAllocator::new()
+                .first_segment_words(4)
+                .allocation_strategy(capnp::message::AllocationStrategy::FixedSize),
+        );
+        {
+            let mut root = message.init_root::<schema::connect_request::Builder>();
+            root.set_dest(req.dest.as_str());
+            root.set_type(schema::ConnectionType::Tcp);
+            write_metadata(root.init_metadata(10), &req.metadata);
+        }
+        assert!(message.get_segments_for_output().len() > 1);
+        let mut bytes = Vec::from(&DATA_STREAM_SIGNATURE[..]);
+        bytes.extend_from_slice(VERSION);
+        capnp::serialize::write_message(&mut bytes, &message).unwrap();
+        assert_eq!(decode_all::<ConnectRequest>(&bytes).0, req);
+    }
+
+    #[test]
+    fn wire_metadata_helpers_preserve_multi_values_in_order() {
+        let headers = [
+            ("Accept", "text/html"),
+            ("X-Forwarded-For", "1.1.1.1"),
+            ("Accept", "application/json"),
+            ("Cookie", "a=1"),
+            ("Cookie", "b=2"),
+        ];
+        let meta = http_request_metadata("GET", "h.example", headers);
+        assert_eq!(meta[0], ("HttpMethod".into(), "GET".into()));
+        assert_eq!(meta[1], ("HttpHost".into(), "h.example".into()));
+        assert_eq!(meta[2], ("HttpHeader:Accept".into(), "text/html".into()));
+        assert_eq!(meta.len(), 2 + headers.len());
+        let parsed = parse_request_metadata(&meta).unwrap();
+        assert_eq!(parsed.method, "GET");
+        assert_eq!(parsed.host, "h.example");
+        let want: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(parsed.headers, want);
+
+        let meta = http_response_metadata(204, headers);
+        assert_eq!(meta[0], ("HttpStatus".into(), "204".into()));
+        let (status, hs) = parse_response_metadata(&meta).unwrap();
+        assert_eq!(status, 204);
+        assert_eq!(hs, want);
+
+        // Unknown keys are ignored; malformed ones and a missing/bad status are errors.
+        let mut meta = http_response_metadata(200, [("a", "b")]);
+        meta.push(("FlowID".into(), "x".into()));
+        assert_eq!(parse_response_metadata(&meta).unwrap().1.len(), 1);
+        assert!(parse_response_metadata(&[("HttpHeader:a".into(), "b".into())]).is_err());
+        assert!(parse_response_metadata(&[("HttpStatus".into(), "abc".into())]).is_err());
+        assert!(parse_response_metadata(&[("HttpStatus".into(), "99".into())]).is_err());
+        assert!(parse_request_metadata(&[("HttpHeader:".into(), "b".into())]).is_err());
+        assert!(parse_request_metadata(&[("HttpHost".into(), "h".into())]).is_err());
+    }
+
+    #[test]
+    fn wire_decoder_byte_by_byte() {
+        let req = ConnectRequest {
+            dest: "http://origin/x".into(),
+            kind: ConnectionType::Http,
+            metadata: http_request_metadata("PUT", "origin", [("Content-Length", "5")]),
+        };
+        let mut input = encode_request(&req).to_vec();
+        let header_len = input.len();
+        input.extend_from_slice(b"hello");
+        let mut dec = StreamHeaderDecoder::<ConnectRequest>::new();
+        for (i, b) in input.iter().enumerate() {
+            match dec.push(std::slice::from_ref(b)).unwrap() {
+                Decoded::NeedMore => assert!(i + 1 < header_len, "NeedMore at {i}"),
+                Decoded::Done(m, rest) => {
+                    assert_eq!(i + 1, header_len);
+                    assert_eq!(m, req);
+                    assert!(rest.is_empty());
+                    break;
+                }
+                Decoded::Rpc(_) => panic!("rpc"),
+            }
+        }
+        assert!(matches!(dec.push(b"x"), Err(WireError::Finished)));
+    }
+
+    #[test]
+    fn wire_decoder_leftover_body_in_same_buffer() {
+        let resp = ConnectResponse {
+            error: String::new(),
+            metadata: http_response_metadata(200, [("a", "b")]),
+        };
+        let mut input = encode_response(&resp).to_vec();
+        input.extend_from_slice(b"the body starts here");
+        // Zero-copy path.
+        let mut dec = StreamHeaderDecoder::<ConnectResponse>::new();
+        match dec.feed(Bytes::from(input.clone())).unwrap() {
+            Decoded::Done(m, rest) => {
+                assert_eq!(m, resp);
+                assert_eq!(&rest[..], b"the body starts here");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Split in two chunks at every point.
+        for split in 0..input.len() {
+            let mut dec = StreamHeaderDecoder::<ConnectResponse>::new();
+            let first = dec.feed(Bytes::copy_from_slice(&input[..split])).unwrap();
+            let (m, rest) = match first {
+                Decoded::Done(m, rest) => {
+                    let mut rest = rest.to_vec();
+                    rest.extend_from_slice(&input[split..]);
+                    (m, Bytes::from(rest))
+                }
+                Decoded::NeedMore => {
+                    match dec.feed(Bytes::copy_from_slice(&input[split..])).unwrap() {
+                        Decoded::Done(m, rest) => (m, rest),
+                        other => panic!("{other:?}"),
+                    }
+                }
+                Decoded::Rpc(_) => panic!("rpc"),
+            };
+            assert_eq!(m, resp);
+            assert_eq!(&rest[..], b"the body starts here");
+        }
+    }
+
+    #[test]
+    fn wire_truncated_at_every_prefix() {
+        let req = ConnectRequest {
+            dest: "tcp://10.0.0.1:22".into(),
+            kind: ConnectionType::Tcp,
+            metadata: http_request_metadata("GET", "h", [("a", "1"), ("b", "2")]),
+        };
+        let full = encode_request(&req);
+        for len in 0..full.len() {
+            let mut dec = StreamHeaderDecoder::<ConnectRequest>::new();
+            assert!(
+                matches!(dec.push(&full[..len]), Ok(Decoded::NeedMore)),
+                "prefix {len}"
+            );
+            let mut dec = StreamHeaderDecoder::<ConnectRequest>::new();
+            assert!(
+                matches!(dec.feed(full.slice(..len)), Ok(Decoded::NeedMore)),
+                "prefix {len}"
+            );
+        }
+        // Corrupting any single byte of the message never panics.
+        for i in PREAMBLE_LEN..full.len() {
+            for flip in [0x01u8, 0x80, 0xFF] {
+                let mut bad = full.to_vec();
+                bad[i] ^= flip;
+                let _ = StreamHeaderDecoder::<ConnectRequest>::new().push(&bad);
+                let _ = StreamHeaderDecoder::<ConnectResponse>::new().push(&bad);
+            }
+        }
+    }
+
+    /// xorshift64*: deterministic, no dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+    }
+
+    #[test]
+    fn wire_random_garbage_never_panics() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for round in 0..5000 {
+            let len = (rng.next() % 300) as usize;
+            let mut buf: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            // Most rounds get a valid preamble so the segment table and message are exercised.
+            if round % 4 != 0 && buf.len() >= PREAMBLE_LEN {
+                buf[..6].copy_from_slice(&DATA_STREAM_SIGNATURE);
+                buf[6..8].copy_from_slice(VERSION);
+                if round % 3 == 0 && buf.len() >= 16 {
+                    // A plausible table: one segment that fits in the buffer.
+                    let words = ((buf.len() - 16) / 8) as u32;
+                    buf[8..12].copy_from_slice(&0u32.to_le_bytes());
+                    buf[12..16].copy_from_slice(&words.to_le_bytes());
+                }
+            }
+            let mut dec = StreamHeaderDecoder::<ConnectRequest>::new().accepting_rpc();
+            let _ = dec.push(&buf);
+            assert!(dec.buffered() <= buf.len());
+            let mut dec = StreamHeaderDecoder::<ConnectResponse>::new();
+            let _ = dec.feed(Bytes::from(buf));
+        }
+    }
+
+    #[test]
+    fn wire_wrong_signature_and_version() {
+        let mut bad = encode_request(&req_fixture()).to_vec();
+        bad[0] = 0x0B;
+        assert!(matches!(
+            StreamHeaderDecoder::<ConnectRequest>::new().push(&bad),
+            Err(WireError::BadSignature(_))
+        ));
+        let mut bad = encode_request(&req_fixture()).to_vec();
+        bad[7] = b'2';
+        assert!(matches!(
+            StreamHeaderDecoder::<ConnectRequest>::new().push(&bad),
+            Err(WireError::BadVersion([b'0', b'2']))
+        ));
+        // An RPC stream: rejected unless accepted; when accepted the rest is handed back.
+        let mut rpc = RPC_STREAM_SIGNATURE.to_vec();
+        rpc.extend_from_slice(b"\0\0\0\0capnp");
+        assert!(matches!(
+            StreamHeaderDecoder::<ConnectRequest>::new().push(&rpc),
+            Err(WireError::UnexpectedRpcStream)
+        ));
+        match StreamHeaderDecoder::<ConnectRequest>::new()
+            .accepting_rpc()
+            .push(&rpc)
+            .unwrap()
+        {
+            Decoded::Rpc(rest) => assert_eq!(&rest[..], b"\0\0\0\0capnp"),
+            other => panic!("{other:?}"),
+        }
+        // The data signature still works on an accepting decoder.
+        let (m, _) = match StreamHeaderDecoder::<ConnectRequest>::new()
+            .accepting_rpc()
+            .push(&REQ_FIXTURE)
+            .unwrap()
+        {
+            Decoded::Done(m, rest) => (m, rest),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(m, req_fixture());
+    }
+
+    #[test]
+    fn wire_oversize_segment_table() {
+        let preamble = [&DATA_STREAM_SIGNATURE[..], VERSION].concat();
+        // u32::MAX segments.
+        let mut bad = preamble.clone();
+        bad.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            StreamHeaderDecoder::<ConnectRequest>::new().push(&bad),
+            Err(WireError::TooManySegments(_))
+        ));
+        // One segment of 2^32-1 words: rejected from the table alone, before any data.
+        let mut bad = preamble.clone();
+        bad.extend_from_slice(&0u32.to_le_bytes());
+        bad.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            StreamHeaderDecoder::<ConnectRequest>::new().push(&bad),
+            Err(WireError::MessageTooLarge { .. })
+        ));
+        // Several segments that add up past the limit.
+        let mut bad = preamble.clone();
+        bad.extend_from_slice(&3u32.to_le_bytes());
+        for _ in 0..4 {
+            bad.extend_from_slice(&40_000u32.to_le_bytes());
+        }
+        assert!(matches!(
+            StreamHeaderDecoder::<ConnectRequest>::new().push(&bad),
+            Err(WireError::MessageTooLarge { .. })
+        ));
+        // A custom limit below a real message.
+        let ok = encode_request(&req_fixture());
+        assert!(matches!(
+            StreamHeaderDecoder::<ConnectRequest>::new()
+                .with_max_message_bytes(64)
+                .push(&ok),
+            Err(WireError::MessageTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn wire_rejects_unknown_connection_type_and_bad_utf8_dest() {
+        let mut bad = REQ_FIXTURE;
+        bad[8 + 16] = 7; // type = 7
+        assert!(matches!(
+            StreamHeaderDecoder::<ConnectRequest>::new().push(&bad),
+            Err(WireError::Invalid(_))
+        ));
+        let mut bad = REQ_FIXTURE;
+        bad[8 + 8 + 32] = 0xFF; // first byte of dest
+        assert!(matches!(
+            StreamHeaderDecoder::<ConnectRequest>::new().push(&bad),
+            Err(WireError::Invalid(_))
+        ));
+    }
+}
