@@ -1,7 +1,7 @@
 //! What most `tunnel` verbs need before they act: cert.pem (found the cloudflared way), an API
 //! client for the control plane it names, and NAME → UUID resolution.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use serde_json::Value;
@@ -19,8 +19,8 @@ pub struct Ctx {
 }
 
 /// The `/client/v4` base: `--api-url` wins, else the control URL login stored in cert.pem.
-fn api_base(t: &TunnelCmd, cert: &OriginCert) -> anyhow::Result<String> {
-    if let Some(u) = &t.api_url {
+fn api_base(api_url: Option<&str>, cert: &OriginCert) -> anyhow::Result<String> {
+    if let Some(u) = api_url {
         return Ok(u.trim_end_matches('/').to_string());
     }
     match &cert.control_url {
@@ -34,11 +34,16 @@ fn api_base(t: &TunnelCmd, cert: &OriginCert) -> anyhow::Result<String> {
 
 impl Ctx {
     pub fn load(t: &TunnelCmd) -> anyhow::Result<Self> {
+        Self::from_flags(t.origincert.as_deref(), t.api_url.as_deref())
+    }
+
+    /// [`Ctx::load`] from the two flags it reads: `--origincert` and `--api-url`.
+    pub fn from_flags(origincert: Option<&Path>, api_url: Option<&str>) -> anyhow::Result<Self> {
         let dirs = files::default_search_dirs();
-        let explicit = t.origincert.as_deref().map(files::search::expand_home);
+        let explicit = origincert.map(files::search::expand_home);
         let cert_path = files::find_origin_cert(explicit.as_deref(), &dirs)?;
         let cert = OriginCert::load(&cert_path)?;
-        let base = api_base(t, &cert)?;
+        let base = api_base(api_url, &cert)?;
         url::Url::parse(&base).with_context(|| format!("--api-url {base} is not a valid URL"))?;
         let client = ApiClient::new(&base, cert.api_token.clone());
         Ok(Self {

@@ -57,11 +57,10 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         api_url: Some(format!("{url}/client/v4")),
         verb,
     };
-    let have = super::context::Ctx::load(&tunnel_cmd(TunnelVerb::Ingress(
-        super::args::IngressVerb::Validate,
-    )))?
-    .find_id(TUNNEL)
-    .is_ok();
+    let api_url = format!("{url}/client/v4");
+    let have = super::context::Ctx::from_flags(Some(&cert_path), Some(&api_url))?
+        .find_id(TUNNEL)
+        .is_ok();
     if !have {
         super::tunnel::run(tunnel_cmd(TunnelVerb::Create {
             name: TUNNEL.into(),
