@@ -711,6 +711,26 @@ where
 #[cfg(test)]
 const HANDOFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Runs `fut` to completion on a fresh single-thread monoio runtime on this thread: io_uring
+/// when it works, else the legacy driver (logged, as for workers). For tests, tools and
+/// benchmarks that need one runtime without a worker pool.
+pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .enable_timer()
+        .build()
+    {
+        Ok(mut rt) => rt.block_on(fut),
+        Err(e) => {
+            warn!("cannot build an io_uring runtime ({e}); using the legacy driver");
+            monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .enable_timer()
+                .build()
+                .expect("monoio legacy runtime")
+                .block_on(fut)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

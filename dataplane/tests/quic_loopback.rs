@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dataplane::quic::endpoint::{Endpoint, block_on};
+use dataplane::quic::endpoint::Endpoint;
 use dataplane::quic::{CidKey, Driver, QuicConfig, TlsMaterial, VarInt, WorkerCidGenerator, tls};
+use dataplane::runtime::block_on;
 use dataplane::udp::{UdpBackend, UdpConfig, UdpIo};
 use sha2::{Digest, Sha256};
 

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dataplane::quic::endpoint::{Endpoint, EndpointIoStats, ForwardedDatagram, Router, block_on};
+use dataplane::quic::endpoint::{Endpoint, EndpointIoStats, ForwardedDatagram, Router};
 use dataplane::quic::{CidKey, Driver, QuicConfig, TlsMaterial, VarInt, WorkerCidGenerator, tls};
-use dataplane::runtime::{Workers, WorkersConfig};
+use dataplane::runtime::{Workers, WorkersConfig, block_on};
 use dataplane::udp::{UdpBackend, UdpConfig, UdpIo};
 
 type Stats = Arc<Mutex<Vec<EndpointIoStats>>>;

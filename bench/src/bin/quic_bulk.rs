@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use dataplane::quic::endpoint::{Endpoint, block_on};
+use dataplane::quic::endpoint::Endpoint;
 use dataplane::quic::{CidKey, Driver, QuicConfig, TlsMaterial, VarInt, WorkerCidGenerator, tls};
+use dataplane::runtime::block_on;
 use dataplane::udp::{UdpBackend, UdpConfig, UdpIo};
 
 const BLOCK: usize = 1 << 20;

@@ -27,7 +27,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
@@ -195,6 +195,14 @@ impl State {
                 self.conns.remove(&id);
             }
         }
+    }
+
+    /// Why connection `id` is unusable, once the driver no longer knows it: the error it
+    /// ended with, or a local close when it was only drained.
+    fn lost(&mut self, id: ConnId) -> ConnectionFailed {
+        self.conn(id)
+            .failure()
+            .unwrap_or(ConnectionFailed::Lost(ConnectionError::LocallyClosed))
     }
 
     fn kick(&mut self) {
@@ -782,11 +790,7 @@ impl SendStream {
                     Poll::Pending
                 }
                 Err(WriteError::Stopped(code)) => Poll::Ready(Err(StreamWriteError::Stopped(code))),
-                Err(WriteError::UnknownConnection) => Poll::Ready(Err(st
-                    .conn(self.conn)
-                    .failure()
-                    .unwrap_or(ConnectionFailed::Lost(ConnectionError::LocallyClosed))
-                    .into())),
+                Err(WriteError::UnknownConnection) => Poll::Ready(Err(st.lost(self.conn).into())),
                 Err(WriteError::ClosedStream | WriteError::NotWritable) => {
                     Poll::Ready(Err(StreamWriteError::ClosedStream))
                 }
@@ -804,9 +808,7 @@ impl SendStream {
         match r {
             Ok(()) => Ok(()),
             Err(StreamError::Stopped(code)) => Err(StreamWriteError::Stopped(code)),
-            Err(StreamError::UnknownConnection) => {
-                Err(ConnectionFailed::Lost(ConnectionError::LocallyClosed).into())
-            }
+            Err(StreamError::UnknownConnection) => Err(st.lost(self.conn).into()),
             Err(_) => Err(StreamWriteError::ClosedStream),
         }
     }
@@ -869,11 +871,7 @@ impl RecvStream {
                     Poll::Pending
                 }
                 Err(ReadError::Reset(code)) => Poll::Ready(Err(StreamReadError::Reset(code))),
-                Err(ReadError::UnknownConnection) => Poll::Ready(Err(st
-                    .conn(self.conn)
-                    .failure()
-                    .unwrap_or(ConnectionFailed::Lost(ConnectionError::LocallyClosed))
-                    .into())),
+                Err(ReadError::UnknownConnection) => Poll::Ready(Err(st.lost(self.conn).into())),
                 Err(ReadError::ClosedStream | ReadError::NotReadable) => {
                     Poll::Ready(Err(StreamReadError::ClosedStream))
                 }
@@ -941,20 +939,4 @@ async fn yield_now() {
         }
     })
     .await
-}
-
-/// Runs `fut` to completion on a fresh single-thread monoio runtime (io_uring when it
-/// works, else the legacy driver); for tests, tools and benchmarks.
-pub fn block_on<F: Future>(fut: F) -> F::Output {
-    match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-        .enable_timer()
-        .build()
-    {
-        Ok(mut rt) => rt.block_on(fut),
-        Err(_) => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .expect("monoio legacy runtime")
-            .block_on(fut),
-    }
 }
