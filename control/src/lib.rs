@@ -16,6 +16,11 @@
 //!   directories, byte for byte.
 //! - `config`: config.yml parsing, ingress rules, validation and matching.
 //! - `secret`: types that hold secrets and print `MASKED`.
+//! - `edge`: `ringway edge run`'s control thread: TLS files, sockets, the snapshot follower and
+//!   connection records around `dataplane::edge`.
+//! - `connector`: `ringway tunnel run`'s control thread: credentials, config.yml ingress →
+//!   origin targets, logging hooks, metrics, around `dataplane::connector`.
+//! - `metrics_server`: the connector's `/metrics`, `/ready` and `/healthcheck` on a std thread.
 //!
 //! `control` depends on `dataplane`, never the reverse.
 
@@ -23,8 +28,11 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod connector;
+pub mod edge;
 pub mod edge_sync;
 pub mod files;
 pub mod hostname;
+pub mod metrics_server;
 pub mod secret;
 pub mod store;

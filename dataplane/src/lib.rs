@@ -34,7 +34,11 @@
 //! Rules: `control` depends on this crate, never the reverse. `wire` and `http` do no I/O. No
 //! tokio and no lock shared between workers on the data path.
 
+pub mod buf;
+pub mod connector;
+pub mod edge;
 pub mod http;
+pub mod metrics;
 pub mod quic;
 pub mod runtime;
 pub mod udp;

@@ -298,6 +298,69 @@ impl<M: Send> WorkerHandle<M> {
     }
 }
 
+/// An extra set of per-worker mailboxes, beside the one [`Workers`] builds for its own message
+/// type. A worker pool that needs two kinds of traffic (e.g. QUIC datagrams forwarded between
+/// workers, and accepted TCP connections handed to the worker that owns a tunnel connection)
+/// gets one typed channel per kind instead of one enum that every consumer must match.
+pub struct Mailboxes<M> {
+    handle: WorkerHandle<M>,
+    receivers: Vec<Option<Receiver<M>>>,
+}
+
+impl<M> fmt::Debug for Mailboxes<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mailboxes")
+            .field("workers", &self.receivers.len())
+            .finish()
+    }
+}
+
+impl<M: Send> Mailboxes<M> {
+    /// `count` mailboxes of `capacity` messages each.
+    pub fn new(count: usize, capacity: usize) -> io::Result<Self> {
+        let mut receivers = Vec::with_capacity(count);
+        let mut mailboxes = Vec::with_capacity(count);
+        // Bound: `count` workers.
+        for _ in 0..count {
+            let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+            receivers.push(Some(rx));
+            mailboxes.push(Mailbox {
+                tx,
+                wake: EventFd::new()?,
+                sleeping: AtomicBool::new(false),
+            });
+        }
+        Ok(Self {
+            handle: WorkerHandle {
+                mailboxes: mailboxes.into(),
+            },
+            receivers,
+        })
+    }
+
+    /// A sending handle (usable from any thread).
+    pub fn handle(&self) -> WorkerHandle<M> {
+        self.handle.clone()
+    }
+
+    /// Takes worker `index`'s receiving end. Call it once per index, inside that worker's monoio
+    /// runtime (the inbox waits on an eventfd through the runtime). `None` if already taken.
+    pub fn take_inbox(&mut self, index: usize) -> Option<io::Result<Inbox<M>>> {
+        let rx = self.receivers.get_mut(index)?.take()?;
+        Some(
+            self.handle.mailboxes[index]
+                .wake
+                .waiter()
+                .map(|waiter| Inbox {
+                    index,
+                    rx,
+                    mailboxes: Arc::clone(&self.handle.mailboxes),
+                    waiter,
+                }),
+        )
+    }
+}
+
 /// A worker's receiving end.
 pub struct Inbox<M> {
     index: usize,

@@ -28,6 +28,49 @@ pub enum Command {
     Control(ControlCmd),
     /// Bring everything up locally and print how to use it.
     Quickstart(QuickstartArgs),
+    /// Run the edge.
+    Edge(EdgeCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct EdgeCmd {
+    #[command(subcommand)]
+    pub verb: EdgeVerb,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EdgeVerb {
+    /// Accept connectors over QUIC and serve public HTTP through them.
+    Run(EdgeRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EdgeRunArgs {
+    /// Control-plane URL, e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "RINGWAY_CONTROL_URL")]
+    pub control: String,
+    /// The control plane's edge token (its `edge-token` file).
+    #[arg(
+        long = "edge-token",
+        env = "RINGWAY_EDGE_TOKEN",
+        hide_env_values = true
+    )]
+    pub edge_token: Secret<String>,
+    /// Directory for the CA, the edge certificate and the cached snapshot.
+    #[arg(long = "state-dir")]
+    pub state_dir: PathBuf,
+    /// UDP address for connectors (repeatable: cloudflared opens one connection per address).
+    #[arg(long = "tunnel-listen", default_value = "0.0.0.0:7844")]
+    pub tunnel_listen: Vec<std::net::SocketAddr>,
+    /// Public HTTP/1.1 address.
+    #[arg(long = "http-listen", default_value = "0.0.0.0:8080")]
+    pub http_listen: std::net::SocketAddr,
+    /// This edge's location name, shown in `tunnel info`.
+    #[arg(long, default_value = "local")]
+    pub location: String,
+    /// Worker threads (default: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +182,50 @@ pub enum TunnelVerb {
     /// Check and explore config.yml ingress rules.
     #[command(subcommand)]
     Ingress(IngressVerb),
+    /// Run a tunnel: connect to the edge and proxy its requests to the origins.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Tunnel NAME or UUID (default: `tunnel:` in config.yml).
+    pub tunnel: Option<String>,
+    #[arg(
+        long = "credentials-file",
+        visible_alias = "cred-file",
+        env = "TUNNEL_CRED_FILE"
+    )]
+    pub credentials_file: Option<PathBuf>,
+    /// A tunnel token (`tunnel token`), instead of a credentials file.
+    #[arg(long, env = "TUNNEL_TOKEN", hide_env_values = true)]
+    pub token: Option<Secret<String>>,
+    /// Ad hoc mode: send every request to this origin URL (no ingress rules allowed).
+    #[arg(long, env = "TUNNEL_URL")]
+    pub url: Option<String>,
+    /// Serve the built-in hello_world page.
+    #[arg(long = "hello-world", env = "TUNNEL_HELLO_WORLD")]
+    pub hello_world: bool,
+    /// Edge address HOST:PORT (repeatable).
+    #[arg(long = "edge", env = "TUNNEL_EDGE", value_delimiter = ',')]
+    pub edge: Vec<String>,
+    /// CA certificate that signs the edge's certificate.
+    #[arg(long, env = "TUNNEL_CACERT")]
+    pub cacert: Option<PathBuf>,
+    /// Connections to keep to the edge.
+    #[arg(long = "ha-connections", default_value_t = 4)]
+    pub ha_connections: u8,
+    /// Worker threads (default: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
+    /// Metrics server address (default: 127.0.0.1:20241, or the next free port up to 20245).
+    #[arg(long, env = "TUNNEL_METRICS")]
+    pub metrics: Option<String>,
+    /// Permanent refusals (e.g. a wrong secret) in a row before a connection gives up.
+    #[arg(long, env = "TUNNEL_RETRIES", default_value_t = 5)]
+    pub retries: u32,
+    /// Transport: quic (http2 is not supported yet).
+    #[arg(long, env = "TUNNEL_TRANSPORT_PROTOCOL", default_value = "quic")]
+    pub protocol: String,
 }
 
 #[derive(Debug, Args)]

@@ -6,16 +6,20 @@
 //! - `ingress`: `tunnel ingress validate|rule`, purely local.
 //! - `login`: `tunnel login`, browser and non-interactive.
 //! - `control`: `ringway control serve`.
+//! - `edge`: `ringway edge run`.
+//! - `run`: `ringway tunnel run`.
 //! - `quickstart`: everything up locally in one command.
 //! - `output`: cloudflared's table, JSON and YAML renderings.
 
 pub mod args;
 pub mod context;
 pub mod control;
+pub mod edge;
 pub mod ingress;
 pub mod login;
 pub mod output;
 pub mod quickstart;
+pub mod run;
 pub mod tunnel;
 
 pub use args::Cli;
@@ -26,5 +30,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         args::Command::Tunnel(t) => tunnel::run(t),
         args::Command::Control(c) => control::run(c),
         args::Command::Quickstart(q) => quickstart::run(q),
+        args::Command::Edge(e) => match e.verb {
+            args::EdgeVerb::Run(a) => edge::run(a),
+        },
     }
 }

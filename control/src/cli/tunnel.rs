@@ -21,6 +21,7 @@ pub fn run(t: TunnelCmd) -> anyhow::Result<()> {
     match &t.verb {
         TunnelVerb::Login(args) => super::login::run(args),
         TunnelVerb::Ingress(v) => super::ingress::run(&t, v),
+        TunnelVerb::Run(a) => super::run::run(&t, a),
         TunnelVerb::Create {
             name,
             output,

@@ -31,7 +31,7 @@ use std::future::poll_fn;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -772,31 +772,37 @@ impl SendStream {
     /// Writes as much of `data` as flow control allows right now (at least one byte),
     /// advancing `data` past what was taken.
     pub async fn write_some(&mut self, data: &mut Bytes) -> Result<usize, StreamWriteError> {
-        poll_fn(|cx| {
-            let mut st = self.state.borrow_mut();
-            match st.driver.write(self.conn, self.id, data) {
-                Ok(n) => {
-                    st.kick();
-                    Poll::Ready(Ok(n))
-                }
-                Err(WriteError::Blocked) => {
-                    let c = st.conn(self.conn);
-                    if let Some(e) = c.failure() {
-                        return Poll::Ready(Err(e.into()));
-                    }
-                    c.streams.entry(self.id).or_default().write_waker = Some(cx.waker().clone());
-                    // No kick: a blocked write queued nothing new, and waking the I/O task
-                    // for each of many blocked streams would make it spin.
-                    Poll::Pending
-                }
-                Err(WriteError::Stopped(code)) => Poll::Ready(Err(StreamWriteError::Stopped(code))),
-                Err(WriteError::UnknownConnection) => Poll::Ready(Err(st.lost(self.conn).into())),
-                Err(WriteError::ClosedStream | WriteError::NotWritable) => {
-                    Poll::Ready(Err(StreamWriteError::ClosedStream))
-                }
+        poll_fn(|cx| self.poll_write_some(cx, data)).await
+    }
+
+    /// Poll form of [`SendStream::write_some`], for adapters that implement `AsyncWrite`.
+    pub fn poll_write_some(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &mut Bytes,
+    ) -> Poll<Result<usize, StreamWriteError>> {
+        let mut st = self.state.borrow_mut();
+        match st.driver.write(self.conn, self.id, data) {
+            Ok(n) => {
+                st.kick();
+                Poll::Ready(Ok(n))
             }
-        })
-        .await
+            Err(WriteError::Blocked) => {
+                let c = st.conn(self.conn);
+                if let Some(e) = c.failure() {
+                    return Poll::Ready(Err(e.into()));
+                }
+                c.streams.entry(self.id).or_default().write_waker = Some(cx.waker().clone());
+                // No kick: a blocked write queued nothing new, and waking the I/O task
+                // for each of many blocked streams would make it spin.
+                Poll::Pending
+            }
+            Err(WriteError::Stopped(code)) => Poll::Ready(Err(StreamWriteError::Stopped(code))),
+            Err(WriteError::UnknownConnection) => Poll::Ready(Err(st.lost(self.conn).into())),
+            Err(WriteError::ClosedStream | WriteError::NotWritable) => {
+                Poll::Ready(Err(StreamWriteError::ClosedStream))
+            }
+        }
     }
 
     /// Ends the stream (FIN) once everything written is sent.
@@ -851,37 +857,46 @@ impl RecvStream {
     /// The next chunk (at most `max` bytes), or `None` at the end of the stream. The
     /// `Bytes` is quinn-proto's own, pointing into the received datagram.
     pub async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, StreamReadError> {
+        poll_fn(|cx| self.poll_read_chunk(cx, max)).await
+    }
+
+    /// Poll form of [`RecvStream::read_chunk`], for adapters that implement `AsyncRead`.
+    pub fn poll_read_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<Result<Option<Bytes>, StreamReadError>> {
         if self.done {
-            return Ok(None);
+            return Poll::Ready(Ok(None));
         }
-        let r = poll_fn(|cx| {
+        let r = {
             let mut st = self.state.borrow_mut();
             match st.driver.read(self.conn, self.id, max) {
                 Ok(chunk) => {
                     // Reading frees receive window; the I/O task sends the credit.
                     st.kick();
-                    Poll::Ready(Ok(chunk))
+                    Ok(chunk)
                 }
                 Err(ReadError::Blocked) => {
                     let c = st.conn(self.conn);
                     if let Some(e) = c.failure() {
-                        return Poll::Ready(Err(e.into()));
+                        Err(e.into())
+                    } else {
+                        c.streams.entry(self.id).or_default().read_waker = Some(cx.waker().clone());
+                        return Poll::Pending;
                     }
-                    c.streams.entry(self.id).or_default().read_waker = Some(cx.waker().clone());
-                    Poll::Pending
                 }
-                Err(ReadError::Reset(code)) => Poll::Ready(Err(StreamReadError::Reset(code))),
-                Err(ReadError::UnknownConnection) => Poll::Ready(Err(st.lost(self.conn).into())),
+                Err(ReadError::Reset(code)) => Err(StreamReadError::Reset(code)),
+                Err(ReadError::UnknownConnection) => Err(st.lost(self.conn).into()),
                 Err(ReadError::ClosedStream | ReadError::NotReadable) => {
-                    Poll::Ready(Err(StreamReadError::ClosedStream))
+                    Err(StreamReadError::ClosedStream)
                 }
             }
-        })
-        .await;
+        };
         if matches!(r, Ok(None) | Err(_)) {
             self.done = true;
         }
-        r
+        Poll::Ready(r)
     }
 
     /// Reads to the end, at most `limit` bytes in total.

@@ -16,6 +16,7 @@
 //! - [`endpoint`]: the async face of a [`Driver`] on a monoio worker: the I/O task
 //!   (socket, timers, cross-worker forwarding) and `Connection` / `SendStream` /
 //!   `RecvStream` handles that pass `Bytes` by ownership.
+//! - [`stream_io`]: `futures` `AsyncRead`/`AsyncWrite` over a stream, for capnp-rpc.
 //! - [`harness`]: an in-memory network with a virtual clock and fault injection, for
 //!   deterministic tests of drivers (used by this crate's tests and by other crates').
 //!
@@ -42,6 +43,7 @@ pub mod config;
 pub mod driver;
 pub mod endpoint;
 pub mod harness;
+pub mod stream_io;
 pub mod tls;
 
 pub use cid::{CID_LEN, CidError, CidKey, WorkerCidGenerator};

@@ -1,0 +1,108 @@
+//! Connection events from the workers: cloudflared's log lines, and the decision to exit when
+//! no connection can ever be made (every one was refused with a permanent cause `--retries`
+//! times in a row, e.g. a wrong secret).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::bail;
+use dataplane::connector::ConnectorHooks;
+use dataplane::wire::rpc::ConnectionDetails;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tracing::{error, info, warn};
+use uuid::Uuid;
+
+/// What the control thread waits for.
+#[derive(Debug)]
+pub enum Event {
+    GaveUp { index: u8, error: String },
+}
+
+/// Logs connection events the way cloudflared does, and reports give-ups.
+#[derive(Debug)]
+pub struct LoggingHooks {
+    tx: UnboundedSender<Event>,
+}
+
+/// The receiving side, with how many connections must give up before the process exits.
+#[derive(Debug)]
+pub struct Events {
+    rx: UnboundedReceiver<Event>,
+    connections: u8,
+    tunnel: Uuid,
+}
+
+impl LoggingHooks {
+    pub fn new(connections: u8, tunnel: Uuid) -> (Self, Events) {
+        let (tx, rx) = unbounded_channel();
+        (
+            Self { tx },
+            Events {
+                rx,
+                connections,
+                tunnel,
+            },
+        )
+    }
+}
+
+impl ConnectorHooks for LoggingHooks {
+    fn registered(&self, index: u8, edge: SocketAddr, details: &ConnectionDetails) {
+        info!(
+            "Registered tunnel connection connIndex={index} connection={} event=0 ip={} location={} protocol=quic",
+            details.uuid,
+            edge.ip(),
+            details.location_name
+        );
+    }
+
+    fn disconnected(&self, index: u8, edge: SocketAddr, reason: &str) {
+        warn!(
+            "Connection terminated connIndex={index} ip={} error=\"{reason}\"; reconnecting",
+            edge.ip()
+        );
+    }
+
+    fn attempt_failed(&self, index: u8, edge: SocketAddr, error: &str, retry_in: Duration) {
+        warn!(
+            "Serve tunnel error connIndex={index} ip={} error=\"{error}\"; retrying in {:.1}s",
+            edge.ip(),
+            retry_in.as_secs_f64()
+        );
+    }
+
+    fn gave_up(&self, index: u8, error: &str) {
+        error!("Connection connIndex={index} gave up: {error}");
+        let _ = self.tx.send(Event::GaveUp {
+            index,
+            error: error.to_owned(),
+        });
+    }
+}
+
+/// Blocks until SIGINT/SIGTERM (`Ok`) or until every connection gave up (`Err` naming why).
+pub fn wait(mut events: Events) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let signal = crate::cli::control::shutdown_signal();
+        tokio::pin!(signal);
+        let mut gave_up = 0u8;
+        loop {
+            tokio::select! {
+                () = &mut signal => return Ok(()),
+                ev = events.rx.recv() => match ev {
+                    Some(Event::GaveUp { index, error }) => {
+                        gave_up += 1;
+                        tracing::debug!(index, "connection gave up");
+                        if gave_up >= events.connections {
+                            bail!("tunnel {}: no connection could be registered: {error}", events.tunnel);
+                        }
+                    }
+                    None => return Ok(()),
+                },
+            }
+        }
+    })
+}

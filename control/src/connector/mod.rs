@@ -1,0 +1,284 @@
+//! `ringway tunnel run`: the connector's control thread.
+//!
+//! # Layout
+//!
+//! - `mod.rs` (this file): resolve what to run (credentials from a token, a credentials file,
+//!   or NAME/UUID through cert.pem and the search directories; ingress from config.yml or
+//!   `--url`), start the metrics server and the pinned workers of `dataplane::connector`, then
+//!   wait for a signal or for every connection to give up.
+//! - `ingress`: config.yml rules → origin targets for the data path.
+//! - `hooks`: connection events → cloudflared-style log lines and the exit decision.
+
+pub mod hooks;
+pub mod ingress;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow, bail};
+use dataplane::connector::{Backoff, Connector, ConnectorSetup, IngressRouter};
+use dataplane::metrics::TunnelMetrics;
+use dataplane::quic::{QuicConfig, tls};
+use dataplane::runtime::WorkersConfig;
+use dataplane::udp::{UdpBackend, UdpConfig};
+use dataplane::wire::rpc::{ConnectionOptions, TunnelAuth, TunnelSecret as WireSecret};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::config::{
+    ConfigFile, Ingress, NO_INGRESS_RULES_CLI, Service, URL_INCOMPATIBLE_WITH_INGRESS,
+};
+use crate::files::{self, Credentials, TunnelToken};
+use crate::metrics_server::{self, MetricsServer};
+use ingress::CompiledIngress;
+
+/// What `ringway tunnel run` was asked for, after clap.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub tunnel: Option<String>,
+    pub config: Option<PathBuf>,
+    pub origincert: Option<PathBuf>,
+    pub api_url: Option<String>,
+    pub credentials_file: Option<PathBuf>,
+    pub token: Option<String>,
+    pub url: Option<String>,
+    pub hello_world: bool,
+    pub edges: Vec<String>,
+    pub cacert: Option<PathBuf>,
+    pub ha_connections: u8,
+    pub workers: usize,
+    pub metrics: Option<String>,
+    pub retries: u32,
+}
+
+/// Everything resolved; ready to start.
+pub struct Prepared {
+    pub credentials: Credentials,
+    pub ingress: Arc<dyn IngressRouter>,
+    pub local_config: Option<Vec<u8>>,
+    pub edges: Vec<SocketAddr>,
+    pub ca_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("tunnel", &self.credentials.tunnel_id)
+            .field("edges", &self.edges)
+            .finish_non_exhaustive()
+    }
+}
+
+fn flag_str(cfg: Option<&ConfigFile>, name: &str) -> Option<String> {
+    cfg.and_then(|c| c.flag(name))
+        .and_then(|v| v.as_str().map(str::to_owned))
+}
+
+fn flag_list(cfg: Option<&ConfigFile>, name: &str) -> Vec<String> {
+    match cfg.and_then(|c| c.flag(name)) {
+        Some(serde_yaml::Value::String(s)) => vec![s.clone()],
+        Some(serde_yaml::Value::Sequence(v)) => v
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Resolves credentials, ingress and edges; every failure is one clear error.
+pub fn prepare(opts: &RunOptions) -> anyhow::Result<Prepared> {
+    let dirs = files::default_search_dirs();
+    let config_path = match &opts.config {
+        Some(p) => Some(files::search::expand_home(p)),
+        None => files::find_config_file(&dirs),
+    };
+    let cfg = match &config_path {
+        Some(p) => Some(ConfigFile::load(p)?),
+        None => None,
+    };
+
+    let credentials = resolve_credentials(opts, cfg.as_ref(), &dirs)?;
+
+    // Ingress: config rules, or --url / --hello-world, never both.
+    let has_rules = cfg.as_ref().is_some_and(|c| !c.ingress.is_empty());
+    let url = opts.url.clone().or_else(|| flag_str(cfg.as_ref(), "url"));
+    let defaults = cfg
+        .as_ref()
+        .map(|c| c.origin_request.clone())
+        .unwrap_or_default();
+    let ingress = if has_rules {
+        if url.is_some() || opts.hello_world {
+            bail!("{URL_INCOMPATIBLE_WITH_INGRESS}");
+        }
+        let cfg = cfg.as_ref().expect("has_rules implies a config");
+        Ingress::from_config(cfg).map_err(|e| anyhow!("Validation failed: {e}"))?
+    } else if let Some(u) = &url {
+        let service = Service::parse(u).map_err(|e| anyhow!("--url {u}: {e}"))?;
+        Ingress::single(service, defaults)
+    } else if opts.hello_world {
+        Ingress::single(Service::HelloWorld, defaults)
+    } else {
+        warn!("{NO_INGRESS_RULES_CLI}");
+        Ingress::single(Service::HttpStatus(503), defaults)
+    };
+    let compiled = CompiledIngress::new(ingress)?;
+    let local_config = cfg.as_ref().map(|c| {
+        serde_json::json!({
+            "ingress_rules": compiled.rules(),
+            "source": c.source.display().to_string(),
+        })
+        .to_string()
+        .into_bytes()
+    });
+
+    let mut edge_names = opts.edges.clone();
+    if edge_names.is_empty() {
+        edge_names = flag_list(cfg.as_ref(), "edge");
+    }
+    if edge_names.is_empty() {
+        bail!("no edge address: pass --edge HOST:PORT (repeatable) or set `edge:` in config.yml");
+    }
+    let mut edges = Vec::new();
+    for e in &edge_names {
+        let addr = e
+            .to_socket_addrs()
+            .with_context(|| format!("--edge {e}: not a HOST:PORT address"))?
+            .next()
+            .ok_or_else(|| anyhow!("--edge {e}: the name resolves to no address"))?;
+        edges.push(addr);
+    }
+    let cacert = opts
+        .cacert
+        .clone()
+        .or_else(|| flag_str(cfg.as_ref(), "cacert").map(PathBuf::from))
+        .ok_or_else(|| anyhow!("no CA for the edge: pass --cacert FILE (the edge's ca.pem)"))?;
+    let cacert = files::search::expand_home(&cacert);
+    let ca_pem = std::fs::read(&cacert)
+        .with_context(|| format!("cannot read --cacert {}", cacert.display()))?;
+    Ok(Prepared {
+        credentials,
+        ingress: Arc::new(compiled),
+        local_config,
+        edges,
+        ca_pem,
+    })
+}
+
+fn resolve_credentials(
+    opts: &RunOptions,
+    cfg: Option<&ConfigFile>,
+    dirs: &[PathBuf],
+) -> anyhow::Result<Credentials> {
+    if let Some(t) = &opts.token {
+        let token = TunnelToken::decode(t.trim()).map_err(|e| anyhow!("--token: {e}"))?;
+        return Ok(token.to_credentials());
+    }
+    let named = opts
+        .tunnel
+        .clone()
+        .or_else(|| cfg.and_then(|c| c.tunnel.clone()));
+    let cred_path = opts
+        .credentials_file
+        .clone()
+        .or_else(|| cfg.and_then(|c| c.credentials_file.clone()));
+    if let Some(p) = cred_path {
+        let p = files::search::expand_home(&p);
+        let creds = Credentials::load(&p)?;
+        if creds.has_tunnel_id() {
+            return Ok(creds);
+        }
+        // An old file without TunnelID: the id comes from the command line.
+        let id = named
+            .as_deref()
+            .and_then(|n| Uuid::parse_str(n).ok())
+            .ok_or_else(|| {
+                anyhow!(
+                    "{} has no TunnelID; run it as `tunnel run UUID`",
+                    p.display()
+                )
+            })?;
+        return Ok(creds.with_tunnel_id(id));
+    }
+    let Some(named) = named else {
+        bail!(
+            "\"cloudflared tunnel run\" requires the ID or name of the tunnel to run as the last \
+             command line argument or in the configuration file."
+        );
+    };
+    let id = match Uuid::parse_str(&named) {
+        Ok(id) => id,
+        Err(_) => {
+            // A name needs cert.pem to be resolved through the control plane.
+            let ctx = crate::cli::context::Ctx::from_flags(
+                opts.origincert.as_deref(),
+                opts.api_url.as_deref(),
+            )?;
+            ctx.find_id(&named)?
+        }
+    };
+    let search = files::credentials_search_dirs(opts.origincert.as_deref(), dirs);
+    let path = files::find_credentials(id, &search)?;
+    Ok(Credentials::load(&path)?.with_tunnel_id(id))
+}
+
+/// Runs the connector until a signal, or until every connection gave up.
+pub fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let prepared = prepare(&opts)?;
+    let creds = &prepared.credentials;
+    let connector_id = Uuid::new_v4();
+    let metrics = Arc::new(TunnelMetrics::new());
+    let listener = metrics_server::bind(opts.metrics.as_deref())?;
+    let server = MetricsServer::start(listener, metrics.clone(), connector_id)
+        .context("cannot start the metrics server")?;
+    info!("Starting metrics server on {}/metrics", server.local_addr());
+
+    let quic = QuicConfig::default();
+    let crypto = tls::client_crypto(&prepared.ca_pem, &quic.alpn)
+        .context("cannot use --cacert as the edge's CA")?;
+    let client_config = quic
+        .client_config(crypto)
+        .context("cannot build the QUIC client configuration")?;
+    let ha = opts.ha_connections.max(1);
+    let (hooks, events) = hooks::LoggingHooks::new(ha, creds.tunnel_id);
+    info!(
+        "Starting tunnel tunnelID={} connectorID={connector_id} edges={:?} ha_connections={ha}",
+        creds.tunnel_id, prepared.edges
+    );
+    let connector = Connector::start(ConnectorSetup {
+        quic,
+        client_config,
+        udp: UdpConfig::default(),
+        udp_backend: UdpBackend::default(),
+        edges: prepared.edges.clone(),
+        server_name: dataplane::quic::DEFAULT_SERVER_NAME.to_owned(),
+        ha_connections: ha,
+        tunnel_id: creds.tunnel_id,
+        auth: TunnelAuth {
+            account_tag: creds.account_tag.clone(),
+            tunnel_secret: WireSecret::new(creds.tunnel_secret.expose().to_vec()),
+        },
+        options: ConnectionOptions {
+            client_id: connector_id,
+            features: vec!["ha-origin".into()],
+            version: format!("ringway {}", env!("CARGO_PKG_VERSION")),
+            arch: format!("{}_{}", std::env::consts::OS, std::env::consts::ARCH),
+            ..ConnectionOptions::default()
+        },
+        local_config: prepared.local_config.clone(),
+        ingress: prepared.ingress.clone(),
+        metrics,
+        hooks: Arc::new(hooks),
+        retries: opts.retries,
+        backoff: Backoff::default(),
+        workers: WorkersConfig {
+            threads: opts.workers,
+            name: "connector-worker".into(),
+            ..WorkersConfig::default()
+        },
+    })?;
+    let outcome = hooks::wait(events);
+    server.shutdown();
+    drop(connector);
+    outcome
+}

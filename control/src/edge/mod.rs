@@ -1,0 +1,186 @@
+//! `ringway edge run`: the edge's control thread.
+//!
+//! # Layout
+//!
+//! - `mod.rs` (this file): start-up: TLS files, sockets bound before any worker starts (so the
+//!   printed ports are real and errors come early), the worker pool from `dataplane::edge`, and
+//!   the snapshot follower that feeds it.
+//! - `tls_files`: the CA and server certificate in the state directory.
+//! - `reporter`: connection records and leases towards the control plane.
+//!
+//! The data path never waits for the control plane: the follower starts from the on-disk
+//! snapshot when there is one, and registrations are checked against the snapshot in memory.
+
+pub mod reporter;
+pub mod tls_files;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use dataplane::edge::{
+    Edge, EdgeSetup, RouteTable, TunnelCredentialCheck, bind_reuseport_tcp, bind_reuseport_udp,
+};
+use dataplane::http::Limits;
+use dataplane::quic::{CidKey, QuicConfig};
+use dataplane::runtime::WorkersConfig;
+use dataplane::udp::{UdpBackend, UdpConfig};
+use tracing::info;
+
+use crate::edge_sync::{EdgeClient, SnapshotCache, SnapshotFollower};
+use crate::secret::ApiToken;
+use crate::store::Snapshot;
+
+/// What `ringway edge run` was asked for.
+#[derive(Debug, Clone)]
+pub struct EdgeOptions {
+    pub control: String,
+    pub edge_token: ApiToken,
+    pub state_dir: PathBuf,
+    pub tunnel_listen: Vec<SocketAddr>,
+    pub http_listen: SocketAddr,
+    pub location: String,
+    /// 0: one per core.
+    pub workers: usize,
+}
+
+/// Builds the edge's route table from a snapshot.
+pub fn route_table(snap: &Snapshot) -> RouteTable {
+    let mut t = RouteTable::new(snap.version);
+    for tun in &snap.tunnels {
+        let mut sha = [0u8; 32];
+        if hex::decode_to_slice(&tun.secret_sha256, &mut sha).is_err() {
+            tracing::warn!(tunnel = %tun.id, "snapshot has a malformed secret hash; tunnel skipped");
+            continue;
+        }
+        t.add_tunnel(
+            tun.id,
+            TunnelCredentialCheck {
+                account_tag: tun.account_tag.clone(),
+                secret_sha256: sha,
+            },
+        );
+    }
+    for r in &snap.dns_records {
+        if r.proxied {
+            t.add_dns_record(&r.record_type, &r.name, &r.content);
+        }
+    }
+    t
+}
+
+/// Runs the edge until the process is stopped.
+pub fn run(opts: EdgeOptions) -> anyhow::Result<()> {
+    if opts.tunnel_listen.is_empty() {
+        bail!("no --tunnel-listen address");
+    }
+    url::Url::parse(&opts.control)
+        .with_context(|| format!("--control {} is not a valid URL", opts.control))?;
+    let tls = tls_files::load_or_create(&opts.state_dir)?;
+    let quic = QuicConfig::default();
+    let crypto = tls
+        .material
+        .server_crypto(&quic.alpn)
+        .context("cannot build the edge's TLS configuration")?;
+    let server_config = Arc::new(
+        quic.server_config(crypto)
+            .context("cannot build the edge's QUIC configuration")?,
+    );
+
+    let threads = match opts.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let mut tunnel_sockets = Vec::with_capacity(opts.tunnel_listen.len());
+    for addr in &opts.tunnel_listen {
+        let socks = bind_reuseport_udp(*addr, threads)
+            .with_context(|| format!("cannot listen on udp://{addr}"))?;
+        tunnel_sockets.push(socks);
+    }
+    let http_listeners = bind_reuseport_tcp(opts.http_listen, threads)
+        .with_context(|| format!("cannot listen on http://{}", opts.http_listen))?;
+    let tunnel_addrs: Vec<SocketAddr> = tunnel_sockets
+        .iter()
+        .map(|s| s[0].local_addr())
+        .collect::<Result<_, _>>()?;
+    let http_addr = http_listeners[0].local_addr()?;
+
+    let client = EdgeClient::new(&opts.control, opts.edge_token.clone());
+    let edge_id = format!("{}-{}", opts.location, uuid::Uuid::new_v4());
+    let hooks = reporter::start(
+        EdgeClient::new(&opts.control, opts.edge_token.clone()),
+        edge_id,
+        opts.location.clone(),
+    );
+    let edge = Edge::start(EdgeSetup {
+        quic,
+        server_config,
+        cid_key: CidKey::random(),
+        udp: UdpConfig {
+            reuse_port: true,
+            ..UdpConfig::default()
+        },
+        udp_backend: UdpBackend::default(),
+        tunnel_sockets,
+        http_listeners,
+        location: opts.location.clone(),
+        hooks,
+        workers: WorkersConfig {
+            threads,
+            name: "edge-worker".into(),
+            ..WorkersConfig::default()
+        },
+        limits: Limits::default(),
+    })?;
+
+    for a in &tunnel_addrs {
+        println!("tunnel listening on udp://{a}");
+    }
+    println!("http listening on http://{http_addr}");
+    println!("ca certificate at {}", tls.ca_path.display());
+
+    let mut follower = SnapshotFollower::new(client, SnapshotCache::new(&opts.state_dir))?;
+    let mut ready = false;
+    if let Some(snap) = follower.current() {
+        info!(
+            version = snap.version,
+            "serving the cached snapshot until the control plane answers"
+        );
+        edge.publish_routes(Arc::new(route_table(snap)));
+        println!("edge ready");
+        ready = true;
+    }
+    // Until the first snapshot arrives there is nothing to route; keep asking.
+    while !ready {
+        match follower.step() {
+            Ok(Some(snap)) => {
+                edge.publish_routes(Arc::new(route_table(snap)));
+                println!("edge ready");
+                ready = true;
+            }
+            Ok(None) => {
+                if let Some(snap) = follower.current() {
+                    edge.publish_routes(Arc::new(route_table(snap)));
+                    println!("edge ready");
+                    ready = true;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "control plane unreachable; no snapshot yet");
+                follower.backoff();
+            }
+        }
+    }
+    info!(
+        workers = threads,
+        location = %opts.location,
+        "edge serving"
+    );
+    follower.run(
+        || true,
+        |snap| edge.publish_routes(Arc::new(route_table(snap))),
+    );
+    edge.join()?;
+    Ok(())
+}

@@ -1,0 +1,386 @@
+//! The connector's data path: QUIC connections to the edge, their registration, one task per
+//! data stream, and the origin side.
+//!
+//! # Layout
+//!
+//! - `mod.rs` (this file): [`Connector`] (pinned workers), [`ConnectorSetup`], the
+//!   [`IngressRouter`] and [`ConnectorHooks`] extension points, and the per-connection
+//!   supervisor: dial, register, serve streams, reconnect with backoff.
+//! - `stream`: one task per stream the edge opens: `ConnectRequest` → ingress → origin →
+//!   `ConnectResponse` and body; RPC streams answer `updateConfiguration`.
+//! - [`origin`]: what a request is proxied to ([`origin::OriginTarget`]) and the per-worker
+//!   HTTP/1.1 client with keep-alive pools that does it.
+//!
+//! # Connections
+//!
+//! HA connection `i` belongs to worker `i % workers` and uses its own UDP socket (DESIGN: each
+//! worker dials its own connections, each from its own socket). Attempt `k` of connection `i`
+//! dials `edges[(i + k) % edges.len()]`, so connections spread over the edge addresses and a
+//! failed address is skipped on the next try. Connection 0 registers first; the others wait
+//! for its first outcome, as cloudflared does, so a bad credential shows up once.
+
+pub mod origin;
+mod stream;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use futures::FutureExt;
+use tracing::debug;
+use uuid::Uuid;
+
+use crate::metrics::TunnelMetrics;
+use crate::quic::endpoint::Endpoint;
+use crate::quic::stream_io::{StreamReader, StreamWriter};
+use crate::quic::{CidKey, Driver, QuicConfig, VarInt, WorkerCidGenerator};
+use crate::runtime::{WorkerCtx, Workers, WorkersConfig};
+use crate::udp::{UdpBackend, UdpConfig, UdpIo};
+use crate::wire::rpc::{
+    ConnectionDetails, ConnectionOptions, RegisterError, TunnelAuth, registration_client,
+};
+
+use origin::{OriginClient, OriginTarget};
+
+/// Chooses the origin for a request (the ingress rules). Shared by every worker.
+pub trait IngressRouter: Send + Sync + 'static {
+    /// The target for `host` (without port) and `path` (without query).
+    fn route(&self, host: &str, path: &str) -> Arc<OriginTarget>;
+}
+
+/// Every request goes to one target (`--url`, or a single catch-all rule).
+#[derive(Debug)]
+pub struct SingleOrigin(pub Arc<OriginTarget>);
+
+impl IngressRouter for SingleOrigin {
+    fn route(&self, _: &str, _: &str) -> Arc<OriginTarget> {
+        self.0.clone()
+    }
+}
+
+/// What the control thread hears about connections (called on worker threads; keep quick).
+pub trait ConnectorHooks: Send + Sync + 'static {
+    fn registered(&self, index: u8, edge: SocketAddr, details: &ConnectionDetails) {
+        let _ = (index, edge, details);
+    }
+    fn disconnected(&self, index: u8, edge: SocketAddr, reason: &str) {
+        let _ = (index, edge, reason);
+    }
+    /// An attempt failed; the next one starts after `retry_in`.
+    fn attempt_failed(&self, index: u8, edge: SocketAddr, error: &str, retry_in: Duration) {
+        let _ = (index, edge, error, retry_in);
+    }
+    /// The edge refused this connection `retries` times in a row with a refusal it says
+    /// retrying will not fix (e.g. a wrong secret): the connection stops trying.
+    fn gave_up(&self, index: u8, error: &str) {
+        let _ = (index, error);
+    }
+}
+
+/// Reconnect backoff: exponential with full jitter.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(32),
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait before retry number `attempt` (0-based): uniform in `[0, min(cap, base·2^attempt)]`,
+    /// never below 50 ms so a refused connection cannot spin.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.cap);
+        let ms = ceiling.as_millis().max(50) as u64;
+        Duration::from_millis(rand::random_range(50..=ms))
+    }
+}
+
+/// Everything [`Connector::start`] needs.
+pub struct ConnectorSetup {
+    pub quic: QuicConfig,
+    pub client_config: quinn_proto::ClientConfig,
+    pub udp: UdpConfig,
+    pub udp_backend: UdpBackend,
+    /// Edge addresses (`--edge`); connections spread over them.
+    pub edges: Vec<SocketAddr>,
+    /// TLS server name (SNI) for the edge: `quic.cftunnel.com`.
+    pub server_name: String,
+    pub ha_connections: u8,
+    pub tunnel_id: Uuid,
+    pub auth: TunnelAuth,
+    /// `ClientInfo` and the rest of `ConnectionOptions` (the connector id is `client_id`).
+    pub options: ConnectionOptions,
+    /// Sent by connection 0 with `updateLocalConfiguration` (locally managed tunnels).
+    pub local_config: Option<Vec<u8>>,
+    pub ingress: Arc<dyn IngressRouter>,
+    pub metrics: Arc<TunnelMetrics>,
+    pub hooks: Arc<dyn ConnectorHooks>,
+    /// Permanent refusals in a row before a connection gives up.
+    pub retries: u32,
+    pub backoff: Backoff,
+    pub workers: WorkersConfig,
+}
+
+impl std::fmt::Debug for ConnectorSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectorSetup")
+            .field("edges", &self.edges)
+            .field("tunnel_id", &self.tunnel_id)
+            .field("ha_connections", &self.ha_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The running connector.
+pub struct Connector {
+    workers: Workers<()>,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector").finish_non_exhaustive()
+    }
+}
+
+/// Connection 0's first outcome, which the other connections wait for.
+const FIRST_PENDING: u8 = 0;
+const FIRST_DONE: u8 = 1;
+
+struct Common {
+    setup: ConnectorSetup,
+    cid_key: CidKey,
+    first: AtomicU8,
+}
+
+/// Per-worker state shared by that worker's tasks.
+pub(crate) struct ConnectorShared {
+    pub(crate) origins: OriginClient,
+    pub(crate) ingress: Arc<dyn IngressRouter>,
+    pub(crate) metrics: Arc<TunnelMetrics>,
+}
+
+impl Connector {
+    /// Starts the workers and their connections.
+    pub fn start(setup: ConnectorSetup) -> Result<Self, crate::runtime::RuntimeError> {
+        let workers_cfg = setup.workers.clone();
+        let common = Arc::new(Common {
+            setup,
+            cid_key: CidKey::random(),
+            first: AtomicU8::new(FIRST_PENDING),
+        });
+        let workers = Workers::start(workers_cfg, move |ctx: WorkerCtx<()>| {
+            let common = common.clone();
+            async move { run_worker(ctx, common).await }
+        })?;
+        Ok(Self { workers })
+    }
+
+    /// Waits for the workers (they run until the process ends or every connection gave up).
+    pub fn join(self) -> Result<(), crate::runtime::RuntimeError> {
+        self.workers.join()
+    }
+}
+
+async fn run_worker(ctx: WorkerCtx<()>, common: Arc<Common>) {
+    let shared = Rc::new(ConnectorShared {
+        origins: OriginClient::new(),
+        ingress: common.setup.ingress.clone(),
+        metrics: common.setup.metrics.clone(),
+    });
+    let n = common.setup.ha_connections.max(1) as usize;
+    let mut tasks = Vec::new();
+    for index in (ctx.index..n).step_by(ctx.count) {
+        let (common, shared) = (common.clone(), shared.clone());
+        tasks.push(monoio::spawn(supervise(
+            common,
+            shared,
+            ctx.index,
+            index as u8,
+        )));
+    }
+    for t in tasks {
+        t.await;
+    }
+}
+
+/// Keeps connection `index` up: dial, register, serve, and on any failure wait and redial.
+async fn supervise(common: Arc<Common>, shared: Rc<ConnectorShared>, worker: usize, index: u8) {
+    let setup = &common.setup;
+    if index != 0 {
+        // Startup only: poll the first connection's outcome (a few checks at most).
+        while common.first.load(Ordering::Acquire) == FIRST_PENDING {
+            monoio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let mut attempt: u32 = 0;
+    let mut refusals: u32 = 0;
+    // Runs for the life of the process; every turn waits on the network or on a backoff.
+    loop {
+        let edge = setup.edges[(index as usize + attempt as usize) % setup.edges.len()];
+        let outcome = run_connection(&common, &shared, worker, index, edge, attempt).await;
+        if index == 0 {
+            common.first.store(FIRST_DONE, Ordering::Release);
+        }
+        match outcome {
+            Outcome::Served(reason) => {
+                setup.metrics.ha_connection_down();
+                setup.hooks.disconnected(index, edge, &reason);
+                attempt = 0;
+                refusals = 0;
+            }
+            Outcome::Failed { error, permanent } => {
+                if permanent {
+                    refusals += 1;
+                    if refusals >= setup.retries.max(1) {
+                        setup.hooks.gave_up(index, &error);
+                        return;
+                    }
+                } else {
+                    refusals = 0;
+                }
+                let wait = setup.backoff.delay(attempt);
+                setup.hooks.attempt_failed(index, edge, &error, wait);
+                monoio::time::sleep(wait).await;
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
+}
+
+enum Outcome {
+    /// Registered and served until the connection ended, for this reason.
+    Served(String),
+    /// Never registered.
+    Failed { error: String, permanent: bool },
+}
+
+async fn run_connection(
+    common: &Common,
+    shared: &Rc<ConnectorShared>,
+    worker: usize,
+    index: u8,
+    edge: SocketAddr,
+    attempt: u32,
+) -> Outcome {
+    let setup = &common.setup;
+    let failed = |error: String| Outcome::Failed {
+        error,
+        permanent: false,
+    };
+    let bind: SocketAddr = if edge.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let udp = match UdpIo::bind(bind, &setup.udp, setup.udp_backend) {
+        Ok(u) => u,
+        Err(e) => return failed(format!("cannot open a UDP socket: {e}")),
+    };
+    let cid = match WorkerCidGenerator::new(common.cid_key.clone(), worker) {
+        Ok(c) => c,
+        Err(e) => return failed(e.to_string()),
+    };
+    let driver = match Driver::new(&setup.quic, None, Some(setup.client_config.clone()), cid) {
+        Ok(d) => d,
+        Err(e) => return failed(e.to_string()),
+    };
+    let ep = match Endpoint::start(driver, udp, None) {
+        Ok(ep) => ep,
+        Err(e) => return failed(format!("cannot start the QUIC endpoint: {e}")),
+    };
+    let outcome = connect_and_serve(common, shared, &ep, index, edge, attempt).await;
+    ep.shutdown(VarInt::from_u32(0), b"");
+    outcome
+}
+
+async fn connect_and_serve(
+    common: &Common,
+    shared: &Rc<ConnectorShared>,
+    ep: &Endpoint,
+    index: u8,
+    edge: SocketAddr,
+    attempt: u32,
+) -> Outcome {
+    let setup = &common.setup;
+    let failed = |error: String| Outcome::Failed {
+        error,
+        permanent: false,
+    };
+    let conn = match ep.connect(edge, &setup.server_name).await {
+        Ok(c) => c,
+        Err(e) => return failed(format!("edge {edge} unreachable: {e}")),
+    };
+    let (send, recv) = match conn.open_bi().await {
+        Ok(s) => s,
+        Err(e) => return failed(format!("cannot open the control stream: {e}")),
+    };
+    let (client, rpc) = registration_client(StreamReader::new(recv), StreamWriter::new(send));
+    let rpc_task = monoio::spawn(async move {
+        if let Err(e) = rpc.await {
+            debug!(error = %e, "control stream ended");
+        }
+    });
+    let mut options = setup.options.clone();
+    options.num_previous_attempts = attempt.min(255) as u8;
+    let registered = client
+        .register_connection(&setup.auth, setup.tunnel_id, index, &options)
+        .await;
+    let details = match registered {
+        Ok(d) => d,
+        Err(RegisterError::Refused(r)) => {
+            conn.close(VarInt::from_u32(0), b"registration refused");
+            drop(rpc_task);
+            return Outcome::Failed {
+                error: format!("the edge refused the registration: {}", r.cause),
+                permanent: !r.should_retry,
+            };
+        }
+        Err(RegisterError::Rpc(e)) => {
+            conn.close(VarInt::from_u32(0), b"registration failed");
+            drop(rpc_task);
+            return failed(format!("registration RPC failed: {e}"));
+        }
+    };
+    setup.metrics.ha_connection_up();
+    setup.hooks.registered(index, edge, &details);
+    if index == 0 {
+        common.first.store(FIRST_DONE, Ordering::Release);
+    }
+    if index == 0
+        && let Some(cfg) = &setup.local_config
+        && let Err(e) = client.update_local_configuration(cfg).await
+    {
+        debug!(error = %e, "updateLocalConfiguration failed");
+    }
+    // Serve streams until the connection ends.
+    let mut closed = std::pin::pin!(conn.closed().fuse());
+    // Bounded by the connection's life; each turn accepts one stream.
+    let reason = loop {
+        let mut next = std::pin::pin!(conn.accept_bi().fuse());
+        futures::select! {
+            s = next => match s {
+                Ok((send, recv)) => {
+                    monoio::spawn(stream::serve_stream(shared.clone(), send, recv));
+                }
+                Err(e) => break e.to_string(),
+            },
+            e = closed => break e.to_string(),
+        }
+    };
+    drop(client);
+    drop(rpc_task);
+    Outcome::Served(reason)
+}

@@ -1,0 +1,422 @@
+//! One connection to an origin: TCP or unix socket, optionally wrapped in TLS, with the few
+//! I/O operations the HTTP/1.1 exchange needs, all ownership-passing (monoio `BufResult`).
+//!
+//! TLS is a small adapter over `rustls::ClientConnection` rather than a crate: rustls is
+//! sans-IO, so the adapter only moves ciphertext between rustls and an owned buffer that is
+//! handed to the socket op. That keeps "one owned buffer per in-flight op" obvious and
+//! never cancels a read on purpose (only the handshake timeout can drop one, and then the
+//! connection is discarded).
+
+use std::io::{self, Read as _, Write as _};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use monoio::buf::{IoBufMut, IoVecBuf};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::{TcpStream, UnixStream};
+use rustls::ClientConnection;
+use rustls::pki_types::ServerName;
+
+use super::ProxyError;
+
+/// Ciphertext read size: one maximal TLS record (16 KiB plaintext plus overhead) fits.
+const TLS_READ_BUF: usize = 17 * 1024;
+/// Plaintext read size for TLS connections (what `read` asks rustls for at most).
+const TLS_PLAINTEXT_CHUNK: usize = 16 * 1024;
+/// Handshake I/O rounds: a TLS 1.2/1.3 handshake is 2–3 flights, each possibly split over
+/// a few reads (big certificate chains); 64 rounds is far beyond any real server and stops
+/// a peer that dribbles bytes forever (the tls_timeout stops a silent one).
+const MAX_HANDSHAKE_ROUNDS: usize = 64;
+/// Addresses tried per connect: a name rarely resolves to more, and each try can take the
+/// whole connect timeout's remainder.
+const MAX_CONNECT_ADDRS: usize = 8;
+
+/// The transport under the (optional) TLS layer.
+#[derive(Debug)]
+pub(crate) enum Plain {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Plain {
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
+        match self {
+            Plain::Tcp(s) => s.read(buf).await,
+            Plain::Unix(s) => s.read(buf).await,
+        }
+    }
+
+    async fn write_all<T: monoio::buf::IoBuf>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
+        match self {
+            Plain::Tcp(s) => s.write_all(buf).await,
+            Plain::Unix(s) => s.write_all(buf).await,
+        }
+    }
+
+    async fn write_vectored_all<T: IoVecBuf>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
+        match self {
+            Plain::Tcp(s) => s.write_vectored_all(buf).await,
+            Plain::Unix(s) => s.write_vectored_all(buf).await,
+        }
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        match self {
+            Plain::Tcp(s) => s.as_raw_fd(),
+            Plain::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+/// rustls state plus the owned buffers its ciphertext travels in.
+pub(crate) struct TlsConn {
+    io: Plain,
+    tls: ClientConnection,
+    /// Ciphertext read from the socket and not yet given to rustls (`pos..`).
+    cipher: Vec<u8>,
+    pos: usize,
+    /// Reused buffer for ciphertext going out.
+    out: Vec<u8>,
+    /// The socket returned end-of-file and rustls was told.
+    eof: bool,
+}
+
+impl std::fmt::Debug for TlsConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConn")
+            .field("io", &self.io)
+            .field("pending", &(self.cipher.len() - self.pos))
+            .finish_non_exhaustive()
+    }
+}
+
+fn tls_err(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+impl TlsConn {
+    /// Writes everything rustls has queued (handshake flights, alerts, records).
+    async fn flush(&mut self) -> io::Result<()> {
+        // Bound: each round drains up to one buffer of queued records; rustls queues a
+        // finite amount (its send buffer limit plus handshake messages).
+        while self.tls.wants_write() {
+            let mut out = std::mem::take(&mut self.out);
+            out.clear();
+            self.tls.write_tls(&mut out)?;
+            let (res, out) = self.io.write_all(out).await;
+            self.out = out;
+            res?;
+        }
+        Ok(())
+    }
+
+    /// Gives rustls the next pending ciphertext, or reads more from the socket. Returns
+    /// `false` when nothing could be fed because the socket is at end-of-file.
+    async fn feed(&mut self) -> io::Result<bool> {
+        if self.pos < self.cipher.len() {
+            let mut rd = &self.cipher[self.pos..];
+            let n = self.tls.read_tls(&mut rd)?;
+            self.pos += n;
+        } else if self.eof {
+            return Ok(false);
+        } else {
+            let mut buf = std::mem::take(&mut self.cipher);
+            buf.clear();
+            buf.reserve(TLS_READ_BUF);
+            let (res, buf) = self.io.read(buf).await;
+            self.cipher = buf;
+            self.pos = 0;
+            if res? == 0 {
+                self.eof = true;
+                // Tell rustls about the end so a missing close_notify is reported.
+                self.tls.read_tls(&mut &[][..])?;
+            } else {
+                let mut rd = &self.cipher[..];
+                let n = self.tls.read_tls(&mut rd)?;
+                self.pos = n;
+            }
+        }
+        if let Err(e) = self.tls.process_new_packets() {
+            // rustls queued an alert for the peer; sending it is a courtesy.
+            let _ = self.flush().await;
+            return Err(tls_err(e));
+        }
+        // Post-handshake messages (KeyUpdate) may need an answer.
+        self.flush().await?;
+        Ok(true)
+    }
+
+    async fn handshake(&mut self) -> io::Result<()> {
+        for _ in 0..MAX_HANDSHAKE_ROUNDS {
+            self.flush().await?;
+            if !self.tls.is_handshaking() {
+                return Ok(());
+            }
+            if !self.feed().await? {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed during the handshake",
+                ));
+            }
+        }
+        Err(io::Error::other("handshake took too many round trips"))
+    }
+
+    async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        // Bound: every round either returns or feeds rustls (consuming pending ciphertext
+        // or reading the socket, which ends in data or end-of-file); a record is at most
+        // ~16 KiB, so a buffer's worth of ciphertext yields plaintext within a few rounds.
+        loop {
+            let start = buf.len();
+            buf.resize(start + TLS_PLAINTEXT_CHUNK, 0);
+            let res = self.tls.reader().read(&mut buf[start..]);
+            let got = *res.as_ref().unwrap_or(&0);
+            buf.truncate(start + got);
+            match res {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // End of stream without close_notify: many servers do that. Message
+                // framing (Content-Length, chunked) still catches a truncated body.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            if !self.feed().await? {
+                return Ok(0);
+            }
+        }
+    }
+
+    async fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut off = 0;
+        // Bound: each round moves at least one byte into rustls (its buffer is drained by
+        // the flush before the next round), so at most `data.len()` rounds.
+        while off < data.len() {
+            let n = self.tls.writer().write(&data[off..])?;
+            self.flush().await?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::WriteZero, "TLS writer full"));
+            }
+            off += n;
+        }
+        Ok(())
+    }
+}
+
+/// An established origin connection.
+#[derive(Debug)]
+pub(crate) enum Conn {
+    Plain(Plain),
+    Tls(Box<TlsConn>),
+}
+
+/// Owned `Bytes` as an iovec list for one vectored write (payload never copied).
+struct BytesVec {
+    _bufs: Vec<Bytes>,
+    iovecs: Vec<libc::iovec>,
+}
+
+impl BytesVec {
+    fn new(bufs: Vec<Bytes>) -> Self {
+        let iovecs = bufs
+            .iter()
+            .map(|b| libc::iovec {
+                iov_base: b.as_ptr().cast_mut().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        Self {
+            _bufs: bufs,
+            iovecs,
+        }
+    }
+}
+
+// SAFETY: the iovecs point into `_bufs`, whose heap data `Bytes` never moves or frees while
+// the value lives; the iovec vector itself is not touched after construction, so its pointer
+// is stable while the runtime owns the value.
+unsafe impl IoVecBuf for BytesVec {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iovecs.as_ptr()
+    }
+    fn read_iovec_len(&self) -> usize {
+        self.iovecs.len()
+    }
+}
+
+impl Conn {
+    /// Appends what one read returns to `buf`; `Ok(0)` is end-of-stream.
+    pub(crate) async fn read(&mut self, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+        match self {
+            Conn::Plain(p) => {
+                if buf.capacity() - buf.len() < want {
+                    buf.reserve(want);
+                }
+                let owned = std::mem::take(buf);
+                let len = owned.len();
+                let cap = owned.capacity();
+                // Read into the spare capacity only: a plain BytesMut would be filled from 0.
+                let (res, slice) = p.read(monoio::buf::SliceMut::new(owned, len, cap)).await;
+                *buf = slice.into_inner();
+                res
+            }
+            Conn::Tls(t) => t.read(buf).await,
+        }
+    }
+
+    /// Writes the buffers in order: one vectored write on plain sockets, through rustls
+    /// (which copies into records anyway) on TLS.
+    pub(crate) async fn write_all(&mut self, bufs: Vec<Bytes>) -> io::Result<()> {
+        match self {
+            Conn::Plain(p) => {
+                if bufs.len() == 1 {
+                    let b = bufs.into_iter().next().unwrap_or_default();
+                    return p.write_all(b).await.0.map(drop);
+                }
+                p.write_vectored_all(BytesVec::new(bufs)).await.0.map(drop)
+            }
+            Conn::Tls(t) => {
+                for b in bufs {
+                    t.write(&b).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether an idle pooled connection still looks usable: the peer has not closed it and
+    /// (for plain HTTP) sent nothing unsolicited. A non-blocking `MSG_PEEK`, no I/O op.
+    pub(crate) fn idle_alive(&self) -> bool {
+        let (fd, tls) = match self {
+            Conn::Plain(p) => (p.raw_fd(), false),
+            Conn::Tls(t) => {
+                if t.eof {
+                    return false;
+                }
+                (t.io.raw_fd(), true)
+            }
+        };
+        let mut byte = 0u8;
+        // SAFETY: `fd` is an open socket owned by this connection; the buffer is one valid
+        // byte on the stack.
+        let r = unsafe {
+            libc::recv(
+                fd,
+                (&raw mut byte).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        match r {
+            // End-of-file: the origin closed the idle connection.
+            0 => false,
+            // Bytes while idle: garbage for plain HTTP, but legitimate TLS records
+            // (session tickets, KeyUpdate) on TLS.
+            n if n > 0 => tls,
+            _ => io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock,
+        }
+    }
+}
+
+/// Where to connect.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Endpoint {
+    Tcp { host: String, port: u16 },
+    Unix(std::path::PathBuf),
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            Endpoint::Tcp { host, port } => write!(f, "{host}:{port}"),
+            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// TLS parameters for one connect.
+pub(crate) struct TlsParams {
+    pub(crate) config: Arc<rustls::ClientConfig>,
+    pub(crate) server_name: ServerName<'static>,
+}
+
+async fn connect_tcp(host: &str, port: u16) -> io::Result<TcpStream> {
+    // Blocking resolution: IP literals and /etc/hosts names (the usual local origins) answer
+    // at once; a real DNS name blocks this worker while it resolves, once per new connection
+    // (pooled connections skip it).
+    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs()?.collect();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "name resolved to no address");
+    for addr in addrs.into_iter().take(MAX_CONNECT_ADDRS) {
+        match TcpStream::connect_addr(addr).await {
+            Ok(s) => {
+                // The head and the body go in separate writes; Nagle would hold the second.
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+async fn connect_unix(path: &Path) -> io::Result<UnixStream> {
+    UnixStream::connect(path).await
+}
+
+/// Opens a new connection: transport within `connect_timeout`, then the TLS handshake within
+/// `tls_timeout`.
+pub(crate) async fn connect(
+    endpoint: &Endpoint,
+    tls: Option<TlsParams>,
+    connect_timeout: Duration,
+    tls_timeout: Duration,
+) -> Result<Conn, ProxyError> {
+    let addr = endpoint.to_string();
+    let transport = async {
+        match endpoint {
+            Endpoint::Tcp { host, port } => connect_tcp(host, *port).await.map(Plain::Tcp),
+            Endpoint::Unix(path) => connect_unix(path).await.map(Plain::Unix),
+        }
+    };
+    let plain = match monoio::time::timeout(connect_timeout, transport).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(source)) => return Err(ProxyError::Connect { addr, source }),
+        Err(_) => {
+            return Err(ProxyError::ConnectTimeout {
+                addr,
+                timeout: connect_timeout,
+            });
+        }
+    };
+    let Some(params) = tls else {
+        return Ok(Conn::Plain(plain));
+    };
+    let tls =
+        ClientConnection::new(params.config, params.server_name).map_err(|e| ProxyError::Tls {
+            addr: addr.clone(),
+            reason: e.to_string(),
+        })?;
+    let mut conn = Box::new(TlsConn {
+        io: plain,
+        tls,
+        cipher: Vec::with_capacity(TLS_READ_BUF),
+        pos: 0,
+        out: Vec::new(),
+        eof: false,
+    });
+    match monoio::time::timeout(tls_timeout, conn.handshake()).await {
+        Ok(Ok(())) => Ok(Conn::Tls(conn)),
+        Ok(Err(e)) => Err(ProxyError::Tls {
+            addr,
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(ProxyError::Tls {
+            addr,
+            reason: format!("handshake timed out after {}s", tls_timeout.as_secs_f64()),
+        }),
+    }
+}

@@ -1,0 +1,444 @@
+//! The connector's origin side: what a request is proxied to ([`OriginTarget`]) and the
+//! per-worker HTTP/1.1 client that does it ([`OriginClient`]).
+//!
+//! # Layout
+//!
+//! - `mod.rs`: the public types ([`OriginTarget`], [`OriginRequest`], [`RequestBody`],
+//!   [`ResponseSink`], [`ProxyError`]) and [`OriginClient::proxy`]: choose the service,
+//!   plan the request, take a pooled connection or dial one, retry once if a pooled one
+//!   turns out dead.
+//! - `exchange.rs`: one request/response on one connection and its verdict (reuse, retry,
+//!   fail).
+//! - `request.rs`: request head (hop-by-hop fields dropped, Host chosen, injection
+//!   checks), body framing decision, sending the body (Content-Length, chunked, or
+//!   buffered for `disableChunkedEncoding`).
+//! - `response.rs`: response head parsing (httparse), 1xx handling, body framing and
+//!   streaming to the sink with chunked framing removed.
+//! - `conn.rs`: connect (TCP or unix, connect timeout), the TLS adapter over rustls with
+//!   owned buffers (TLS timeout), reads into `BytesMut`, vectored writes of `Bytes`.
+//! - `pool.rs`: keep-alive pools keyed by endpoint and TLS identity, LIFO, bounded, expiry
+//!   checked on use, dead idle connections detected with a non-blocking peek.
+//! - `tls.rs`: rustls client configurations (webpki roots + `caPool`, `noTLSVerify`),
+//!   [`OriginConfigError`].
+//! - `builtin.rs`: `http_status:NNN` and `hello_world`, answered without a connection.
+//! - `tests/`: real local origins (std threads, scripted per test) over TCP, unix and TLS.
+//!
+//! # Model
+//!
+//! The connector hands one decoded `ConnectRequest` per QUIC data stream to
+//! [`OriginClient::proxy`] along with the stream's halves behind two small traits, so this
+//! module never sees QUIC and is tested with in-memory bodies. Everything is
+//! single-threaded per worker (monoio): the client uses `RefCell`, its futures are `!Send`,
+//! and [`OriginTarget`] (configuration) is the only thing shared across workers.
+//!
+//! The exchange is sequential: the whole request is sent, then the response is read. That
+//! keeps one connection state machine; an origin that answers before reading the body and
+//! then closes is handled by reading its answer when the write fails. One that answers
+//! early and neither reads nor closes stalls the upload until the caller drops the
+//! request (a full-duplex exchange would need the connection split in two halves, which
+//! the TLS adapter does not do).
+
+mod builtin;
+mod conn;
+mod exchange;
+mod pool;
+mod request;
+mod response;
+mod tls;
+
+#[cfg(test)]
+mod tests;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use conn::{Endpoint, TlsParams};
+use exchange::ExchangeError;
+use pool::{Pool, PoolKey};
+use request::ReqBody;
+use tls::TlsKey;
+
+pub use tls::OriginConfigError;
+
+/// One configured origin: built once per ingress rule by the control crate, shared as
+/// `Arc` across workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginTarget {
+    pub service: OriginService,
+    pub options: OriginOptions,
+}
+
+/// What an ingress rule's `service` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginService {
+    /// `http://` or `https://` origin; `host` is the bare host (SNI, default Host), `port`
+    /// always filled (80/443 by default).
+    Http {
+        https: bool,
+        host: String,
+        port: u16,
+    },
+    /// `unix:/path` (`tls` false) or `unix+tls:/path`.
+    Unix { path: PathBuf, tls: bool },
+    /// `http_status:NNN`: answer NNN with an empty body without contacting anything.
+    HttpStatus(u16),
+    /// `hello_world`: a built-in page that shows the request.
+    HelloWorld,
+}
+
+/// Per-rule origin settings (cloudflared's `originRequest`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginOptions {
+    pub connect_timeout: Duration,
+    pub tls_timeout: Duration,
+    /// Idle pooled connections kept per origin per worker; 0 disables keep-alive.
+    pub keep_alive_connections: u32,
+    pub keep_alive_timeout: Duration,
+    /// Overrides the Host sent to the origin.
+    pub http_host_header: Option<String>,
+    /// TLS server name (SNI and verification) override.
+    pub origin_server_name: Option<String>,
+    /// Extra PEM CA file trusted for TLS origins.
+    pub ca_pool: Option<PathBuf>,
+    pub no_tls_verify: bool,
+    /// Send request bodies of unknown length with a Content-Length (buffered, at most
+    /// 64 MiB) instead of chunked.
+    pub disable_chunked_encoding: bool,
+    /// Use the request's Host as the TLS server name.
+    pub match_sni_to_host: bool,
+}
+
+impl Default for OriginOptions {
+    /// cloudflared's defaults.
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(30),
+            tls_timeout: Duration::from_secs(10),
+            keep_alive_connections: 100,
+            keep_alive_timeout: Duration::from_secs(90),
+            http_host_header: None,
+            origin_server_name: None,
+            ca_pool: None,
+            no_tls_verify: false,
+            disable_chunked_encoding: false,
+            match_sni_to_host: false,
+        }
+    }
+}
+
+impl OriginService {
+    /// Parses an ingress `service` value: `http://host[:port][/…]`, `https://…`,
+    /// `unix:/path`, `unix+tls:/path`, `http_status:NNN`, `hello_world`.
+    pub fn parse(service: &str) -> Result<Self, OriginConfigError> {
+        let invalid = |why: &str| OriginConfigError::InvalidService {
+            service: service.to_owned(),
+            reason: why.to_owned(),
+        };
+        if service == "hello_world" {
+            return Ok(Self::HelloWorld);
+        }
+        if let Some(code) = service.strip_prefix("http_status:") {
+            let code: u16 = code
+                .parse()
+                .map_err(|_| invalid("status is not a number"))?;
+            if !(100..=999).contains(&code) {
+                return Err(invalid("status out of range"));
+            }
+            return Ok(Self::HttpStatus(code));
+        }
+        for (prefix, tls) in [("unix+tls:", true), ("unix:", false)] {
+            if let Some(path) = service.strip_prefix(prefix) {
+                if path.is_empty() {
+                    return Err(invalid("empty socket path"));
+                }
+                return Ok(Self::Unix {
+                    path: PathBuf::from(path),
+                    tls,
+                });
+            }
+        }
+        let (https, rest) = if let Some(r) = service.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = service.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(invalid("unknown scheme"));
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !p.contains(']') => {
+                (h, p.parse().map_err(|_| invalid("invalid port"))?)
+            }
+            _ => (authority, if https { 443 } else { 80 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(invalid("empty host"));
+        }
+        Ok(Self::Http {
+            https,
+            host: host.to_owned(),
+            port,
+        })
+    }
+
+    fn uses_tls(&self) -> bool {
+        matches!(
+            self,
+            Self::Http { https: true, .. } | Self::Unix { tls: true, .. }
+        )
+    }
+}
+
+impl OriginTarget {
+    /// Loads what can fail at configuration time (the TLS trust settings), so a bad
+    /// `caPool` is reported when the ingress rules are read, not on the first request.
+    pub fn validate(&self) -> Result<(), OriginConfigError> {
+        if self.service.uses_tls() {
+            self.options.load_tls()?;
+        }
+        Ok(())
+    }
+}
+
+/// The request as the edge described it (`ConnectRequest` metadata).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginRequest {
+    pub method: String,
+    /// The full URL from `dest`; the origin gets its path and query.
+    pub dest: String,
+    /// `HttpHost` metadata.
+    pub host: String,
+    /// One entry per `HttpHeader:<Name>` value, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+/// The origin's response head, every field as received (hop-by-hop included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Where request body bytes come from (the QUIC stream in production).
+pub trait RequestBody {
+    /// The next piece of the body; `Ok(None)` at its end.
+    fn next_chunk(&mut self) -> impl Future<Output = io::Result<Option<Bytes>>>;
+}
+
+/// Where the answer goes. `send_head` is called exactly once, before any `send_body`.
+pub trait ResponseSink {
+    fn send_head(&mut self, head: OriginResponse) -> impl Future<Output = io::Result<()>>;
+    fn send_body(&mut self, chunk: Bytes) -> impl Future<Output = io::Result<()>>;
+}
+
+/// Why a request could not be proxied. Before the head reached the sink
+/// (`!head_sent()`), the caller answers 502 with `to_string()` as the cause; after, it can
+/// only reset the stream.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("origin {addr} connect failed: {source}")]
+    Connect { addr: String, source: io::Error },
+    #[error("origin {addr} connect timed out after {}s", timeout.as_secs_f64())]
+    ConnectTimeout { addr: String, timeout: Duration },
+    #[error("origin {addr} TLS failed: {reason}")]
+    Tls { addr: String, reason: String },
+    #[error("{0}")]
+    TlsConfig(#[from] OriginConfigError),
+    #[error("origin sent a malformed response: {reason}")]
+    Malformed { reason: String, head_sent: bool },
+    #[error("origin closed the connection {detail}")]
+    OriginClosed { detail: String, head_sent: bool },
+    #[error("origin connection failed {what}: {source}")]
+    OriginIo {
+        what: &'static str,
+        source: io::Error,
+        head_sent: bool,
+    },
+    #[error("client request body read failed: {source}")]
+    RequestBody { source: io::Error },
+    #[error("client request invalid: {reason}")]
+    BadRequest { reason: String },
+    #[error("client response sink failed: {source}")]
+    Sink { source: io::Error, head_sent: bool },
+}
+
+impl ProxyError {
+    /// Whether the response head had already reached the sink when this happened.
+    pub fn head_sent(&self) -> bool {
+        match self {
+            Self::Malformed { head_sent, .. }
+            | Self::OriginClosed { head_sent, .. }
+            | Self::OriginIo { head_sent, .. }
+            | Self::Sink { head_sent, .. } => *head_sent,
+            Self::Connect { .. }
+            | Self::ConnectTimeout { .. }
+            | Self::Tls { .. }
+            | Self::TlsConfig(_)
+            | Self::RequestBody { .. }
+            | Self::BadRequest { .. } => false,
+        }
+    }
+}
+
+/// Per-worker origin client: keep-alive pools and cached TLS configurations. `!Send`; one
+/// per worker thread.
+#[derive(Debug, Default)]
+pub struct OriginClient {
+    pool: RefCell<Pool>,
+    tls_configs: RefCell<HashMap<TlsKey, Arc<rustls::ClientConfig>>>,
+}
+
+/// Whether the request carries a body (cloudflared's rule: a non-zero Content-Length or a
+/// chunked Transfer-Encoding).
+fn request_has_body(req: &OriginRequest) -> bool {
+    req.headers.iter().any(|(n, v)| {
+        (n.eq_ignore_ascii_case("content-length") && v.trim() != "0")
+            || (n.eq_ignore_ascii_case("transfer-encoding")
+                && v.to_ascii_lowercase().contains("chunked"))
+    })
+}
+
+impl OriginClient {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Idle pooled connections across all origins.
+    pub fn idle_connections(&self) -> usize {
+        self.pool.borrow().idle_count()
+    }
+
+    fn tls_config(&self, opts: &OriginOptions) -> Result<Arc<rustls::ClientConfig>, ProxyError> {
+        let key = TlsKey::of(opts);
+        if let Some(c) = self.tls_configs.borrow().get(&key) {
+            return Ok(c.clone());
+        }
+        let config = opts.load_tls()?;
+        self.tls_configs.borrow_mut().insert(key, config.clone());
+        Ok(config)
+    }
+
+    /// Proxies one request. `Ok(())` once the whole response reached `sink`.
+    pub async fn proxy(
+        &self,
+        target: &OriginTarget,
+        req: OriginRequest,
+        mut body: impl RequestBody,
+        mut sink: impl ResponseSink,
+    ) -> Result<(), ProxyError> {
+        let opts = &target.options;
+        let (endpoint, origin_host) = match &target.service {
+            OriginService::HttpStatus(status) => {
+                return builtin::http_status(*status, &mut sink).await;
+            }
+            OriginService::HelloWorld => {
+                let has_body = request_has_body(&req);
+                return builtin::hello_world(&req, &mut body, has_body, &mut sink).await;
+            }
+            OriginService::Http { host, port, .. } => (
+                Endpoint::Tcp {
+                    host: host.clone(),
+                    port: *port,
+                },
+                Some(host.as_str()),
+            ),
+            OriginService::Unix { path, .. } => (Endpoint::Unix(path.clone()), None),
+        };
+        let mut plan = request::plan(
+            &req,
+            opts.http_host_header.as_deref(),
+            !opts.disable_chunked_encoding,
+            opts.keep_alive_connections > 0,
+        )?;
+        if let ReqBody::Buffered(chunks) = &mut plan.body {
+            *chunks = request::buffer_body(&mut body).await?;
+        }
+
+        let tls = if target.service.uses_tls() {
+            // cloudflared's order: originServerName, else the request's Host when
+            // matchSNIToHost, else the origin's own host (unix sockets have none: Host).
+            let name = match (&opts.origin_server_name, origin_host) {
+                (Some(name), _) => name.clone(),
+                (None, Some(host)) if !opts.match_sni_to_host => host.to_owned(),
+                _ => plan.host.clone(),
+            };
+            let server_name = tls::server_name(&name).ok_or_else(|| ProxyError::Tls {
+                addr: endpoint.to_string(),
+                reason: format!("invalid server name {name:?}"),
+            })?;
+            Some((name, server_name, self.tls_config(opts)?))
+        } else {
+            None
+        };
+        let key = PoolKey {
+            endpoint,
+            tls: tls
+                .as_ref()
+                .map(|(name, ..)| (name.clone(), TlsKey::of(opts))),
+        };
+
+        // Bound: two attempts. A pooled connection the origin closed while idle (a race the
+        // checkout peek cannot always win) is replaced once by a fresh one; a fresh
+        // connection's failure is final.
+        for attempt in 0..2 {
+            let pooled = if attempt == 0 {
+                self.pool
+                    .borrow_mut()
+                    .checkout(&key, Instant::now(), opts.keep_alive_timeout)
+            } else {
+                None
+            };
+            let reused = pooled.is_some();
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => {
+                    let params = tls.as_ref().map(|(_, server_name, config)| TlsParams {
+                        config: config.clone(),
+                        server_name: server_name.clone(),
+                    });
+                    conn::connect(
+                        &key.endpoint,
+                        params,
+                        opts.connect_timeout,
+                        opts.tls_timeout,
+                    )
+                    .await?
+                }
+            };
+            match exchange::exchange(&mut conn, &plan, &mut body, &mut sink).await {
+                Ok(true) => {
+                    self.pool.borrow_mut().checkin(
+                        key,
+                        conn,
+                        Instant::now(),
+                        opts.keep_alive_connections,
+                        opts.keep_alive_timeout,
+                    );
+                    return Ok(());
+                }
+                Ok(false) => return Ok(()),
+                Err(ExchangeError::Retryable(e)) if reused => {
+                    tracing::debug!("pooled origin connection failed ({e}); retrying on a new one");
+                }
+                Err(ExchangeError::Retryable(e) | ExchangeError::Fatal(e)) => return Err(e),
+            }
+        }
+        Err(ProxyError::OriginClosed {
+            detail: "before sending a response".to_owned(),
+            head_sent: false,
+        })
+    }
+}
+
+// Configuration crosses workers; the client does not.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<OriginTarget>();
+};

@@ -1,0 +1,489 @@
+//! The edge's data path: QUIC connections from connectors, their registration, and public
+//! HTTP/1.1 requests forwarded to them as argotunnel data streams.
+//!
+//! # Layout
+//!
+//! - `mod.rs` (this file): [`Edge`] (the worker pool), [`EdgeSetup`], [`EdgeHooks`] (how the
+//!   control thread hears about connections), the messages workers exchange, and each worker's
+//!   state.
+//! - [`routes`]: [`RouteTable`], the snapshot as the edge uses it: host → tunnel, and the
+//!   credential check (tunnel id + account + SHA-256 of the secret).
+//! - [`registry`]: live connections per tunnel, one copy per worker, kept in step by messages.
+//! - `tunnel`: one task per QUIC connection: the control stream's `RegistrationServer`,
+//!   registration and withdrawal.
+//! - `proxy`: one task per public TCP connection: read a request head, route it, open a data
+//!   stream, stream the body up and the response down.
+//!
+//! # Ownership across workers
+//!
+//! Each worker has its own SO_REUSEPORT UDP socket per tunnel address and its own TCP listener.
+//! A QUIC connection belongs to the worker that accepted it (its connection IDs say so, and
+//! stray datagrams are forwarded there). A public request that lands on a worker which does
+//! not own the chosen connection is handed over whole: the TCP socket's file descriptor and
+//! the bytes already read travel in a message to the owner, which serves the request (and the
+//! rest of that keep-alive connection). Nothing is locked between workers; the only shared
+//! state is each connection's open-stream counter (an atomic).
+
+pub mod registry;
+pub mod routes;
+
+mod proxy;
+mod tunnel;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::http::Limits;
+use crate::quic::endpoint::{Connection, Endpoint, ForwardedDatagram, Router};
+use crate::quic::{CidKey, Driver, QuicConfig, VarInt, WorkerCidGenerator};
+use crate::runtime::{Mailboxes, WorkerCtx, WorkerHandle, Workers, WorkersConfig};
+use crate::udp::{UdpBackend, UdpConfig, UdpIo};
+
+pub use registry::{LiveConn, Registry};
+pub use routes::{AuthError, RouteTable, TunnelCredentialCheck};
+
+/// A registered connector connection, as reported to [`EdgeHooks`].
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub id: Uuid,
+    pub tunnel: Uuid,
+    pub client_id: Uuid,
+    pub conn_index: u8,
+    pub version: String,
+    pub arch: String,
+    pub features: Vec<String>,
+    /// `originLocalIp` as the connector reported it.
+    pub origin_local_ip: Option<IpAddr>,
+    /// The connector's address as the edge sees it.
+    pub remote: SocketAddr,
+}
+
+/// How the rest of the program hears about the data path. Called on worker threads: keep them
+/// quick (hand work to another thread). Every method has a no-op default.
+pub trait EdgeHooks: Send + Sync + 'static {
+    /// A connector connection registered successfully.
+    fn connection_registered(&self, info: &ConnectionInfo) {
+        let _ = info;
+    }
+    /// A registered connection unregistered, closed or was lost.
+    fn connection_closed(&self, tunnel: Uuid, id: Uuid) {
+        let _ = (tunnel, id);
+    }
+}
+
+/// Hooks that do nothing.
+#[derive(Debug, Default)]
+pub struct NoHooks;
+impl EdgeHooks for NoHooks {}
+
+/// Messages between the control thread and the workers, and between workers.
+#[derive(Debug)]
+pub enum EdgeMsg {
+    /// A new snapshot.
+    Routes(Arc<RouteTable>),
+    /// A connection registered on some worker.
+    ConnUp(Arc<LiveConn>),
+    /// A connection went away (or unregistered): stop routing to it.
+    ConnDown { tunnel: Uuid, id: Uuid },
+    /// A public client connection handed to the worker that owns `conn`.
+    Client(HandedClient),
+    /// Stop accepting, close every connection, and end the worker.
+    Shutdown,
+}
+
+/// A public TCP connection moving between workers, with what was already read from it.
+#[derive(Debug)]
+pub struct HandedClient {
+    fd: OwnedFd,
+    peer: SocketAddr,
+    buffered: BytesMut,
+    /// The connection chosen for the first request.
+    conn: Uuid,
+    /// Hand-offs so far; bounds ping-pong when the registry changes under a request.
+    hops: u8,
+}
+
+/// Everything [`Edge::start`] needs. Sockets are bound beforehand (see
+/// [`bind_reuseport_udp`] / [`bind_reuseport_tcp`]) so that the caller knows the ports and
+/// errors surface before any thread starts.
+pub struct EdgeSetup {
+    pub quic: QuicConfig,
+    pub server_config: Arc<quinn_proto::ServerConfig>,
+    pub cid_key: CidKey,
+    pub udp: UdpConfig,
+    pub udp_backend: UdpBackend,
+    /// `[tunnel address][worker]`: one SO_REUSEPORT socket per worker per address.
+    pub tunnel_sockets: Vec<Vec<std::net::UdpSocket>>,
+    /// `[worker]`: one SO_REUSEPORT listener per worker for public HTTP.
+    pub http_listeners: Vec<std::net::TcpListener>,
+    /// Where this edge is (`locationName` in registrations, `colo_name` in records).
+    pub location: String,
+    pub hooks: Arc<dyn EdgeHooks>,
+    /// `threads` must equal the number of sockets per address.
+    pub workers: WorkersConfig,
+    /// Request head limits for the public listener.
+    pub limits: Limits,
+}
+
+impl std::fmt::Debug for EdgeSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeSetup")
+            .field("tunnel_addresses", &self.tunnel_sockets.len())
+            .field("workers", &self.http_listeners.len())
+            .field("location", &self.location)
+            .finish()
+    }
+}
+
+/// Errors starting the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeStartError {
+    #[error("edge setup: {0}")]
+    Setup(String),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    #[error("edge socket: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The running edge.
+pub struct Edge {
+    workers: Workers<EdgeMsg>,
+    handle: WorkerHandle<EdgeMsg>,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge")
+            .field("workers", &self.handle.count())
+            .finish()
+    }
+}
+
+/// The sockets one worker takes at start.
+struct WorkerSockets {
+    udp: Vec<std::net::UdpSocket>,
+    http: std::net::TcpListener,
+}
+
+impl Edge {
+    /// Starts the workers; returns once each is serving.
+    pub fn start(setup: EdgeSetup) -> Result<Self, EdgeStartError> {
+        let n = setup.http_listeners.len();
+        if n == 0 || setup.workers.threads != n {
+            return Err(EdgeStartError::Setup(format!(
+                "{} workers but {} HTTP listeners",
+                setup.workers.threads, n
+            )));
+        }
+        if setup.tunnel_sockets.is_empty() || setup.tunnel_sockets.iter().any(|s| s.len() != n) {
+            return Err(EdgeStartError::Setup(
+                "every tunnel address needs one socket per worker".into(),
+            ));
+        }
+        // Startup only: each worker takes its own sockets and inboxes exactly once.
+        let mut per_worker: Vec<Option<WorkerSockets>> = Vec::with_capacity(n);
+        let mut by_addr: Vec<std::vec::IntoIter<std::net::UdpSocket>> = setup
+            .tunnel_sockets
+            .into_iter()
+            .map(Vec::into_iter)
+            .collect();
+        for http in setup.http_listeners {
+            let udp = by_addr.iter_mut().filter_map(Iterator::next).collect();
+            per_worker.push(Some(WorkerSockets { udp, http }));
+        }
+        let addresses = by_addr.len();
+        let mut forwarders = Vec::with_capacity(addresses);
+        for _ in 0..addresses {
+            forwarders.push(Mailboxes::<ForwardedDatagram>::new(
+                n,
+                setup.workers.inbox_capacity,
+            )?);
+        }
+        let start = Arc::new(Mutex::new((per_worker, forwarders)));
+        let common = Arc::new(Common {
+            quic: setup.quic,
+            server_config: setup.server_config,
+            cid_key: setup.cid_key,
+            udp: setup.udp,
+            udp_backend: setup.udp_backend,
+            location: setup.location,
+            hooks: setup.hooks,
+            limits: setup.limits,
+        });
+        let workers = Workers::start(setup.workers, move |ctx: WorkerCtx<EdgeMsg>| {
+            let taken = {
+                let mut guard = start.lock().unwrap_or_else(|e| e.into_inner());
+                let (sockets, forwarders) = &mut *guard;
+                let sockets = sockets[ctx.index].take();
+                let routers: Vec<_> = forwarders
+                    .iter_mut()
+                    .map(|m| (m.handle(), m.take_inbox(ctx.index)))
+                    .collect();
+                (sockets, routers)
+            };
+            let common = common.clone();
+            async move {
+                let (Some(sockets), routers) = taken else {
+                    warn!(worker = ctx.index, "edge worker started twice");
+                    return;
+                };
+                if let Err(e) = run_worker(ctx, common, sockets, routers).await {
+                    warn!(error = %e, "edge worker stopped");
+                }
+            }
+        })?;
+        let handle = workers.handle();
+        Ok(Self { workers, handle })
+    }
+
+    /// Sends a new route table to every worker.
+    pub fn publish_routes(&self, table: Arc<RouteTable>) {
+        for i in 0..self.handle.count() {
+            if let Err(e) = self.handle.send(i, EdgeMsg::Routes(table.clone())) {
+                warn!(worker = i, error = %e, "could not deliver a snapshot to a worker");
+            }
+        }
+    }
+
+    /// Closes every connection and stops the workers (then [`Edge::join`]).
+    pub fn shutdown(&self) {
+        for i in 0..self.handle.count() {
+            let _ = self.handle.send(i, EdgeMsg::Shutdown);
+        }
+    }
+
+    pub fn join(self) -> Result<(), crate::runtime::RuntimeError> {
+        self.workers.join()
+    }
+}
+
+/// Configuration every worker shares.
+struct Common {
+    quic: QuicConfig,
+    server_config: Arc<quinn_proto::ServerConfig>,
+    cid_key: CidKey,
+    udp: UdpConfig,
+    udp_backend: UdpBackend,
+    location: String,
+    hooks: Arc<dyn EdgeHooks>,
+    limits: Limits,
+}
+
+/// One worker's state, shared by its tasks (`Rc`: never leaves the thread).
+pub(crate) struct EdgeWorker {
+    index: usize,
+    handle: WorkerHandle<EdgeMsg>,
+    routes: RefCell<Arc<RouteTable>>,
+    registry: RefCell<Registry>,
+    /// QUIC connections this worker owns, by registration id.
+    owned: RefCell<HashMap<Uuid, Rc<Connection>>>,
+    hooks: Arc<dyn EdgeHooks>,
+    location: String,
+    limits: Limits,
+}
+
+impl EdgeWorker {
+    fn routes(&self) -> Arc<RouteTable> {
+        self.routes.borrow().clone()
+    }
+
+    /// Applies `msg` here and sends it to every other worker.
+    fn broadcast(&self, make: impl Fn() -> EdgeMsg) {
+        for i in 0..self.handle.count() {
+            if i == self.index {
+                continue;
+            }
+            if let Err(e) = self.handle.send(i, make()) {
+                warn!(worker = i, error = %e, "registry update not delivered");
+            }
+        }
+    }
+
+    /// A connection on this worker registered.
+    fn conn_up(&self, live: Arc<LiveConn>, conn: Rc<Connection>) {
+        self.owned.borrow_mut().insert(live.id, conn);
+        self.registry.borrow_mut().add(live.clone());
+        self.broadcast(|| EdgeMsg::ConnUp(live.clone()));
+    }
+
+    /// A connection on this worker unregistered or closed: no new requests go to it.
+    fn conn_down(&self, live: &LiveConn) {
+        self.owned.borrow_mut().remove(&live.id);
+        if self
+            .registry
+            .borrow_mut()
+            .remove(live.tunnel, live.id)
+            .is_some()
+        {
+            let (tunnel, id) = (live.tunnel, live.id);
+            self.broadcast(|| EdgeMsg::ConnDown { tunnel, id });
+            self.hooks.connection_closed(tunnel, id);
+        }
+    }
+}
+
+type RouterParts = (
+    WorkerHandle<ForwardedDatagram>,
+    Option<io::Result<crate::runtime::Inbox<ForwardedDatagram>>>,
+);
+
+async fn run_worker(
+    mut ctx: WorkerCtx<EdgeMsg>,
+    common: Arc<Common>,
+    sockets: WorkerSockets,
+    routers: Vec<RouterParts>,
+) -> io::Result<()> {
+    let worker = Rc::new(EdgeWorker {
+        index: ctx.index,
+        handle: ctx.handle.clone(),
+        routes: RefCell::new(Arc::new(RouteTable::default())),
+        registry: RefCell::new(Registry::default()),
+        owned: RefCell::new(HashMap::new()),
+        hooks: common.hooks.clone(),
+        location: common.location.clone(),
+        limits: common.limits,
+    });
+
+    let mut endpoints = Vec::with_capacity(sockets.udp.len());
+    for (socket, (handle, inbox)) in sockets.udp.into_iter().zip(routers) {
+        let inbox = inbox.ok_or_else(|| io::Error::other("router inbox taken twice"))??;
+        let cid = WorkerCidGenerator::new(common.cid_key.clone(), ctx.index)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let driver = Driver::new(&common.quic, Some(common.server_config.clone()), None, cid)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let udp = UdpIo::from_std(socket, &common.udp, common.udp_backend)?;
+        let router = Router {
+            key: common.cid_key.clone(),
+            worker: ctx.index,
+            handle,
+            inbox,
+        };
+        let ep = Endpoint::start(driver, udp, Some(router))?;
+        debug!(worker = ctx.index, addr = %ep.local_addr(), "edge QUIC endpoint up");
+        let w = worker.clone();
+        let accepting = ep.clone();
+        monoio::spawn(async move {
+            // Ends at shutdown (accept returns None).
+            while let Some(conn) = accepting.accept().await {
+                monoio::spawn(tunnel::serve_connection(w.clone(), conn));
+            }
+        });
+        endpoints.push(ep);
+    }
+
+    let listener = monoio::net::TcpListener::from_std(sockets.http)?;
+    let w = worker.clone();
+    let http_task = monoio::spawn(async move {
+        // One accept per turn; each client gets its own task.
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    monoio::spawn(proxy::serve_client(
+                        w.clone(),
+                        stream,
+                        peer,
+                        BytesMut::new(),
+                        None,
+                    ));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off briefly rather than spin.
+                    warn!(error = %e, "public accept failed");
+                    monoio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+
+    // The worker's own inbox: snapshots, registry updates, handed-over clients.
+    loop {
+        let msg = ctx.inbox.recv().await?;
+        match msg {
+            EdgeMsg::Routes(t) => {
+                debug!(worker = ctx.index, version = t.version, "routes updated");
+                *worker.routes.borrow_mut() = t;
+            }
+            EdgeMsg::ConnUp(live) => worker.registry.borrow_mut().add(live),
+            EdgeMsg::ConnDown { tunnel, id } => {
+                worker.registry.borrow_mut().remove(tunnel, id);
+            }
+            EdgeMsg::Client(c) => {
+                let std_stream = std::net::TcpStream::from(c.fd);
+                match monoio::net::TcpStream::from_std(std_stream) {
+                    Ok(stream) => {
+                        monoio::spawn(proxy::serve_client(
+                            worker.clone(),
+                            stream,
+                            c.peer,
+                            c.buffered,
+                            Some((c.conn, c.hops)),
+                        ));
+                    }
+                    Err(e) => warn!(error = %e, "could not adopt a handed-over client"),
+                }
+            }
+            EdgeMsg::Shutdown => {
+                info!(worker = ctx.index, "edge worker shutting down");
+                drop(http_task);
+                for ep in &endpoints {
+                    ep.shutdown(VarInt::from_u32(0), b"edge shutting down");
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Binds `n` UDP sockets to `addr` with SO_REUSEPORT. With port 0 the first socket picks the
+/// port and the others join it.
+pub fn bind_reuseport_udp(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::UdpSocket>> {
+    let mut out = Vec::with_capacity(n);
+    let mut at = addr;
+    for _ in 0..n {
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(at),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        s.set_reuse_port(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&at.into())?;
+        let s: std::net::UdpSocket = s.into();
+        at = s.local_addr()?;
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// Binds `n` TCP listeners to `addr` with SO_REUSEPORT (port 0: the first picks it).
+pub fn bind_reuseport_tcp(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut out = Vec::with_capacity(n);
+    let mut at = addr;
+    for _ in 0..n {
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(at),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&at.into())?;
+        s.listen(4096)?;
+        let s: std::net::TcpListener = s.into();
+        at = s.local_addr()?;
+        out.push(s);
+    }
+    Ok(out)
+}

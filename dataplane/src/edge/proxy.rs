@@ -1,0 +1,518 @@
+//! One task per public HTTP/1.1 client connection.
+//!
+//! Per request: read and validate the head (`http::parse_request_head`, which rejects
+//! smuggling-shaped framing), route Host → tunnel → the live connection with the fewest open
+//! streams, hand the client to the owning worker if that is another one, then open a data
+//! stream, send `ConnectRequest` (signature, version and message in one write, as the stock
+//! cloudflared requires), stream the request body up with its framing removed, and stream the
+//! response back with framing chosen for this client. Bodies are never buffered whole: each
+//! piece is a `Bytes` split off the receive buffer (upload) or handed out by quinn-proto
+//! (download) and goes to the socket as it is.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use tracing::debug;
+use uuid::Uuid;
+
+use super::{EdgeMsg, EdgeWorker, HandedClient, LiveConn};
+use crate::buf::BytesVec;
+use crate::http::{
+    BodyDecoder, BodyFraming, BodyKind, ChunkedEncoder, ChunkedLimits, DecodeEvent, EdgeError,
+    HeaderField, RequestHead, ResponseContext, ResponseHead, body_framing, continue_100,
+    error_response, head_error_response, parse_request_head, write_response_head,
+};
+use crate::quic::VarInt;
+use crate::quic::endpoint::{Connection, RecvStream};
+use crate::wire::stream::{
+    ConnectRequest, ConnectResponse, ConnectionType, Decoded, StreamHeaderDecoder, encode_request,
+    http_request_metadata, parse_response_metadata,
+};
+
+/// Hand-offs allowed for one request before the edge serves it only from connections its
+/// current worker owns: the registry can change while a client is in flight, and this stops
+/// two workers from passing it back and forth.
+const MAX_HOPS: u8 = 2;
+
+/// Receive buffer growth step: large enough for most heads and a good slice of a body per read.
+const READ_RESERVE: usize = 16 * 1024;
+
+/// Response chunks already waiting in quinn-proto that are gathered into one `writev`; bounds
+/// the iovec count (3 per chunk when chunked) well under IOV_MAX.
+const MAX_CHUNKS_PER_WRITE: usize = 32;
+
+/// Whether the client connection can carry another request.
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+enum Route {
+    /// Answer with this error.
+    Answer(EdgeError<'static>),
+    /// Forward on this worker.
+    Local(Arc<LiveConn>, Rc<Connection>),
+    /// Hand the client to the worker that owns the chosen connection.
+    HandOff(Arc<LiveConn>, u8),
+}
+
+pub(crate) async fn serve_client(
+    w: Rc<EdgeWorker>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut buf: BytesMut,
+    mut handed: Option<(Uuid, u8)>,
+) {
+    // One request per turn; the client decides how many (keep-alive) and each turn waits on
+    // its bytes, so the loop cannot spin.
+    loop {
+        let (head, consumed) = match read_head(&w, &mut stream, &mut buf).await {
+            Ok(Some(h)) => h,
+            Ok(None) => return,
+            Err(answer) => {
+                let _ = write_bytes(&mut stream, answer).await;
+                return;
+            }
+        };
+        let ctx = ResponseContext::for_request(&head);
+        let (live, conn) = match route(&w, &head, handed.take()) {
+            Route::Answer(err) => {
+                let close = head.body.has_body() || !head.keep_alive;
+                if write_bytes(&mut stream, error_response(err, &ctx))
+                    .await
+                    .is_err()
+                    || close
+                {
+                    return;
+                }
+                let _ = buf.split_to(consumed);
+                continue;
+            }
+            Route::HandOff(live, hops) => {
+                hand_off(&w, stream, peer, buf, &live, hops);
+                return;
+            }
+            Route::Local(live, conn) => (live, conn),
+        };
+        let _ = buf.split_to(consumed);
+        live.streams.fetch_add(1, Ordering::Relaxed);
+        let r = forward(&mut stream, peer, &mut buf, head, ctx, &conn).await;
+        live.streams.fetch_sub(1, Ordering::Relaxed);
+        match r {
+            Next::KeepAlive => {}
+            Next::Close => return,
+        }
+    }
+}
+
+/// Reads until a full head is buffered. `Ok(None)`: the client closed (or failed) between
+/// requests. `Err`: the answer to send before closing.
+async fn read_head(
+    w: &EdgeWorker,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<Option<(RequestHead, usize)>, Bytes> {
+    // Bounded by the head size limit: each turn adds bytes, and `parse_request_head` fails
+    // once the limit is buffered without a complete head.
+    loop {
+        if !buf.is_empty() {
+            match parse_request_head(buf, &w.limits) {
+                Ok(Some(h)) => return Ok(Some(h)),
+                Ok(None) => {}
+                Err(e) => return Err(head_error_response(&e)),
+            }
+        }
+        match read_more(stream, buf).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
+    }
+}
+
+fn route(w: &EdgeWorker, head: &RequestHead, handed: Option<(Uuid, u8)>) -> Route {
+    let Some(host) = head.host_name() else {
+        return Route::Answer(EdgeError::BadRequest);
+    };
+    let Some(tunnel) = w.routes().tunnel_for_host(host) else {
+        return Route::Answer(EdgeError::NotFound);
+    };
+    let hops = handed.map_or(0, |(_, h)| h);
+    // A handed-over request first tries the connection it was handed over for.
+    if let Some((id, _)) = handed
+        && let Some(conn) = w.owned.borrow().get(&id).cloned()
+        && let Some(live) = w.registry.borrow().connection(tunnel, id)
+    {
+        return Route::Local(live, conn);
+    }
+    let mut registry = w.registry.borrow_mut();
+    let picked = if hops >= MAX_HOPS {
+        registry.pick_on_worker(tunnel, w.index)
+    } else {
+        registry.pick(tunnel)
+    };
+    let Some(live) = picked else {
+        return Route::Answer(EdgeError::TunnelUnavailable);
+    };
+    if live.worker != w.index {
+        return Route::HandOff(live, hops + 1);
+    }
+    match w.owned.borrow().get(&live.id) {
+        Some(conn) => Route::Local(live, conn.clone()),
+        None => Route::Answer(EdgeError::TunnelUnavailable),
+    }
+}
+
+fn hand_off(
+    w: &EdgeWorker,
+    stream: TcpStream,
+    peer: SocketAddr,
+    buf: BytesMut,
+    live: &LiveConn,
+    hops: u8,
+) {
+    // No operation is in flight on `stream` (this task only awaits one at a time), so monoio
+    // gives the descriptor back.
+    // SAFETY: `into_raw_fd` transfers ownership of a valid, open descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(stream.into_raw_fd()) };
+    let msg = EdgeMsg::Client(HandedClient {
+        fd,
+        peer,
+        buffered: buf,
+        conn: live.id,
+        hops,
+    });
+    if let Err(e) = w.handle.send(live.worker, msg) {
+        // The client sees its connection close; it may retry.
+        debug!(error = %e, "hand-off to the owning worker failed");
+    }
+}
+
+/// Forwards one request on `conn` and streams the answer back.
+async fn forward(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    buf: &mut BytesMut,
+    mut head: RequestHead,
+    ctx: ResponseContext,
+    conn: &Connection,
+) -> Next {
+    let body = head.body;
+    let expect_continue = head.expect_continue;
+    let keep_alive = head.keep_alive;
+    let (mut send, mut recv) = match conn.open_bi().await {
+        Ok(s) => s,
+        Err(e) => {
+            let cause = format!("tunnel connection lost: {e}");
+            return answer_502(stream, &ctx, &cause, body).await;
+        }
+    };
+    let request = connect_request(&mut head, peer);
+    if send.write_all(encode_request(&request)).await.is_err() {
+        return answer_502(stream, &ctx, "tunnel connection lost", body).await;
+    }
+
+    // Upload. The body is read from the client only as the stream takes it (flow control
+    // reaches back to the client's TCP window).
+    let mut body_complete = !body.has_body();
+    if body.has_body() {
+        if expect_continue && write_bytes(stream, continue_100()).await.is_err() {
+            send.reset(VarInt::from_u32(0));
+            return Next::Close;
+        }
+        let mut dec = BodyDecoder::new(body, ChunkedLimits::default());
+        // Bounded by the body's framing: every turn consumes bytes or reads more, and EOF or
+        // a framing error ends it.
+        loop {
+            match dec.decode(buf) {
+                Ok(DecodeEvent::Data(b)) => {
+                    if send.write_all(b).await.is_err() {
+                        // The connector stopped reading (the origin answered early): the rest
+                        // of the body is never read, so the connection closes after the answer.
+                        break;
+                    }
+                }
+                Ok(DecodeEvent::NeedMore) => match read_more(stream, buf).await {
+                    Ok(n) if n > 0 => {}
+                    _ => {
+                        send.reset(VarInt::from_u32(0));
+                        return Next::Close;
+                    }
+                },
+                Ok(DecodeEvent::End) => {
+                    body_complete = true;
+                    break;
+                }
+                Err(_) => {
+                    send.reset(VarInt::from_u32(0));
+                    let _ = write_bytes(stream, error_response(EdgeError::BadRequest, &ctx)).await;
+                    return Next::Close;
+                }
+            }
+        }
+    }
+    let _ = send.finish();
+
+    // The connector's answer.
+    let (resp, first) = match read_response_header(&mut recv).await {
+        Ok(r) => r,
+        Err(cause) => {
+            return answer_502(stream, &ctx, &cause, BodyKind::None)
+                .await
+                .and(body_complete);
+        }
+    };
+    if !resp.error.is_empty() {
+        return answer_502(stream, &ctx, &resp.error, BodyKind::None)
+            .await
+            .and(body_complete);
+    }
+    let (status, headers) = match parse_response_metadata(&resp.metadata) {
+        Ok(x) => x,
+        Err(e) => {
+            let cause = format!("connector sent a bad response: {e}");
+            return answer_502(stream, &ctx, &cause, BodyKind::None)
+                .await
+                .and(body_complete);
+        }
+    };
+    let framing = body_framing(&ctx, status, &headers);
+    let mut out = BytesMut::with_capacity(256 + headers.len() * 48);
+    let head_out = ResponseHead {
+        status,
+        reason: None,
+        headers,
+    };
+    let persist = match write_response_head(&head_out, framing, &ctx, &mut out) {
+        Ok(p) => p,
+        Err(e) => {
+            let cause = format!("connector sent a bad response: {e}");
+            return answer_502(stream, &ctx, &cause, BodyKind::None)
+                .await
+                .and(body_complete);
+        }
+    };
+    let delivered = send_body(stream, &mut recv, out.freeze(), first, framing).await;
+    if delivered && persist && keep_alive && body_complete {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    }
+}
+
+impl Next {
+    /// Keep-alive only if the request body was fully read as well.
+    fn and(self, body_complete: bool) -> Next {
+        match self {
+            Next::KeepAlive if body_complete => Next::KeepAlive,
+            _ => Next::Close,
+        }
+    }
+}
+
+/// Builds `ConnectRequest` from the head: hop-by-hop fields removed, forwarding fields added.
+fn connect_request(head: &mut RequestHead, peer: SocketAddr) -> ConnectRequest {
+    head.strip_hop_by_hop();
+    let ip = peer.ip().to_canonical().to_string();
+    // A client-supplied Cf-Connecting-IP would be trusted by origins; replace it.
+    head.headers
+        .retain(|h| !h.name().eq_ignore_ascii_case("cf-connecting-ip"));
+    let mut xff_found = false;
+    for h in head.headers.iter_mut() {
+        if h.name().eq_ignore_ascii_case("x-forwarded-for") && !xff_found {
+            xff_found = true;
+            let joined = format!("{}, {ip}", String::from_utf8_lossy(h.value()));
+            *h = HeaderField::new(Bytes::from_static(b"X-Forwarded-For"), Bytes::from(joined));
+        }
+    }
+    if !xff_found {
+        head.headers.push(HeaderField::new(
+            Bytes::from_static(b"X-Forwarded-For"),
+            Bytes::from(ip.clone()),
+        ));
+    }
+    head.headers
+        .retain(|h| !h.name().eq_ignore_ascii_case("x-forwarded-proto"));
+    head.headers.push(HeaderField::new(
+        Bytes::from_static(b"X-Forwarded-Proto"),
+        Bytes::from_static(b"http"),
+    ));
+    head.headers.push(HeaderField::new(
+        Bytes::from_static(b"Cf-Connecting-IP"),
+        Bytes::from(ip),
+    ));
+    let host = head.host.clone().unwrap_or_default();
+    let dest = if head.target.starts_with('/') {
+        format!("http://{host}{}", head.target)
+    } else if head.target.contains("://") {
+        head.target.clone()
+    } else {
+        format!("http://{host}/")
+    };
+    let headers = head.headers.iter().map(|h| {
+        (
+            h.name().to_owned(),
+            String::from_utf8_lossy(h.value()).into_owned(),
+        )
+    });
+    ConnectRequest {
+        dest,
+        kind: ConnectionType::Http,
+        metadata: http_request_metadata(&head.method, &host, headers),
+    }
+}
+
+async fn read_response_header(recv: &mut RecvStream) -> Result<(ConnectResponse, Bytes), String> {
+    let mut dec = StreamHeaderDecoder::<ConnectResponse>::new();
+    // Bounded by the decoder's message-size limit: each chunk is consumed or it fails.
+    loop {
+        match recv.read_chunk(usize::MAX).await {
+            Ok(Some(chunk)) => match dec.feed(chunk) {
+                Ok(Decoded::Done(resp, rest)) => return Ok((resp, rest)),
+                Ok(Decoded::NeedMore) => {}
+                Ok(Decoded::Rpc(_)) => return Err("connector answered with an RPC stream".into()),
+                Err(e) => return Err(format!("connector sent a bad response header: {e}")),
+            },
+            Ok(None) => return Err("connector closed the stream without answering".into()),
+            Err(e) => return Err(format!("connector stream failed: {e}")),
+        }
+    }
+}
+
+/// Streams the response body. Returns whether the whole response reached the client in a
+/// state that allows another request.
+async fn send_body(
+    stream: &mut TcpStream,
+    recv: &mut RecvStream,
+    head: Bytes,
+    first: Bytes,
+    framing: BodyFraming,
+) -> bool {
+    let mut remaining = match framing {
+        BodyFraming::Length(n) => n,
+        _ => u64::MAX,
+    };
+    let chunked = framing == BodyFraming::Chunked;
+    let mut enc = ChunkedEncoder::new();
+    let mut out = BytesVec::with_capacity(4 + 3 * MAX_CHUNKS_PER_WRITE);
+    out.push(head);
+    if framing == BodyFraming::None {
+        recv.stop(VarInt::from_u32(0));
+        return write_vec(stream, out).await.is_ok();
+    }
+    let mut pending = Some(first);
+    let mut ended = false;
+    // Bounded by the response body: each turn forwards at least one chunk or ends.
+    loop {
+        // Gather the first chunk (waiting if needed), then whatever else is already there.
+        let mut gathered = 0;
+        while gathered < MAX_CHUNKS_PER_WRITE && !ended {
+            let chunk = match pending.take() {
+                Some(c) => Ok(Some(c)),
+                None if gathered == 0 => recv.read_chunk(usize::MAX).await,
+                None => match recv.read_chunk(usize::MAX).now_or_never() {
+                    Some(r) => r,
+                    None => break,
+                },
+            };
+            match chunk {
+                Ok(Some(mut c)) => {
+                    if c.is_empty() {
+                        continue;
+                    }
+                    if (c.len() as u64) > remaining {
+                        // More than Content-Length promised: drop the excess.
+                        c.truncate(remaining as usize);
+                    }
+                    remaining -= c.len() as u64;
+                    gathered += 1;
+                    if chunked {
+                        if let Some([h, p, crlf]) = enc.encode(c) {
+                            out.push(h);
+                            out.push(p);
+                            out.push(crlf);
+                        }
+                    } else {
+                        out.push(c);
+                    }
+                    if remaining == 0 {
+                        recv.stop(VarInt::from_u32(0));
+                        ended = true;
+                    }
+                }
+                Ok(None) => ended = true,
+                Err(e) => {
+                    // The connector reset the stream: the client cannot get a complete body.
+                    debug!(error = %e, "response stream failed mid-body");
+                    let _ = write_vec(stream, out).await;
+                    return false;
+                }
+            }
+        }
+        if ended && chunked {
+            out.push(ChunkedEncoder::finish());
+        }
+        match write_vec(stream, out).await {
+            Ok(mut v) => {
+                v.clear();
+                out = v;
+            }
+            Err(_) => return false,
+        }
+        if ended {
+            break;
+        }
+    }
+    match framing {
+        BodyFraming::Length(_) => remaining == 0,
+        BodyFraming::Chunked => true,
+        BodyFraming::CloseDelimited | BodyFraming::None => false,
+    }
+}
+
+/// Answers 502 naming `cause`. Keep-alive only when the request had no body left unread.
+async fn answer_502(
+    stream: &mut TcpStream,
+    ctx: &ResponseContext,
+    cause: &str,
+    body: BodyKind,
+) -> Next {
+    let persist_ok = !body.has_body() && ctx.keep_alive;
+    match write_bytes(stream, error_response(EdgeError::BadGateway(cause), ctx)).await {
+        Ok(()) if persist_ok => Next::KeepAlive,
+        _ => Next::Close,
+    }
+}
+
+/// Reads more bytes onto the end of `buf`. Returns the count (0 at EOF).
+async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_RESERVE / 4 {
+        buf.reserve(READ_RESERVE);
+    }
+    let taken = std::mem::take(buf);
+    let (len, cap) = (taken.len(), taken.capacity());
+    let (r, slice) = stream.read(taken.slice_mut(len..cap)).await;
+    *buf = slice.into_inner();
+    r
+}
+
+async fn write_bytes(stream: &mut TcpStream, b: Bytes) -> io::Result<()> {
+    let (r, _) = stream.write_all(b).await;
+    r.map(|_| ())
+}
+
+async fn write_vec(stream: &mut TcpStream, v: BytesVec) -> io::Result<BytesVec> {
+    if v.is_empty() {
+        return Ok(v);
+    }
+    let (r, v) = stream.write_vectored_all(v).await;
+    r.map(|_| v)
+}

@@ -1,0 +1,171 @@
+//! Live connector connections, as each worker sees them.
+//!
+//! A QUIC connection belongs to the worker that accepted it, but any worker may receive a
+//! public request for its tunnel. So every worker keeps its own copy of this registry, updated
+//! by messages broadcast from the owning worker (no shared lock). The one shared thing per
+//! connection is its open-stream counter, an atomic, so "fewest open streams" is judged on the
+//! same numbers everywhere.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use uuid::Uuid;
+
+/// One registered connection, as broadcast to every worker.
+#[derive(Debug)]
+pub struct LiveConn {
+    /// The connection's id (given to the connector in `ConnectionDetails.uuid`).
+    pub id: Uuid,
+    pub tunnel: Uuid,
+    /// The connector process (`ClientInfo.clientId`).
+    pub client_id: Uuid,
+    pub conn_index: u8,
+    /// The worker that owns the QUIC connection.
+    pub worker: usize,
+    /// The connector's address as the edge sees it.
+    pub remote: SocketAddr,
+    /// Data streams open on it right now.
+    pub streams: AtomicUsize,
+}
+
+impl LiveConn {
+    pub fn open_streams(&self) -> usize {
+        self.streams.load(Ordering::Relaxed)
+    }
+}
+
+/// Per-worker registry: tunnel → its live connections.
+#[derive(Debug, Default)]
+pub struct Registry {
+    by_tunnel: HashMap<Uuid, Vec<Arc<LiveConn>>>,
+    /// Rotates the starting point among equally loaded connections, so idle replicas share
+    /// sequential traffic instead of the first one taking all of it.
+    rotation: usize,
+}
+
+impl Registry {
+    pub fn add(&mut self, conn: Arc<LiveConn>) {
+        let list = self.by_tunnel.entry(conn.tunnel).or_default();
+        if !list.iter().any(|c| c.id == conn.id) {
+            list.push(conn);
+        }
+    }
+
+    /// Removes a connection; returns it if it was there.
+    pub fn remove(&mut self, tunnel: Uuid, id: Uuid) -> Option<Arc<LiveConn>> {
+        let list = self.by_tunnel.get_mut(&tunnel)?;
+        let pos = list.iter().position(|c| c.id == id)?;
+        let conn = list.swap_remove(pos);
+        if list.is_empty() {
+            self.by_tunnel.remove(&tunnel);
+        }
+        Some(conn)
+    }
+
+    /// The connection registered at `index` by the connector `client_id`, if any.
+    pub fn find_index(&self, tunnel: Uuid, client_id: Uuid, index: u8) -> Option<&Arc<LiveConn>> {
+        self.by_tunnel
+            .get(&tunnel)?
+            .iter()
+            .find(|c| c.client_id == client_id && c.conn_index == index)
+    }
+
+    /// The connection of `tunnel` with the fewest open streams, across every replica; ties go
+    /// round-robin.
+    pub fn pick(&mut self, tunnel: Uuid) -> Option<Arc<LiveConn>> {
+        let list = self.by_tunnel.get(&tunnel)?;
+        let n = list.len();
+        self.rotation = self.rotation.wrapping_add(1);
+        let start = self.rotation % n;
+        // Bound: the tunnel's connections (a handful per replica).
+        let mut best: Option<&Arc<LiveConn>> = None;
+        for i in 0..n {
+            let c = &list[(start + i) % n];
+            if best.is_none_or(|b| c.open_streams() < b.open_streams()) {
+                best = Some(c);
+            }
+        }
+        best.cloned()
+    }
+
+    /// Like [`Registry::pick`], among the connections `worker` owns.
+    pub fn pick_on_worker(&mut self, tunnel: Uuid, worker: usize) -> Option<Arc<LiveConn>> {
+        self.by_tunnel
+            .get(&tunnel)?
+            .iter()
+            .filter(|c| c.worker == worker)
+            .min_by_key(|c| c.open_streams())
+            .cloned()
+    }
+
+    /// The connection `id` of `tunnel`, if it is still registered.
+    pub fn connection(&self, tunnel: Uuid, id: Uuid) -> Option<Arc<LiveConn>> {
+        self.by_tunnel
+            .get(&tunnel)?
+            .iter()
+            .find(|c| c.id == id)
+            .cloned()
+    }
+
+    pub fn connections(&self, tunnel: Uuid) -> usize {
+        self.by_tunnel.get(&tunnel).map_or(0, Vec::len)
+    }
+
+    pub fn total(&self) -> usize {
+        self.by_tunnel.values().map(Vec::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(tunnel: Uuid, client: Uuid, index: u8, worker: usize) -> Arc<LiveConn> {
+        Arc::new(LiveConn {
+            id: Uuid::new_v4(),
+            tunnel,
+            client_id: client,
+            conn_index: index,
+            worker,
+            remote: "127.0.0.1:1".parse().unwrap(),
+            streams: AtomicUsize::new(0),
+        })
+    }
+
+    #[test]
+    fn edge_registry_picks_fewest_streams_and_rotates_ties() {
+        let t = Uuid::new_v4();
+        let mut r = Registry::default();
+        let a = conn(t, Uuid::new_v4(), 0, 0);
+        let b = conn(t, Uuid::new_v4(), 0, 1);
+        r.add(a.clone());
+        r.add(b.clone());
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..4 {
+            seen.insert(r.pick(t).unwrap().id);
+        }
+        assert_eq!(seen.len(), 2, "idle replicas share traffic");
+        a.streams.store(5, Ordering::Relaxed);
+        for _ in 0..4 {
+            assert_eq!(r.pick(t).unwrap().id, b.id);
+        }
+        assert!(r.remove(t, b.id).is_some());
+        assert_eq!(r.pick(t).unwrap().id, a.id);
+        assert!(r.remove(t, a.id).is_some());
+        assert!(r.pick(t).is_none());
+        assert_eq!(r.total(), 0);
+    }
+
+    #[test]
+    fn edge_registry_finds_an_index_per_connector() {
+        let t = Uuid::new_v4();
+        let client = Uuid::new_v4();
+        let mut r = Registry::default();
+        r.add(conn(t, client, 2, 0));
+        assert!(r.find_index(t, client, 2).is_some());
+        assert!(r.find_index(t, client, 1).is_none());
+        assert!(r.find_index(t, Uuid::new_v4(), 2).is_none());
+    }
+}

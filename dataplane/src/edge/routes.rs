@@ -1,0 +1,168 @@
+//! The edge's view of the config snapshot: which tunnel serves a host, and how to check a
+//! connector's credentials. Built once per snapshot by the control thread, shared read-only
+//! (`Arc`) by every worker; a new snapshot replaces the whole table.
+
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// What the edge needs to authenticate a tunnel's connectors, never the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelCredentialCheck {
+    pub account_tag: String,
+    /// SHA-256 of the raw secret bytes.
+    pub secret_sha256: [u8; 32],
+}
+
+/// Why a registration's credentials were refused. The text goes back to the connector as the
+/// `ConnectionError` cause, so it must be clear and must not contain the secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("unknown tunnel {0}: it does not exist or was deleted")]
+    UnknownTunnel(Uuid),
+    #[error("tunnel {0} belongs to another account")]
+    WrongAccount(Uuid),
+    #[error("unauthorized: wrong tunnel secret for tunnel {0}")]
+    WrongSecret(Uuid),
+}
+
+/// Host → tunnel, and tunnel → credential check.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    /// Snapshot version this table was built from.
+    pub version: u64,
+    /// Lower-case host name → tunnel.
+    hosts: HashMap<String, Uuid>,
+    tunnels: HashMap<Uuid, TunnelCredentialCheck>,
+}
+
+impl RouteTable {
+    pub fn new(version: u64) -> Self {
+        Self {
+            version,
+            ..Self::default()
+        }
+    }
+
+    pub fn add_tunnel(&mut self, id: Uuid, check: TunnelCredentialCheck) {
+        self.tunnels.insert(id, check);
+    }
+
+    /// Adds a DNS record. Only proxied CNAMEs whose target's first label is a tunnel UUID
+    /// (`<uuid>.cfargotunnel.com`, whatever the suffix) route to a tunnel; other records are
+    /// not the edge's business. Returns whether the record routes somewhere.
+    pub fn add_dns_record(&mut self, record_type: &str, name: &str, content: &str) -> bool {
+        if !record_type.eq_ignore_ascii_case("CNAME") {
+            return false;
+        }
+        let Some(first) = content.split('.').next() else {
+            return false;
+        };
+        let Ok(id) = Uuid::parse_str(first) else {
+            return false;
+        };
+        self.hosts.insert(name.to_ascii_lowercase(), id);
+        true
+    }
+
+    /// The tunnel serving `host` (case-insensitive, without port).
+    pub fn tunnel_for_host(&self, host: &str) -> Option<Uuid> {
+        if let Some(id) = self.hosts.get(host) {
+            return Some(*id);
+        }
+        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            return self.hosts.get(&host.to_ascii_lowercase()).copied();
+        }
+        None
+    }
+
+    /// Whether `id` is a live tunnel in this snapshot.
+    pub fn has_tunnel(&self, id: &Uuid) -> bool {
+        self.tunnels.contains_key(id)
+    }
+
+    pub fn host_count(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// Checks a connector's credentials against the snapshot. The secret is hashed and
+    /// compared in constant time.
+    pub fn authenticate(
+        &self,
+        id: Uuid,
+        account_tag: &str,
+        secret: &[u8],
+    ) -> Result<(), AuthError> {
+        let check = self.tunnels.get(&id).ok_or(AuthError::UnknownTunnel(id))?;
+        let digest: [u8; 32] = Sha256::digest(secret).into();
+        // Compare every byte regardless of where the first difference is.
+        let diff = digest
+            .iter()
+            .zip(check.secret_sha256.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff != 0 {
+            return Err(AuthError::WrongSecret(id));
+        }
+        if check.account_tag != account_tag {
+            return Err(AuthError::WrongAccount(id));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> (RouteTable, Uuid) {
+        let id = Uuid::new_v4();
+        let mut t = RouteTable::new(3);
+        t.add_tunnel(
+            id,
+            TunnelCredentialCheck {
+                account_tag: "acct".into(),
+                secret_sha256: Sha256::digest(b"s3cret").into(),
+            },
+        );
+        assert!(t.add_dns_record(
+            "CNAME",
+            "App.Example.com",
+            &format!("{id}.cfargotunnel.com")
+        ));
+        assert!(!t.add_dns_record("A", "a.example.com", "192.0.2.1"));
+        assert!(!t.add_dns_record("CNAME", "b.example.com", "elsewhere.example.net"));
+        (t, id)
+    }
+
+    #[test]
+    fn edge_routes_host_lookup_is_case_insensitive() {
+        let (t, id) = table();
+        assert_eq!(t.tunnel_for_host("app.example.com"), Some(id));
+        assert_eq!(t.tunnel_for_host("APP.example.COM"), Some(id));
+        assert_eq!(t.tunnel_for_host("a.example.com"), None);
+        assert_eq!(t.tunnel_for_host("b.example.com"), None);
+        assert_eq!(t.host_count(), 1);
+    }
+
+    #[test]
+    fn edge_routes_authentication_checks_secret_account_and_tunnel() {
+        let (t, id) = table();
+        assert_eq!(t.authenticate(id, "acct", b"s3cret"), Ok(()));
+        assert_eq!(
+            t.authenticate(id, "acct", b"wrong"),
+            Err(AuthError::WrongSecret(id))
+        );
+        assert_eq!(
+            t.authenticate(id, "other", b"s3cret"),
+            Err(AuthError::WrongAccount(id))
+        );
+        let other = Uuid::new_v4();
+        assert_eq!(
+            t.authenticate(other, "acct", b"s3cret"),
+            Err(AuthError::UnknownTunnel(other))
+        );
+        let msg = AuthError::WrongSecret(id).to_string();
+        assert!(!msg.contains("s3cret") && msg.contains("secret"), "{msg}");
+    }
+}

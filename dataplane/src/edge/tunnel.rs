@@ -1,0 +1,179 @@
+//! One task per connector QUIC connection: serve `RegistrationServer` on the first stream the
+//! connector opens, decide registrations against the snapshot, and withdraw the connection
+//! from routing the moment it unregisters or goes away.
+//!
+//! Connections that never open a stream are normal: the stock cloudflared's pre-flight probe
+//! (SNI `probe.cftunnel.com`) connects and closes with code 0.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use super::routes::AuthError;
+use super::{ConnectionInfo, EdgeWorker, LiveConn};
+use crate::quic::VarInt;
+use crate::quic::endpoint::Connection;
+use crate::quic::stream_io::{StreamReader, StreamWriter};
+use crate::wire::rpc::{
+    ConnectionDetails, RegisterRequest, RegistrationError, RegistrationHandler, serve_registration,
+};
+
+/// How long a connector waits before retrying a tunnel this edge does not know yet: the
+/// snapshot that creates it is normally at most one long-poll behind.
+const UNKNOWN_TUNNEL_RETRY: Duration = Duration::from_secs(2);
+
+pub(crate) async fn serve_connection(worker: Rc<EdgeWorker>, conn: Connection) {
+    let conn = Rc::new(conn);
+    let remote = conn.remote_address();
+    let (send, recv) = match conn.accept_bi().await {
+        Ok(s) => s,
+        Err(e) => {
+            // A probe, or a connector that gave up before registering.
+            debug!(?remote, error = %e, "connection closed without a control stream");
+            return;
+        }
+    };
+    let live: Rc<RefCell<Option<Arc<LiveConn>>>> = Rc::new(RefCell::new(None));
+    let handler = Registration {
+        worker: worker.clone(),
+        conn: conn.clone(),
+        live: live.clone(),
+    };
+    let rpc = serve_registration(handler, StreamReader::new(recv), StreamWriter::new(send));
+    let mut rpc = std::pin::pin!(rpc.fuse());
+    let mut closed = std::pin::pin!(conn.closed().fuse());
+    futures::select! {
+        r = rpc => match r {
+            Ok(()) => debug!(?remote, "control stream ended"),
+            Err(e) => warn!(?remote, error = %e, "control stream failed"),
+        },
+        e = closed => debug!(?remote, reason = %e, "connector connection closed"),
+    }
+    let gone = live.borrow_mut().take();
+    if let Some(l) = gone {
+        info!(connection = %l.id, tunnel = %l.tunnel, index = l.conn_index, "connection withdrawn");
+        worker.conn_down(&l);
+    }
+    // Without its control stream the connection is useless to both sides.
+    conn.close(VarInt::from_u32(0), b"control stream ended");
+}
+
+struct Registration {
+    worker: Rc<EdgeWorker>,
+    conn: Rc<Connection>,
+    live: Rc<RefCell<Option<Arc<LiveConn>>>>,
+}
+
+impl RegistrationHandler for Registration {
+    async fn register_connection(
+        &self,
+        req: RegisterRequest,
+    ) -> Result<ConnectionDetails, RegistrationError> {
+        if let Some(l) = self.live.borrow().as_ref() {
+            // A repeated call on one control stream: same answer, no second registration.
+            return Ok(self.details(l.id));
+        }
+        let routes = self.worker.routes();
+        if let Err(e) = routes.authenticate(
+            req.tunnel_id,
+            &req.auth.account_tag,
+            req.auth.tunnel_secret.expose(),
+        ) {
+            warn!(tunnel = %req.tunnel_id, index = req.conn_index, cause = %e, "registration refused");
+            return Err(match e {
+                AuthError::UnknownTunnel(_) => {
+                    RegistrationError::retry_after(e.to_string(), UNKNOWN_TUNNEL_RETRY)
+                }
+                AuthError::WrongAccount(_) | AuthError::WrongSecret(_) => {
+                    RegistrationError::permanent(e.to_string())
+                }
+            });
+        }
+        let existing = self
+            .worker
+            .registry
+            .borrow()
+            .find_index(req.tunnel_id, req.options.client_id, req.conn_index)
+            .cloned();
+        if let Some(old) = existing {
+            if !req.options.replace_existing {
+                warn!(tunnel = %req.tunnel_id, index = req.conn_index, "duplicate connection index");
+                return Err(RegistrationError::duplicate_connection());
+            }
+            if old.worker == self.worker.index {
+                self.worker.conn_down(&old);
+            } else {
+                // The owner withdraws it when that connection closes; stop routing here now.
+                self.worker.registry.borrow_mut().remove(old.tunnel, old.id);
+            }
+        }
+        let remote = self
+            .conn
+            .remote_address()
+            .unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
+        let live = Arc::new(LiveConn {
+            id: Uuid::new_v4(),
+            tunnel: req.tunnel_id,
+            client_id: req.options.client_id,
+            conn_index: req.conn_index,
+            worker: self.worker.index,
+            remote,
+            streams: AtomicUsize::new(0),
+        });
+        *self.live.borrow_mut() = Some(live.clone());
+        self.worker.conn_up(live.clone(), self.conn.clone());
+        self.worker.hooks.connection_registered(&ConnectionInfo {
+            id: live.id,
+            tunnel: live.tunnel,
+            client_id: live.client_id,
+            conn_index: live.conn_index,
+            version: req.options.version.clone(),
+            arch: req.options.arch.clone(),
+            features: req.options.features.clone(),
+            origin_local_ip: req.options.origin_local_ip,
+            remote,
+        });
+        info!(
+            connection = %live.id,
+            tunnel = %live.tunnel,
+            index = live.conn_index,
+            client = %live.client_id,
+            %remote,
+            version = %req.options.version,
+            "connection registered"
+        );
+        Ok(self.details(live.id))
+    }
+
+    async fn unregister_connection(&self) {
+        let gone = self.live.borrow_mut().take();
+        if let Some(l) = gone {
+            info!(connection = %l.id, tunnel = %l.tunnel, index = l.conn_index, "connection unregistered by the connector");
+            self.worker.conn_down(&l);
+        }
+    }
+
+    async fn update_local_configuration(&self, config: Vec<u8>) -> Result<(), String> {
+        debug!(
+            bytes = config.len(),
+            "connector sent its local configuration"
+        );
+        Ok(())
+    }
+}
+
+impl Registration {
+    fn details(&self, id: Uuid) -> ConnectionDetails {
+        ConnectionDetails {
+            uuid: id,
+            location_name: self.worker.location.clone(),
+            tunnel_is_remotely_managed: false,
+        }
+    }
+}
