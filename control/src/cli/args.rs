@@ -81,6 +81,12 @@ pub struct QuickstartArgs {
     /// Control-plane listen address.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: String,
+    /// The edge's public HTTP address.
+    #[arg(long = "http-listen", default_value = "127.0.0.1:0")]
+    pub http_listen: std::net::SocketAddr,
+    /// Origin for the tunnel (default: the built-in hello_world page).
+    #[arg(long)]
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -1,10 +1,10 @@
 //! `ringway quickstart`: one command that brings the system up locally and shows how to use it.
 //!
-//! Today it runs the control plane in this process on a free loopback port, logs in, creates a
-//! tunnel with its credentials, routes a hostname to it, and prints the commands to explore it
-//! (stock cloudflared works against it too). The edge and the connector join this command with
-//! the edge/connector work (issue 4); until then it says so rather than printing a curl that
-//! cannot reach an origin.
+//! It runs all three roles in this process, on free loopback ports: the control plane (state
+//! under `--dir`), an edge, and a connector for a tunnel named `quickstart` routed from
+//! `hello.quickstart.test` to the built-in hello_world page (or `--url`). It waits until a
+//! request goes through the tunnel, then prints the `curl` command that does the same, and
+//! `serving`. Ctrl-C stops everything. A rerun with the same `--dir` reuses the tunnel.
 
 use std::path::PathBuf;
 
@@ -75,6 +75,41 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         overwrite_dns: true,
     })))?;
 
+    let ctx = super::context::Ctx::from_flags(Some(&cert_path), Some(&api_url))?;
+    let tunnel_id = ctx.find_id(TUNNEL)?;
+    let edge_token = std::fs::read_to_string(data_dir.join("edge-token"))
+        .context("cannot read the control plane's edge-token")?;
+    let edge = crate::edge::start(crate::edge::EdgeOptions {
+        control: url.clone(),
+        edge_token: ApiToken::new(edge_token.trim().to_owned()),
+        state_dir: dir.join("edge"),
+        tunnel_listen: vec!["127.0.0.1:0".parse()?],
+        http_listen: args.http_listen,
+        location: "quickstart".into(),
+        workers: 0,
+    })?;
+    let connector = crate::connector::start(crate::connector::RunOptions {
+        tunnel: Some(tunnel_id.to_string()),
+        origincert: Some(cert_path.clone()),
+        credentials_file: Some(crate::files::credentials_path_next_to(
+            &cert_path, tunnel_id,
+        )),
+        url: args.url.clone(),
+        hello_world: args.url.is_none(),
+        edges: edge.tunnel_addrs.iter().map(ToString::to_string).collect(),
+        cacert: Some(edge.ca_path.clone()),
+        ha_connections: 2,
+        workers: 0,
+        metrics: Some("127.0.0.1:0".into()),
+        retries: 5,
+        // The quickstart's tunnel is self-contained: the user's own config.yml is not read.
+        search_config: false,
+        ..Default::default()
+    })?;
+    let host = format!("hello.{ZONE}");
+    wait_until_served(edge.http_addr, &host)?;
+    let curl = format!("curl -H 'Host: {host}' http://{}/", edge.http_addr);
+
     let home = cert_path
         .parent()
         .and_then(|p| p.parent())
@@ -86,6 +121,16 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     println!("  zone           {ZONE}");
     println!("  tunnel         {TUNNEL}, routed from hello.{ZONE}");
     println!("  cert.pem       {}", cert_path.display());
+    println!(
+        "  edge           http://{} (tunnels on udp://{})",
+        edge.http_addr, edge.tunnel_addrs[0]
+    );
+    println!(
+        "  connector      {} ({}), metrics http://{}/metrics",
+        connector.connector_id,
+        origin_name(&args.url),
+        connector.metrics_addr
+    );
     println!();
     println!("Try the CLI (cloudflared's verbs):");
     println!("  HOME={} ringway tunnel list", home.display());
@@ -96,9 +141,41 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         data_dir.join("admin-token").display()
     );
     println!();
-    println!(
-        "The edge and the connector (a curl through the tunnel) arrive with issue 4. Ctrl-C stops."
-    );
-    rt.block_on(server).context("control plane task failed")??;
-    Ok(())
+    println!("Through the tunnel:");
+    println!("  {curl}");
+    println!();
+    println!("serving");
+    println!("(Ctrl-C stops everything.)");
+    let outcome = connector.wait();
+    server.abort();
+    outcome
+}
+
+fn origin_name(url: &Option<String>) -> String {
+    url.clone().unwrap_or_else(|| "hello_world".into())
+}
+
+/// Sends a request through the edge until the tunnel answers (the connector registers within
+/// a second on loopback; the limit is only there to turn a broken setup into an error).
+fn wait_until_served(edge: std::net::SocketAddr, host: &str) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut last = String::new();
+    while std::time::Instant::now() < deadline {
+        if let Ok(mut s) = std::net::TcpStream::connect(edge) {
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            let mut out = Vec::new();
+            if s.write_all(req.as_bytes()).is_ok() && s.read_to_end(&mut out).is_ok() {
+                let text = String::from_utf8_lossy(&out);
+                let status = text.lines().next().unwrap_or("").to_owned();
+                if !status.contains(" 530 ") && !status.contains(" 404 ") && !status.is_empty() {
+                    return Ok(());
+                }
+                last = status;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    anyhow::bail!("the tunnel did not start serving within 30 s (last answer: {last:?})")
 }

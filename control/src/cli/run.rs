@@ -12,6 +12,7 @@ pub fn run(t: &TunnelCmd, a: &RunArgs) -> anyhow::Result<()> {
     connector::run(RunOptions {
         tunnel: a.tunnel.clone(),
         config: t.config.clone(),
+        search_config: true,
         origincert: t.origincert.clone(),
         api_url: t.api_url.clone(),
         credentials_file: a.credentials_file.clone(),

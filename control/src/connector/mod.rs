@@ -38,6 +38,8 @@ use ingress::CompiledIngress;
 pub struct RunOptions {
     pub tunnel: Option<String>,
     pub config: Option<PathBuf>,
+    /// Look for config.yml in cloudflared's search directories when `config` is `None`.
+    pub search_config: bool,
     pub origincert: Option<PathBuf>,
     pub api_url: Option<String>,
     pub credentials_file: Option<PathBuf>,
@@ -91,7 +93,8 @@ pub fn prepare(opts: &RunOptions) -> anyhow::Result<Prepared> {
     let dirs = files::default_search_dirs();
     let config_path = match &opts.config {
         Some(p) => Some(files::search::expand_home(p)),
-        None => files::find_config_file(&dirs),
+        None if opts.search_config => files::find_config_file(&dirs),
+        None => None,
     };
     let cfg = match &config_path {
         Some(p) => Some(ConfigFile::load(p)?),
@@ -222,8 +225,34 @@ fn resolve_credentials(
     Ok(Credentials::load(&path)?.with_tunnel_id(id))
 }
 
+/// A started connector.
+#[derive(Debug)]
+pub struct RunningConnector {
+    pub tunnel_id: Uuid,
+    pub connector_id: Uuid,
+    pub metrics_addr: SocketAddr,
+    connector: Connector,
+    server: MetricsServer,
+    events: hooks::Events,
+}
+
+impl RunningConnector {
+    /// Blocks until SIGINT/SIGTERM (`Ok`) or until every connection gave up (`Err`).
+    pub fn wait(self) -> anyhow::Result<()> {
+        let outcome = hooks::wait(self.events);
+        self.server.shutdown();
+        drop(self.connector);
+        outcome
+    }
+}
+
 /// Runs the connector until a signal, or until every connection gave up.
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
+    start(opts)?.wait()
+}
+
+/// Resolves everything and starts the metrics server and the workers.
+pub fn start(opts: RunOptions) -> anyhow::Result<RunningConnector> {
     let prepared = prepare(&opts)?;
     let creds = &prepared.credentials;
     let connector_id = Uuid::new_v4();
@@ -277,8 +306,12 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             ..WorkersConfig::default()
         },
     })?;
-    let outcome = hooks::wait(events);
-    server.shutdown();
-    drop(connector);
-    outcome
+    Ok(RunningConnector {
+        tunnel_id: creds.tunnel_id,
+        connector_id,
+        metrics_addr: server.local_addr(),
+        connector,
+        server,
+        events,
+    })
 }

@@ -70,8 +70,25 @@ pub fn route_table(snap: &Snapshot) -> RouteTable {
     t
 }
 
-/// Runs the edge until the process is stopped.
-pub fn run(opts: EdgeOptions) -> anyhow::Result<()> {
+/// A started edge: workers serving, the snapshot follower running on its own thread.
+#[derive(Debug)]
+pub struct RunningEdge {
+    pub tunnel_addrs: Vec<SocketAddr>,
+    pub http_addr: SocketAddr,
+    pub ca_path: PathBuf,
+    follower: std::thread::JoinHandle<()>,
+}
+
+impl RunningEdge {
+    /// Blocks for the life of the edge (the follower never stops on its own).
+    pub fn wait(self) {
+        let _ = self.follower.join();
+    }
+}
+
+/// Starts the edge and returns once it has a snapshot to route with (from the control plane,
+/// or from its on-disk cache when the control plane is down).
+pub fn start(opts: EdgeOptions) -> anyhow::Result<RunningEdge> {
     if opts.tunnel_listen.is_empty() {
         bail!("no --tunnel-listen address");
     }
@@ -106,7 +123,10 @@ pub fn run(opts: EdgeOptions) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     let http_addr = http_listeners[0].local_addr()?;
 
-    let client = EdgeClient::new(&opts.control, opts.edge_token.clone());
+    let mut follower = SnapshotFollower::new(
+        EdgeClient::new(&opts.control, opts.edge_token.clone()),
+        SnapshotCache::new(&opts.state_dir),
+    )?;
     let edge_id = format!("{}-{}", opts.location, uuid::Uuid::new_v4());
     let hooks = reporter::start(
         EdgeClient::new(&opts.control, opts.edge_token.clone()),
@@ -134,53 +154,56 @@ pub fn run(opts: EdgeOptions) -> anyhow::Result<()> {
         limits: Limits::default(),
     })?;
 
-    for a in &tunnel_addrs {
-        println!("tunnel listening on udp://{a}");
-    }
-    println!("http listening on http://{http_addr}");
-    println!("ca certificate at {}", tls.ca_path.display());
-
-    let mut follower = SnapshotFollower::new(client, SnapshotCache::new(&opts.state_dir))?;
-    let mut ready = false;
     if let Some(snap) = follower.current() {
         info!(
             version = snap.version,
             "serving the cached snapshot until the control plane answers"
         );
         edge.publish_routes(Arc::new(route_table(snap)));
-        println!("edge ready");
-        ready = true;
-    }
-    // Until the first snapshot arrives there is nothing to route; keep asking.
-    while !ready {
-        match follower.step() {
-            Ok(Some(snap)) => {
-                edge.publish_routes(Arc::new(route_table(snap)));
-                println!("edge ready");
-                ready = true;
-            }
-            Ok(None) => {
-                if let Some(snap) = follower.current() {
-                    edge.publish_routes(Arc::new(route_table(snap)));
-                    println!("edge ready");
-                    ready = true;
+    } else {
+        // Nothing to route with yet: wait for the control plane (bounded only by the operator,
+        // who sees the warnings).
+        loop {
+            let stepped = follower.step().map(|_| ());
+            match stepped {
+                Ok(()) if follower.current().is_some() => break,
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "control plane unreachable and no cached snapshot yet");
+                    follower.backoff();
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "control plane unreachable; no snapshot yet");
-                follower.backoff();
-            }
+        }
+        if let Some(snap) = follower.current() {
+            edge.publish_routes(Arc::new(route_table(snap)));
         }
     }
-    info!(
-        workers = threads,
-        location = %opts.location,
-        "edge serving"
-    );
-    follower.run(
-        || true,
-        |snap| edge.publish_routes(Arc::new(route_table(snap))),
-    );
-    edge.join()?;
+    info!(workers = threads, location = %opts.location, "edge serving");
+    let follower = std::thread::Builder::new()
+        .name("edge-snapshot".into())
+        .spawn(move || {
+            follower.run(
+                || true,
+                |snap| edge.publish_routes(Arc::new(route_table(snap))),
+            );
+        })?;
+    Ok(RunningEdge {
+        tunnel_addrs,
+        http_addr,
+        ca_path: tls.ca_path,
+        follower,
+    })
+}
+
+/// `ringway edge run`: starts, prints where it listens (one line each, for scripts), serves.
+pub fn run(opts: EdgeOptions) -> anyhow::Result<()> {
+    let edge = start(opts)?;
+    for a in &edge.tunnel_addrs {
+        println!("tunnel listening on udp://{a}");
+    }
+    println!("http listening on http://{}", edge.http_addr);
+    println!("ca certificate at {}", edge.ca_path.display());
+    println!("edge ready");
+    edge.wait();
     Ok(())
 }
