@@ -229,6 +229,13 @@ pub struct RunArgs {
     /// Permanent refusals (e.g. a wrong secret) in a row before a connection gives up.
     #[arg(long, env = "TUNNEL_RETRIES", default_value_t = 5)]
     pub retries: u32,
+    /// How long in-flight requests may finish after SIGTERM/SIGINT (Go duration, e.g. 30s).
+    #[arg(
+        long = "grace-period",
+        env = "TUNNEL_GRACE_PERIOD",
+        default_value = "30s"
+    )]
+    pub grace_period: String,
     /// Transport: quic (http2 is not supported yet).
     #[arg(long, env = "TUNNEL_TRANSPORT_PROTOCOL", default_value = "quic")]
     pub protocol: String,

@@ -102,6 +102,7 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         workers: 0,
         metrics: Some("127.0.0.1:0".into()),
         retries: 5,
+        grace_period: std::time::Duration::from_secs(5),
         // The quickstart's tunnel is self-contained: the user's own config.yml is not read.
         search_config: false,
         ..Default::default()

@@ -25,5 +25,7 @@ pub fn run(t: &TunnelCmd, a: &RunArgs) -> anyhow::Result<()> {
         workers: a.workers,
         metrics: a.metrics.clone(),
         retries: a.retries,
+        grace_period: crate::config::parse_go_duration(&a.grace_period)
+            .map_err(|e| anyhow::anyhow!("--grace-period: {e}"))?,
     })
 }

@@ -106,3 +106,25 @@ pub fn wait(mut events: Events) -> anyhow::Result<()> {
         }
     })
 }
+
+/// Waits for the workers to finish their graceful shutdown; a second SIGINT/SIGTERM exits the
+/// process at once.
+pub fn join_or_second_signal(connector: dataplane::connector::Connector) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let join = tokio::task::spawn_blocking(move || connector.join());
+        tokio::select! {
+            () = crate::cli::control::shutdown_signal() => {
+                warn!("second signal: exiting now");
+                std::process::exit(1);
+            }
+            r = join => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(anyhow::anyhow!("connector workers failed: {e}")),
+                Err(e) => Err(anyhow::anyhow!("connector shutdown failed: {e}")),
+            },
+        }
+    })
+}

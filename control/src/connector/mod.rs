@@ -52,6 +52,8 @@ pub struct RunOptions {
     pub workers: usize,
     pub metrics: Option<String>,
     pub retries: u32,
+    /// In-flight requests get this long after SIGTERM/SIGINT.
+    pub grace_period: std::time::Duration,
 }
 
 /// Everything resolved; ready to start.
@@ -237,11 +239,18 @@ pub struct RunningConnector {
 }
 
 impl RunningConnector {
-    /// Blocks until SIGINT/SIGTERM (`Ok`) or until every connection gave up (`Err`).
+    /// Blocks until SIGINT/SIGTERM, then shuts down gracefully (`Ok`; a second signal exits at
+    /// once), or until every connection gave up (`Err`).
     pub fn wait(self) -> anyhow::Result<()> {
         let outcome = hooks::wait(self.events);
+        if outcome.is_ok() {
+            info!(
+                "Initiating graceful shutdown: unregistering connections, waiting for in-flight requests"
+            );
+            self.connector.shutdown();
+            hooks::join_or_second_signal(self.connector)?;
+        }
         self.server.shutdown();
-        drop(self.connector);
         outcome
     }
 }
@@ -299,6 +308,7 @@ pub fn start(opts: RunOptions) -> anyhow::Result<RunningConnector> {
         metrics,
         hooks: Arc::new(hooks),
         retries: opts.retries,
+        grace_period: opts.grace_period,
         backoff: Backoff::default(),
         workers: WorkersConfig {
             threads: opts.workers,

@@ -22,10 +22,13 @@
 pub mod origin;
 mod stream;
 
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -130,6 +133,8 @@ pub struct ConnectorSetup {
     pub hooks: Arc<dyn ConnectorHooks>,
     /// Permanent refusals in a row before a connection gives up.
     pub retries: u32,
+    /// How long in-flight requests may run after shutdown begins.
+    pub grace_period: Duration,
     pub backoff: Backoff,
     pub workers: WorkersConfig,
 }
@@ -170,6 +175,34 @@ pub(crate) struct ConnectorShared {
     pub(crate) origins: OriginClient,
     pub(crate) ingress: Arc<dyn IngressRouter>,
     pub(crate) metrics: Arc<TunnelMetrics>,
+    /// Set once by [`Connector::shutdown`]; wakes every task waiting in `stopped()`.
+    stopping: Cell<bool>,
+    stop_wakers: RefCell<Vec<Waker>>,
+}
+
+impl ConnectorShared {
+    fn stop(&self) {
+        self.stopping.set(true);
+        for w in self.stop_wakers.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    /// Resolves once shutdown has begun.
+    async fn stopped(&self) {
+        poll_fn(|cx| {
+            if self.stopping.get() {
+                return Poll::Ready(());
+            }
+            self.stop_wakers.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
 }
 
 impl Connector {
@@ -188,17 +221,35 @@ impl Connector {
         Ok(Self { workers })
     }
 
-    /// Waits for the workers (they run until the process ends or every connection gave up).
+    /// Starts a graceful shutdown: every connection calls `unregisterConnection` (the edge stops
+    /// sending new requests), in-flight requests get up to the grace period, then connections
+    /// close and the workers end. Follow with [`Connector::join`].
+    pub fn shutdown(&self) {
+        let h = self.workers.handle();
+        for i in 0..h.count() {
+            let _ = h.send(i, ());
+        }
+    }
+
+    /// Waits for the workers (they run until shutdown or until every connection gave up).
     pub fn join(self) -> Result<(), crate::runtime::RuntimeError> {
         self.workers.join()
     }
 }
 
-async fn run_worker(ctx: WorkerCtx<()>, common: Arc<Common>) {
+async fn run_worker(mut ctx: WorkerCtx<()>, common: Arc<Common>) {
     let shared = Rc::new(ConnectorShared {
         origins: OriginClient::new(),
         ingress: common.setup.ingress.clone(),
         metrics: common.setup.metrics.clone(),
+        stopping: Cell::new(false),
+        stop_wakers: RefCell::new(Vec::new()),
+    });
+    let stopper = shared.clone();
+    monoio::spawn(async move {
+        // One message means "shut down"; an error means the pool is going away anyway.
+        let _ = ctx.inbox.recv().await;
+        stopper.stop();
     });
     let n = common.setup.ha_connections.max(1) as usize;
     let mut tasks = Vec::new();
@@ -227,8 +278,11 @@ async fn supervise(common: Arc<Common>, shared: Rc<ConnectorShared>, worker: usi
     }
     let mut attempt: u32 = 0;
     let mut refusals: u32 = 0;
-    // Runs for the life of the process; every turn waits on the network or on a backoff.
+    // Runs until shutdown; every turn waits on the network or on a backoff.
     loop {
+        if shared.is_stopping() {
+            return;
+        }
         let edge = setup.edges[(index as usize + attempt as usize) % setup.edges.len()];
         let outcome = run_connection(&common, &shared, worker, index, edge, attempt).await;
         if index == 0 {
@@ -237,6 +291,9 @@ async fn supervise(common: Arc<Common>, shared: Rc<ConnectorShared>, worker: usi
         match outcome {
             Outcome::Served(reason) => {
                 setup.metrics.ha_connection_down();
+                if shared.is_stopping() {
+                    return;
+                }
                 setup.hooks.disconnected(index, edge, &reason);
                 attempt = 0;
                 refusals = 0;
@@ -253,12 +310,42 @@ async fn supervise(common: Arc<Common>, shared: Rc<ConnectorShared>, worker: usi
                 }
                 let wait = setup.backoff.delay(attempt);
                 setup.hooks.attempt_failed(index, edge, &error, wait);
-                monoio::time::sleep(wait).await;
+                let mut sleep = std::pin::pin!(monoio::time::sleep(wait).fuse());
+                let mut stop = std::pin::pin!(shared.stopped().fuse());
+                futures::select! {
+                    () = sleep => {}
+                    () = stop => return,
+                }
                 attempt = attempt.saturating_add(1);
             }
         }
     }
 }
+
+/// Graceful end of one connection: unregister (the edge stops sending new requests here), let
+/// in-flight streams finish within `grace`, then close.
+async fn drain(
+    client: &crate::wire::rpc::RegistrationClient,
+    conn: &crate::quic::endpoint::Connection,
+    active: &Cell<usize>,
+    grace: Duration,
+    index: u8,
+) {
+    let deadline = std::time::Instant::now() + grace;
+    match monoio::time::timeout(UNREGISTER_TIMEOUT, client.unregister_connection()).await {
+        Ok(Ok(())) => debug!(index, "unregistered"),
+        Ok(Err(e)) => debug!(index, error = %e, "unregisterConnection failed"),
+        Err(_) => debug!(index, "unregisterConnection timed out"),
+    }
+    // Shutdown only: a few checks per second until the streams are done or the grace ends.
+    while active.get() > 0 && std::time::Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+    conn.close(VarInt::from_u32(0), b"connector shutting down");
+}
+
+/// How long `unregisterConnection` may take before the connector closes anyway.
+const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
 
 enum Outcome {
     /// Registered and served until the connection ended, for this reason.
@@ -365,19 +452,30 @@ async fn connect_and_serve(
     {
         debug!(error = %e, "updateLocalConfiguration failed");
     }
-    // Serve streams until the connection ends.
+    // Serve streams until the connection ends or shutdown begins.
+    let active = Rc::new(Cell::new(0usize));
     let mut closed = std::pin::pin!(conn.closed().fuse());
+    let mut stop = std::pin::pin!(shared.stopped().fuse());
     // Bounded by the connection's life; each turn accepts one stream.
     let reason = loop {
         let mut next = std::pin::pin!(conn.accept_bi().fuse());
         futures::select! {
             s = next => match s {
                 Ok((send, recv)) => {
-                    monoio::spawn(stream::serve_stream(shared.clone(), send, recv));
+                    let (shared, active) = (shared.clone(), active.clone());
+                    active.set(active.get() + 1);
+                    monoio::spawn(async move {
+                        stream::serve_stream(shared, send, recv).await;
+                        active.set(active.get() - 1);
+                    });
                 }
                 Err(e) => break e.to_string(),
             },
             e = closed => break e.to_string(),
+            () = stop => {
+                drain(&client, &conn, &active, setup.grace_period, index).await;
+                break "connector shutting down".to_owned();
+            }
         }
     };
     drop(client);

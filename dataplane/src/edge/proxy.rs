@@ -43,6 +43,10 @@ use crate::wire::stream::{
 /// two workers from passing it back and forth.
 const MAX_HOPS: u8 = 2;
 
+/// How many more open streams the best local connection may have than the best connection
+/// anywhere before a request is handed to another worker.
+const HAND_OFF_MARGIN: usize = 16;
+
 /// Receive buffer growth step: large enough for most heads and a good slice of a body per read.
 const READ_RESERVE: usize = 16 * 1024;
 
@@ -154,10 +158,18 @@ fn route(w: &EdgeWorker, head: &RequestHead, handed: Option<(Uuid, u8)>) -> Rout
         return Route::Local(live, conn);
     }
     let mut registry = w.registry.borrow_mut();
-    let picked = if hops >= MAX_HOPS {
-        registry.pick_on_worker(tunnel, w.index)
-    } else {
-        registry.pick(tunnel)
+    // Prefer a connection this worker owns: a hand-off costs a descriptor transfer and a
+    // wake-up on another core, more than a busier local connection costs. Another worker's
+    // connection wins only when it is clearly less loaded.
+    let local = registry.pick_on_worker(tunnel, w.index);
+    let picked = match local {
+        Some(l) if hops >= MAX_HOPS => Some(l),
+        None if hops >= MAX_HOPS => None,
+        Some(l) => match registry.pick(tunnel) {
+            Some(g) if g.open_streams() + HAND_OFF_MARGIN < l.open_streams() => Some(g),
+            _ => Some(l),
+        },
+        None => registry.pick(tunnel),
     };
     let Some(live) = picked else {
         return Route::Answer(EdgeError::TunnelUnavailable);

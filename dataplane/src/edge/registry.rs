@@ -92,12 +92,19 @@ impl Registry {
 
     /// Like [`Registry::pick`], among the connections `worker` owns.
     pub fn pick_on_worker(&mut self, tunnel: Uuid, worker: usize) -> Option<Arc<LiveConn>> {
-        self.by_tunnel
-            .get(&tunnel)?
-            .iter()
-            .filter(|c| c.worker == worker)
-            .min_by_key(|c| c.open_streams())
-            .cloned()
+        let list = self.by_tunnel.get(&tunnel)?;
+        let n = list.len();
+        self.rotation = self.rotation.wrapping_add(1);
+        let start = self.rotation % n;
+        // Bound: the tunnel's connections.
+        let mut best: Option<&Arc<LiveConn>> = None;
+        for i in 0..n {
+            let c = &list[(start + i) % n];
+            if c.worker == worker && best.is_none_or(|b| c.open_streams() < b.open_streams()) {
+                best = Some(c);
+            }
+        }
+        best.cloned()
     }
 
     /// The connection `id` of `tunnel`, if it is still registered.
