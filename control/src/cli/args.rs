@@ -229,6 +229,10 @@ pub struct RunArgs {
     /// Permanent refusals (e.g. a wrong secret) in a row before a connection gives up.
     #[arg(long, env = "TUNNEL_RETRIES", default_value_t = 5)]
     pub retries: u32,
+    /// Exit nonzero once every connection has failed this many attempts in a row (default:
+    /// never; the connector keeps retrying at the backoff cap).
+    #[arg(long = "max-failures", env = "TUNNEL_MAX_FAILURES")]
+    pub max_failures: Option<u32>,
     /// How long in-flight requests may finish after SIGTERM/SIGINT (Go duration, e.g. 30s).
     #[arg(
         long = "grace-period",

@@ -27,5 +27,6 @@ pub fn run(t: &TunnelCmd, a: &RunArgs) -> anyhow::Result<()> {
         retries: a.retries,
         grace_period: crate::config::parse_go_duration(&a.grace_period)
             .map_err(|e| anyhow::anyhow!("--grace-period: {e}"))?,
+        max_failures: a.max_failures,
     })
 }

@@ -3,6 +3,7 @@
 //! times in a row, e.g. a wrong secret).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::bail;
@@ -15,13 +16,26 @@ use uuid::Uuid;
 /// What the control thread waits for.
 #[derive(Debug)]
 pub enum Event {
-    GaveUp { index: u8, error: String },
+    GaveUp {
+        index: u8,
+        error: String,
+    },
+    /// `--max-failures`: every connection failed that many attempts in a row.
+    MaxFailures {
+        max: u32,
+        error: String,
+    },
 }
 
 /// Logs connection events the way cloudflared does, and reports give-ups.
 #[derive(Debug)]
 pub struct LoggingHooks {
     tx: UnboundedSender<Event>,
+    /// `--max-failures`: exit once every connection has failed this many attempts in a row.
+    max_failures: Option<u32>,
+    /// Consecutive failed attempts per connection index (reset by a registration).
+    failures: Vec<AtomicU32>,
+    exhausted: AtomicBool,
 }
 
 /// The receiving side, with how many connections must give up before the process exits.
@@ -33,10 +47,15 @@ pub struct Events {
 }
 
 impl LoggingHooks {
-    pub fn new(connections: u8, tunnel: Uuid) -> (Self, Events) {
+    pub fn new(connections: u8, tunnel: Uuid, max_failures: Option<u32>) -> (Self, Events) {
         let (tx, rx) = unbounded_channel();
         (
-            Self { tx },
+            Self {
+                tx,
+                max_failures,
+                failures: (0..connections).map(|_| AtomicU32::new(0)).collect(),
+                exhausted: AtomicBool::new(false),
+            },
             Events {
                 rx,
                 connections,
@@ -48,6 +67,9 @@ impl LoggingHooks {
 
 impl ConnectorHooks for LoggingHooks {
     fn registered(&self, index: u8, edge: SocketAddr, details: &ConnectionDetails) {
+        if let Some(f) = self.failures.get(index as usize) {
+            f.store(0, Ordering::Relaxed);
+        }
         info!(
             "Registered tunnel connection connIndex={index} connection={} event=0 ip={} location={} protocol=quic",
             details.uuid,
@@ -64,6 +86,19 @@ impl ConnectorHooks for LoggingHooks {
     }
 
     fn attempt_failed(&self, index: u8, edge: SocketAddr, error: &str, retry_in: Duration) {
+        if let (Some(max), Some(f)) = (self.max_failures, self.failures.get(index as usize)) {
+            f.fetch_add(1, Ordering::Relaxed);
+            let all = self
+                .failures
+                .iter()
+                .all(|c| c.load(Ordering::Relaxed) >= max);
+            if all && !self.exhausted.swap(true, Ordering::Relaxed) {
+                let _ = self.tx.send(Event::MaxFailures {
+                    max,
+                    error: error.to_owned(),
+                });
+            }
+        }
         warn!(
             "Serve tunnel error connIndex={index} ip={} error=\"{error}\"; retrying in {:.1}s",
             edge.ip(),
@@ -81,17 +116,22 @@ impl ConnectorHooks for LoggingHooks {
 }
 
 /// Blocks until SIGINT/SIGTERM (`Ok`) or until every connection gave up (`Err` naming why).
-pub fn wait(mut events: Events) -> anyhow::Result<()> {
+pub fn wait(mut events: Events, reload: impl Fn()) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
         let signal = crate::cli::control::shutdown_signal();
         tokio::pin!(signal);
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let mut gave_up = 0u8;
         loop {
             tokio::select! {
                 () = &mut signal => return Ok(()),
+                _ = hup.recv() => {
+                    info!("SIGHUP: reloading the configuration");
+                    reload();
+                }
                 ev = events.rx.recv() => match ev {
                     Some(Event::GaveUp { index, error }) => {
                         gave_up += 1;
@@ -99,6 +139,9 @@ pub fn wait(mut events: Events) -> anyhow::Result<()> {
                         if gave_up >= events.connections {
                             bail!("tunnel {}: no connection could be registered: {error}", events.tunnel);
                         }
+                    }
+                    Some(Event::MaxFailures { max, error }) => {
+                        bail!("tunnel {}: every connection failed {max} attempts in a row (--max-failures); last error: {error}", events.tunnel);
                     }
                     None => return Ok(()),
                 },

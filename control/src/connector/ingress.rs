@@ -47,6 +47,28 @@ impl IngressRouter for CompiledIngress {
     }
 }
 
+/// The rules in force, replaceable while requests are running (SIGHUP). Reads are lock-free
+/// (`arc-swap`), so workers never contend on it.
+#[derive(Debug)]
+pub struct SwappableIngress(arc_swap::ArcSwap<CompiledIngress>);
+
+impl SwappableIngress {
+    pub fn new(c: CompiledIngress) -> Self {
+        Self(arc_swap::ArcSwap::from_pointee(c))
+    }
+
+    /// New requests use `c` from now on; requests in flight keep their target.
+    pub fn store(&self, c: CompiledIngress) {
+        self.0.store(Arc::new(c));
+    }
+}
+
+impl IngressRouter for SwappableIngress {
+    fn route(&self, host: &str, path: &str) -> Arc<OriginTarget> {
+        self.0.load().route(host, path)
+    }
+}
+
 fn service(s: &Service) -> anyhow::Result<OriginService> {
     Ok(match s {
         Service::Http(url) => {

@@ -54,12 +54,16 @@ pub struct RunOptions {
     pub retries: u32,
     /// In-flight requests get this long after SIGTERM/SIGINT.
     pub grace_period: std::time::Duration,
+    /// Exit nonzero once every connection failed this many attempts in a row.
+    pub max_failures: Option<u32>,
 }
 
 /// Everything resolved; ready to start.
 pub struct Prepared {
     pub credentials: Credentials,
-    pub ingress: Arc<dyn IngressRouter>,
+    pub ingress: Arc<ingress::SwappableIngress>,
+    /// The config.yml in use (what SIGHUP reloads).
+    pub config_path: Option<PathBuf>,
     pub local_config: Option<Vec<u8>>,
     pub edges: Vec<SocketAddr>,
     pub ca_pem: Vec<u8>,
@@ -105,29 +109,7 @@ pub fn prepare(opts: &RunOptions) -> anyhow::Result<Prepared> {
 
     let credentials = resolve_credentials(opts, cfg.as_ref(), &dirs)?;
 
-    // Ingress: config rules, or --url / --hello-world, never both.
-    let has_rules = cfg.as_ref().is_some_and(|c| !c.ingress.is_empty());
-    let url = opts.url.clone().or_else(|| flag_str(cfg.as_ref(), "url"));
-    let defaults = cfg
-        .as_ref()
-        .map(|c| c.origin_request.clone())
-        .unwrap_or_default();
-    let ingress = if has_rules {
-        if url.is_some() || opts.hello_world {
-            bail!("{URL_INCOMPATIBLE_WITH_INGRESS}");
-        }
-        let cfg = cfg.as_ref().expect("has_rules implies a config");
-        Ingress::from_config(cfg).map_err(|e| anyhow!("Validation failed: {e}"))?
-    } else if let Some(u) = &url {
-        let service = Service::parse(u).map_err(|e| anyhow!("--url {u}: {e}"))?;
-        Ingress::single(service, defaults)
-    } else if opts.hello_world {
-        Ingress::single(Service::HelloWorld, defaults)
-    } else {
-        warn!("{NO_INGRESS_RULES_CLI}");
-        Ingress::single(Service::HttpStatus(503), defaults)
-    };
-    let compiled = CompiledIngress::new(ingress)?;
+    let compiled = load_ingress(opts, cfg.as_ref())?;
     let local_config = cfg.as_ref().map(|c| {
         serde_json::json!({
             "ingress_rules": compiled.rules(),
@@ -163,11 +145,53 @@ pub fn prepare(opts: &RunOptions) -> anyhow::Result<Prepared> {
         .with_context(|| format!("cannot read --cacert {}", cacert.display()))?;
     Ok(Prepared {
         credentials,
-        ingress: Arc::new(compiled),
+        ingress: Arc::new(ingress::SwappableIngress::new(compiled)),
+        config_path,
         local_config,
         edges,
         ca_pem,
     })
+}
+
+/// Ingress from config.yml rules, or `--url` / `--hello-world`, never both; with none, cloudflared's
+/// 503 catch-all and its warning.
+fn load_ingress(opts: &RunOptions, cfg: Option<&ConfigFile>) -> anyhow::Result<CompiledIngress> {
+    let has_rules = cfg.is_some_and(|c| !c.ingress.is_empty());
+    let url = opts.url.clone().or_else(|| flag_str(cfg, "url"));
+    let defaults = cfg.map(|c| c.origin_request.clone()).unwrap_or_default();
+    let ingress = if has_rules {
+        if url.is_some() || opts.hello_world {
+            bail!("{URL_INCOMPATIBLE_WITH_INGRESS}");
+        }
+        let cfg = cfg.expect("has_rules implies a config");
+        Ingress::from_config(cfg).map_err(|e| anyhow!("Validation failed: {e}"))?
+    } else if let Some(u) = &url {
+        let service = Service::parse(u).map_err(|e| anyhow!("--url {u}: {e}"))?;
+        Ingress::single(service, defaults)
+    } else if opts.hello_world {
+        Ingress::single(Service::HelloWorld, defaults)
+    } else {
+        warn!("{NO_INGRESS_RULES_CLI}");
+        Ingress::single(Service::HttpStatus(503), defaults)
+    };
+    CompiledIngress::new(ingress)
+}
+
+/// SIGHUP: reads config.yml again and swaps in its ingress rules and origin options for new
+/// requests. An invalid file is rejected with its error and the rules in force stay.
+pub fn reload(
+    opts: &RunOptions,
+    path: Option<&std::path::Path>,
+    target: &ingress::SwappableIngress,
+) -> anyhow::Result<usize> {
+    let cfg = match path {
+        Some(p) => Some(ConfigFile::load(p)?),
+        None => None,
+    };
+    let compiled = load_ingress(opts, cfg.as_ref())?;
+    let rules = compiled.rules();
+    target.store(compiled);
+    Ok(rules)
 }
 
 fn resolve_credentials(
@@ -236,13 +260,31 @@ pub struct RunningConnector {
     connector: Connector,
     server: MetricsServer,
     events: hooks::Events,
+    opts: RunOptions,
+    config_path: Option<PathBuf>,
+    ingress: Arc<ingress::SwappableIngress>,
 }
 
 impl RunningConnector {
     /// Blocks until SIGINT/SIGTERM, then shuts down gracefully (`Ok`; a second signal exits at
     /// once), or until every connection gave up (`Err`).
     pub fn wait(self) -> anyhow::Result<()> {
-        let outcome = hooks::wait(self.events);
+        let reload = {
+            let (opts, path, ingress) = (
+                self.opts.clone(),
+                self.config_path.clone(),
+                self.ingress.clone(),
+            );
+            move || match reload(&opts, path.as_deref(), &ingress) {
+                Ok(n) => {
+                    info!("Reloaded configuration: {n} ingress rules in force for new requests")
+                }
+                Err(e) => tracing::error!(
+                    "Configuration reload rejected, previous rules stay in force: {e:#}"
+                ),
+            }
+        };
+        let outcome = hooks::wait(self.events, reload);
         if outcome.is_ok() {
             info!(
                 "Initiating graceful shutdown: unregistering connections, waiting for in-flight requests"
@@ -278,7 +320,7 @@ pub fn start(opts: RunOptions) -> anyhow::Result<RunningConnector> {
         .client_config(crypto)
         .context("cannot build the QUIC client configuration")?;
     let ha = opts.ha_connections.max(1);
-    let (hooks, events) = hooks::LoggingHooks::new(ha, creds.tunnel_id);
+    let (hooks, events) = hooks::LoggingHooks::new(ha, creds.tunnel_id, opts.max_failures);
     info!(
         "Starting tunnel tunnelID={} connectorID={connector_id} edges={:?} ha_connections={ha}",
         creds.tunnel_id, prepared.edges
@@ -304,7 +346,7 @@ pub fn start(opts: RunOptions) -> anyhow::Result<RunningConnector> {
             ..ConnectionOptions::default()
         },
         local_config: prepared.local_config.clone(),
-        ingress: prepared.ingress.clone(),
+        ingress: prepared.ingress.clone() as Arc<dyn IngressRouter>,
         metrics,
         hooks: Arc::new(hooks),
         retries: opts.retries,
@@ -323,5 +365,8 @@ pub fn start(opts: RunOptions) -> anyhow::Result<RunningConnector> {
         connector,
         server,
         events,
+        config_path: prepared.config_path.clone(),
+        ingress: prepared.ingress.clone(),
+        opts,
     })
 }

@@ -20,7 +20,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use dataplane::edge::{
-    Edge, EdgeSetup, RouteTable, TunnelCredentialCheck, bind_reuseport_tcp, bind_reuseport_udp,
+    Edge, EdgeSetup, LoadBalancerRoute, RouteTable, TunnelCredentialCheck, bind_reuseport_tcp,
+    bind_reuseport_udp,
 };
 use dataplane::http::Limits;
 use dataplane::quic::{CidKey, QuicConfig};
@@ -66,6 +67,36 @@ pub fn route_table(snap: &Snapshot) -> RouteTable {
         if r.proxied {
             t.add_dns_record(&r.record_type, &r.name, &r.content);
         }
+    }
+    // Load balancers whose pools hold tunnels: pools in failover order, then the fallback.
+    let pools: std::collections::HashMap<&str, &crate::store::Pool> =
+        snap.pools.iter().map(|p| (p.id.as_str(), p)).collect();
+    for lb in snap
+        .load_balancers
+        .iter()
+        .filter(|lb| lb.enabled && lb.proxied)
+    {
+        let mut order: Vec<&str> = lb.default_pools.iter().map(String::as_str).collect();
+        if !lb.fallback_pool.is_empty() && !order.contains(&lb.fallback_pool.as_str()) {
+            order.push(&lb.fallback_pool);
+        }
+        let route = LoadBalancerRoute {
+            pools: order
+                .iter()
+                .filter_map(|id| pools.get(id))
+                .filter(|p| p.enabled)
+                .map(|p| {
+                    p.origins
+                        .iter()
+                        .filter(|o| o.enabled)
+                        .filter_map(|o| {
+                            RouteTable::tunnel_of_address(&o.address).map(|t| (t, o.weight))
+                        })
+                        .collect()
+                })
+                .collect(),
+        };
+        t.add_load_balancer(&lb.name, route);
     }
     t
 }

@@ -49,7 +49,7 @@ use crate::runtime::{Mailboxes, WorkerCtx, WorkerHandle, Workers, WorkersConfig}
 use crate::udp::{UdpBackend, UdpConfig, UdpIo};
 
 pub use registry::{LiveConn, Registry};
-pub use routes::{AuthError, RouteTable, TunnelCredentialCheck};
+pub use routes::{AuthError, HostRoute, LoadBalancerRoute, RouteTable, TunnelCredentialCheck};
 
 /// A registered connector connection, as reported to [`EdgeHooks`].
 #[derive(Debug, Clone)]

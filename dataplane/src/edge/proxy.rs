@@ -24,6 +24,7 @@ use monoio::net::TcpStream;
 use tracing::debug;
 use uuid::Uuid;
 
+use super::routes::HostRoute;
 use super::{EdgeMsg, EdgeWorker, HandedClient, LiveConn};
 use crate::buf::BytesVec;
 use crate::http::{
@@ -146,8 +147,16 @@ fn route(w: &EdgeWorker, head: &RequestHead, handed: Option<(Uuid, u8)>) -> Rout
     let Some(host) = head.host_name() else {
         return Route::Answer(EdgeError::BadRequest);
     };
-    let Some(tunnel) = w.routes().tunnel_for_host(host) else {
-        return Route::Answer(EdgeError::NotFound);
+    let tunnel = match w.routes().route_for_host(host) {
+        None => return Route::Answer(EdgeError::NotFound),
+        Some(HostRoute::Tunnel(t)) => t,
+        Some(HostRoute::LoadBalancer(lb)) => {
+            let registry = w.registry.borrow();
+            match lb.choose(|t| registry.connections(*t) > 0, rand::random::<f64>()) {
+                Some(t) => t,
+                None => return Route::Answer(EdgeError::TunnelUnavailable),
+            }
+        }
     };
     let hops = handed.map_or(0, |(_, h)| h);
     // A handed-over request first tries the connection it was handed over for.

@@ -27,13 +27,57 @@ pub enum AuthError {
     WrongSecret(Uuid),
 }
 
-/// Host → tunnel, and tunnel → credential check.
+/// A load balancer whose origins are tunnels: pools in failover order (the default pools, then
+/// the fallback pool), each a list of (tunnel, weight).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadBalancerRoute {
+    pub pools: Vec<Vec<(Uuid, f64)>>,
+}
+
+impl LoadBalancerRoute {
+    /// Steering: the first pool with a healthy origin wins (ordered failover); inside it, a
+    /// weighted random choice among the healthy origins. An origin is healthy while its tunnel
+    /// has a live connection (`healthy`). `roll` is uniform in `[0, 1)`.
+    pub fn choose(&self, healthy: impl Fn(&Uuid) -> bool, roll: f64) -> Option<Uuid> {
+        // Bound: pools × origins of one load balancer.
+        for pool in &self.pools {
+            let live: Vec<&(Uuid, f64)> = pool
+                .iter()
+                .filter(|(t, w)| *w > 0.0 && healthy(t))
+                .collect();
+            let total: f64 = live.iter().map(|(_, w)| w).sum();
+            if live.is_empty() || total <= 0.0 {
+                continue;
+            }
+            let mut at = roll.clamp(0.0, 1.0) * total;
+            for (t, w) in &live {
+                if at < *w {
+                    return Some(*t);
+                }
+                at -= w;
+            }
+            return live.last().map(|(t, _)| *t);
+        }
+        None
+    }
+}
+
+/// Where a host's requests go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostRoute {
+    Tunnel(Uuid),
+    LoadBalancer(std::sync::Arc<LoadBalancerRoute>),
+}
+
+/// Host → tunnel (or load balancer), and tunnel → credential check.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     /// Snapshot version this table was built from.
     pub version: u64,
     /// Lower-case host name → tunnel.
     hosts: HashMap<String, Uuid>,
+    /// Lower-case host name → load balancer; wins over a DNS record of the same name.
+    balancers: HashMap<String, std::sync::Arc<LoadBalancerRoute>>,
     tunnels: HashMap<Uuid, TunnelCredentialCheck>,
 }
 
@@ -64,6 +108,36 @@ impl RouteTable {
         };
         self.hosts.insert(name.to_ascii_lowercase(), id);
         true
+    }
+
+    /// Adds a load balancer answering for `name`.
+    pub fn add_load_balancer(&mut self, name: &str, route: LoadBalancerRoute) {
+        self.balancers
+            .insert(name.to_ascii_lowercase(), std::sync::Arc::new(route));
+    }
+
+    /// The tunnel id an origin address names (`<uuid>.cfargotunnel.com`), if any.
+    pub fn tunnel_of_address(address: &str) -> Option<Uuid> {
+        address
+            .split('.')
+            .next()
+            .and_then(|l| Uuid::parse_str(l).ok())
+    }
+
+    /// Where requests for `host` go (case-insensitive, without port). A load balancer wins
+    /// over a DNS record of the same name.
+    pub fn route_for_host(&self, host: &str) -> Option<HostRoute> {
+        let lower;
+        let key = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = host.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            host
+        };
+        if let Some(lb) = self.balancers.get(key) {
+            return Some(HostRoute::LoadBalancer(lb.clone()));
+        }
+        self.hosts.get(key).map(|t| HostRoute::Tunnel(*t))
     }
 
     /// The tunnel serving `host` (case-insensitive, without port).
@@ -143,6 +217,36 @@ mod tests {
         assert_eq!(t.tunnel_for_host("a.example.com"), None);
         assert_eq!(t.tunnel_for_host("b.example.com"), None);
         assert_eq!(t.host_count(), 1);
+    }
+
+    #[test]
+    fn edge_routes_load_balancer_fails_over_in_order_and_weighs_inside_a_pool() {
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let lb = LoadBalancerRoute {
+            pools: vec![vec![(a, 1.0), (b, 3.0)], vec![(c, 1.0)]],
+        };
+        let all = |_: &Uuid| true;
+        assert_eq!(lb.choose(all, 0.0), Some(a));
+        assert_eq!(lb.choose(all, 0.24), Some(a));
+        assert_eq!(lb.choose(all, 0.26), Some(b));
+        assert_eq!(lb.choose(all, 0.99), Some(b));
+        // Pool 1 entirely down: pool 2 at once.
+        assert_eq!(lb.choose(|t| *t == c, 0.5), Some(c));
+        // One origin of pool 1 down: the other takes everything.
+        assert_eq!(lb.choose(|t| *t != b, 0.9), Some(a));
+        assert_eq!(lb.choose(|_| false, 0.5), None);
+
+        let mut t = RouteTable::new(1);
+        t.add_dns_record("CNAME", "lb.example.com", &format!("{a}.cfargotunnel.com"));
+        t.add_load_balancer("LB.example.com", lb.clone());
+        assert!(matches!(
+            t.route_for_host("lb.example.com"),
+            Some(HostRoute::LoadBalancer(_))
+        ));
+        assert_eq!(
+            RouteTable::tunnel_of_address(&format!("{c}.cfargotunnel.com")),
+            Some(c)
+        );
     }
 
     #[test]
