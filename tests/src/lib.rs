@@ -16,16 +16,25 @@
 //!   ingress validation and rule matching.
 //! - `tests/races.rs`: concurrent writers keep the store's invariants (unique names, one CNAME
 //!   per host, no lost pool origins); list pagination.
+//! - `tests/tunnel_*.rs`: the data path end to end: control plane + `ringway edge run` +
+//!   `ringway tunnel run` + origins (a real nginx and [`HashOrigin`]), driven by [`RawClient`].
+//!
+//! The data-path half of this file: [`Edge`], [`Connector`], [`Nginx`], [`HashOrigin`] and
+//! [`RawClient`]; their output is collected ([`OutputLog`]) so a failure prints what each
+//! process said.
 //!
 //! Waits use deadlines only as failure limits: a test polls until the condition holds and fails
 //! if the deadline passes first, so a slow machine makes a test slower, never red.
 
-use std::io::{BufRead, BufReader, Read};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -686,4 +695,1352 @@ pub fn cell(header: &str, row: &str, col: &str) -> String {
         .unwrap_or("")
         .trim()
         .to_string()
+}
+
+// ---- Data path: edge, connector, origins and a raw HTTP/1.1 client ----
+
+/// The stdout and stderr lines of a child process, collected on reader threads so a test can
+/// wait for a line with a failure limit and print everything the process said when it fails.
+#[derive(Debug, Clone, Default)]
+pub struct OutputLog {
+    inner: Arc<Mutex<LogLines>>,
+}
+
+#[derive(Debug, Default)]
+struct LogLines {
+    stdout: Vec<String>,
+    stderr: Vec<String>,
+    /// Reader threads that reached EOF (two once both pipes closed).
+    closed: u8,
+}
+
+impl OutputLog {
+    /// Starts collecting the piped stdout and stderr of `child`.
+    pub fn capture(child: &mut Child) -> Self {
+        let log = Self::default();
+        if let Some(out) = child.stdout.take() {
+            log.collect(out, true);
+        } else {
+            log.inner.lock().expect("log lock").closed += 1;
+        }
+        if let Some(err) = child.stderr.take() {
+            log.collect(err, false);
+        } else {
+            log.inner.lock().expect("log lock").closed += 1;
+        }
+        log
+    }
+
+    fn collect(&self, r: impl Read + Send + 'static, is_stdout: bool) {
+        let inner = self.inner.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(r);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf)
+                            .trim_end_matches(['\n', '\r'])
+                            .to_string();
+                        let mut g = inner.lock().expect("log lock");
+                        if is_stdout {
+                            g.stdout.push(line);
+                        } else {
+                            g.stderr.push(line);
+                        }
+                    }
+                }
+            }
+            inner.lock().expect("log lock").closed += 1;
+        });
+    }
+
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.inner.lock().expect("log lock").stdout.clone()
+    }
+
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.inner.lock().expect("log lock").stderr.clone()
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout_lines().join("\n")
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr_lines().join("\n")
+    }
+
+    /// Whether both pipes reached EOF (everything the process wrote is here).
+    pub fn closed(&self) -> bool {
+        self.inner.lock().expect("log lock").closed >= 2
+    }
+
+    /// Everything so far, for failure messages.
+    pub fn dump(&self) -> String {
+        format!(
+            "--- stdout ---\n{}\n--- stderr ---\n{}\n--------------",
+            self.stdout(),
+            self.stderr()
+        )
+    }
+}
+
+/// A child process with its output collected; killed (SIGKILL) and reaped on drop. When it is
+/// dropped by a failing test, its output goes to the test's stderr (shown with the failure), so
+/// every process of a failed test tells its side.
+#[derive(Debug)]
+pub struct LoggedProc {
+    pub name: String,
+    pub proc: Proc,
+    pub log: OutputLog,
+    /// Set once a failure message already carried the output.
+    dumped: AtomicBool,
+}
+
+impl Drop for LoggedProc {
+    fn drop(&mut self) {
+        self.proc.kill9();
+        if std::thread::panicking() && !self.dumped.load(Ordering::Relaxed) {
+            let drained = Instant::now() + Duration::from_secs(2);
+            while !self.log.closed() && Instant::now() < drained {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            eprintln!(
+                "==== output of {} (pid {}) ====\n{}",
+                self.name,
+                self.proc.pid(),
+                self.log.dump()
+            );
+        }
+    }
+}
+
+impl LoggedProc {
+    /// Spawns `cmd` with stdin closed and stdout/stderr collected.
+    pub fn spawn(name: &str, mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let log = OutputLog::capture(&mut child);
+        Self {
+            name: name.to_string(),
+            proc: Proc { child },
+            log,
+            dumped: AtomicBool::new(false),
+        }
+    }
+
+    /// The exit status if the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.proc.child.try_wait().expect("try_wait")
+    }
+
+    /// Panics with the process output.
+    pub fn fail(&self, why: &str) -> ! {
+        self.dumped.store(true, Ordering::Relaxed);
+        panic!("{} {why}\n{}", self.name, self.log.dump())
+    }
+
+    /// Polls `f` over the collected output until it returns `Some`. Fails with the output after
+    /// `limit`, or as soon as the process has exited and its output is complete.
+    pub fn wait_output<T>(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut f: impl FnMut(&OutputLog) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(v) = f(&self.log) {
+                return v;
+            }
+            if let Some(status) = self.exited() {
+                // Let the readers drain what the process wrote before it died.
+                let drained = Instant::now() + Duration::from_secs(5);
+                while !self.log.closed() && Instant::now() < drained {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if let Some(v) = f(&self.log) {
+                    return v;
+                }
+                self.fail(&format!("exited ({status}) while waiting for {what}"));
+            }
+            if Instant::now() >= deadline {
+                self.fail(&format!("timed out after {limit:?} waiting for {what}"));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Waits for a stdout line for which `f` returns `Some`.
+    pub fn wait_stdout<T>(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut f: impl FnMut(&str) -> Option<T>,
+    ) -> T {
+        self.wait_output(what, limit, |log| {
+            log.stdout_lines().iter().find_map(|l| f(l))
+        })
+    }
+
+    /// Waits for exit, failing with the output after `limit`; returns the status once the
+    /// output is complete.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(s) = self.exited() {
+                break s;
+            }
+            if Instant::now() >= deadline {
+                self.fail(&format!("did not exit within {limit:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let drained = Instant::now() + Duration::from_secs(5);
+        while !self.log.closed() && Instant::now() < drained {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        status
+    }
+}
+
+/// A loopback port that was free a moment ago (bind port 0, read it, drop the socket).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Options of [`Edge::start`].
+#[derive(Debug, Clone)]
+pub struct EdgeOpts {
+    /// How many `--tunnel-listen 127.0.0.1:0` addresses.
+    pub tunnel_listeners: usize,
+    pub location: Option<String>,
+    pub workers: Option<usize>,
+    /// Anything else, appended as given.
+    pub extra: Vec<String>,
+}
+
+impl Default for EdgeOpts {
+    fn default() -> Self {
+        Self {
+            tunnel_listeners: 1,
+            location: None,
+            workers: None,
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// A running `ringway edge run` on free loopback ports.
+#[derive(Debug)]
+pub struct Edge {
+    pub proc: LoggedProc,
+    pub state_dir: PathBuf,
+    http_addr: SocketAddr,
+    tunnel_addrs: Vec<SocketAddr>,
+    ca_path: PathBuf,
+}
+
+impl Edge {
+    /// Starts an edge following `cp` with its state in `dir`, and waits for `edge ready`.
+    pub fn start(cp: &ControlPlane, dir: &Path, opts: EdgeOpts) -> Self {
+        std::fs::create_dir_all(dir).expect("edge state dir");
+        let mut cmd = Command::new(ringway_bin());
+        cmd.args(["edge", "run", "--control", &cp.url])
+            .args(["--edge-token", &cp.edge_token()])
+            .arg("--state-dir")
+            .arg(dir);
+        for _ in 0..opts.tunnel_listeners {
+            cmd.args(["--tunnel-listen", "127.0.0.1:0"]);
+        }
+        cmd.args(["--http-listen", "127.0.0.1:0"]);
+        if let Some(loc) = &opts.location {
+            cmd.args(["--location", loc]);
+        }
+        if let Some(w) = opts.workers {
+            cmd.args(["--workers", &w.to_string()]);
+        }
+        cmd.args(&opts.extra);
+        let mut proc = LoggedProc::spawn("edge", cmd);
+        // Failure limit only: the edge is normally ready in well under a second.
+        proc.wait_stdout("`edge ready`", Duration::from_secs(60), |l| {
+            (l.trim() == "edge ready").then_some(())
+        });
+        let lines = proc.log.stdout_lines();
+        let mut tunnel_addrs = Vec::new();
+        let mut http_addr = None;
+        let mut ca_path = None;
+        for l in &lines {
+            let l = l.trim();
+            if let Some(a) = l.strip_prefix("tunnel listening on udp://") {
+                tunnel_addrs.push(
+                    a.parse()
+                        .unwrap_or_else(|e| proc.fail(&format!("bad tunnel address {a:?}: {e}"))),
+                );
+            } else if let Some(a) = l.strip_prefix("http listening on http://") {
+                http_addr = Some(
+                    a.trim_end_matches('/')
+                        .parse()
+                        .unwrap_or_else(|e| proc.fail(&format!("bad http address {a:?}: {e}"))),
+                );
+            } else if let Some(p) = l.strip_prefix("ca certificate at ") {
+                ca_path = Some(PathBuf::from(p));
+            }
+        }
+        if tunnel_addrs.len() != opts.tunnel_listeners {
+            proc.fail(&format!(
+                "printed {} tunnel addresses, expected {}",
+                tunnel_addrs.len(),
+                opts.tunnel_listeners
+            ));
+        }
+        let http_addr = http_addr.unwrap_or_else(|| proc.fail("printed no http address"));
+        let ca_path = ca_path.unwrap_or_else(|| proc.fail("printed no ca certificate path"));
+        if !ca_path.exists() {
+            proc.fail(&format!(
+                "ca certificate {} does not exist",
+                ca_path.display()
+            ));
+        }
+        Self {
+            proc,
+            state_dir: dir.to_path_buf(),
+            http_addr,
+            tunnel_addrs,
+            ca_path,
+        }
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn tunnel_addrs(&self) -> &[SocketAddr] {
+        &self.tunnel_addrs
+    }
+
+    pub fn ca_path(&self) -> &Path {
+        &self.ca_path
+    }
+
+    /// `--edge ADDR` for every tunnel address, then `--cacert PATH`: what a connector needs.
+    pub fn connector_args(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for a in &self.tunnel_addrs {
+            v.push("--edge".to_string());
+            v.push(a.to_string());
+        }
+        v.push("--cacert".to_string());
+        v.push(self.ca_path.display().to_string());
+        v
+    }
+
+    /// Everything the edge printed, for failure messages.
+    pub fn logs(&self) -> String {
+        self.proc.log.dump()
+    }
+
+    /// A `GET path` with `Host: host` on a fresh connection (closed after the answer); an I/O
+    /// error fails with the edge's output.
+    pub fn get(&self, host: &str, path: &str) -> HttpResponse {
+        let mut c = RawClient::connect(self.http_addr);
+        c.request(&request_bytes("GET", host, path, &[], None, true), false)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "GET http://{}{path} (Host: {host}) through the edge: {e}",
+                    self.http_addr,
+                )
+            })
+    }
+
+    /// Polls `GET host/path` until `ok` accepts the answer; fails after `limit` with the last
+    /// answer and the edge's output.
+    pub fn wait_get(
+        &self,
+        what: &str,
+        host: &str,
+        path: &str,
+        limit: Duration,
+        ok: impl Fn(&HttpResponse) -> bool,
+    ) -> HttpResponse {
+        let deadline = Instant::now() + limit;
+        loop {
+            let last = RawClient::connect_timeout(self.http_addr, Duration::from_secs(10))
+                .and_then(|mut c| {
+                    c.request(&request_bytes("GET", host, path, &[], None, true), false)
+                });
+            match &last {
+                Ok(r) if ok(r) => return last.expect("checked"),
+                _ => {}
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out after {limit:?} waiting for {what} (GET {host}{path}); last answer: {}",
+                    match &last {
+                        Ok(r) => r.summary(),
+                        Err(e) => format!("error {e}"),
+                    },
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A running `ringway tunnel … run` (a connector); its output is collected.
+#[derive(Debug)]
+pub struct Connector {
+    pub proc: LoggedProc,
+}
+
+/// The marker the connector logs once per registered connection.
+pub const REGISTERED: &str = "Registered tunnel connection";
+
+impl Connector {
+    /// Runs `ringway ARGS` (e.g. `tunnel run --url … --edge … --cacert … NAME`) in `cli`'s
+    /// home and waits until one connection is registered.
+    pub fn start(cli: &Cli, args: &[&str]) -> Self {
+        Self::start_n(cli, args, 1)
+    }
+
+    /// Like [`Connector::start`], waiting for `n` registered connections.
+    pub fn start_n(cli: &Cli, args: &[&str], n: usize) -> Self {
+        let mut c = Self::spawn(cli, args);
+        c.wait_registered(n);
+        c
+    }
+
+    /// Starts without waiting for anything. Unless `args` has `--metrics`, the metrics
+    /// server gets `127.0.0.1:0`: the default port range (20241-20245) would run out when tests
+    /// run connectors in parallel.
+    pub fn spawn(cli: &Cli, args: &[&str]) -> Self {
+        let mut cmd = cli.command(args);
+        if args.contains(&"run") && !args.iter().any(|a| a.starts_with("--metrics")) {
+            cmd.args(["--metrics", "127.0.0.1:0"]);
+        }
+        Self {
+            proc: LoggedProc::spawn("connector", cmd),
+        }
+    }
+
+    /// How many `Registered tunnel connection` lines it has logged.
+    pub fn registered(&self) -> usize {
+        self.registered_lines().len()
+    }
+
+    pub fn registered_lines(&self) -> Vec<String> {
+        self.proc
+            .log
+            .stderr_lines()
+            .into_iter()
+            .chain(self.proc.log.stdout_lines())
+            .filter(|l| l.contains(REGISTERED))
+            .collect()
+    }
+
+    /// Waits (30 s failure limit) until `n` connections are registered.
+    pub fn wait_registered(&mut self, n: usize) {
+        self.proc.wait_output(
+            &format!("{n} × {REGISTERED:?}"),
+            Duration::from_secs(30),
+            |log| {
+                let count = log
+                    .stderr_lines()
+                    .iter()
+                    .chain(log.stdout_lines().iter())
+                    .filter(|l| l.contains(REGISTERED))
+                    .count();
+                (count >= n).then_some(())
+            },
+        );
+    }
+
+    /// The address of `Starting metrics server on IP:PORT/metrics`.
+    pub fn metrics_addr(&mut self) -> SocketAddr {
+        let marker = "Starting metrics server on ";
+        self.proc
+            .wait_output("the metrics server line", Duration::from_secs(30), |log| {
+                log.stderr_lines()
+                    .iter()
+                    .chain(log.stdout_lines().iter())
+                    .find_map(|l| {
+                        let rest = &l[l.find(marker)? + marker.len()..];
+                        let addr = rest.split("/metrics").next()?.trim();
+                        let addr = addr.trim_start_matches("http://");
+                        addr.parse::<SocketAddr>().ok()
+                    })
+            })
+    }
+
+    /// Everything the connector printed.
+    pub fn logs(&self) -> String {
+        self.proc.log.dump()
+    }
+
+    pub fn kill9(&mut self) {
+        self.proc.proc.kill9();
+    }
+}
+
+/// A real nginx (`/usr/sbin/nginx`, Debian's nginx-light) serving `root()` on a free loopback
+/// port, as the invoking user (no `user` directive; `master_process off` keeps one process).
+#[derive(Debug)]
+pub struct Nginx {
+    pub proc: LoggedProc,
+    pub addr: SocketAddr,
+    root: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub const NGINX_BIN: &str = "/usr/sbin/nginx";
+
+impl Nginx {
+    /// Starts nginx in a fresh temp dir; write the files to serve under [`Nginx::root`].
+    pub fn start() -> Self {
+        assert!(
+            Path::new(NGINX_BIN).exists(),
+            "{NGINX_BIN} missing: install Debian's nginx-light (.ci/run does)"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("www");
+        std::fs::create_dir_all(&root).expect("www");
+        // The port was free a moment ago; another process may take it before nginx binds, so
+        // a failed bind is retried on a new port.
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let conf = Self::write_conf(dir.path(), &root, port);
+            let mut cmd = Command::new(NGINX_BIN);
+            cmd.arg("-p")
+                .arg(dir.path())
+                .arg("-c")
+                .arg(&conf)
+                .args(["-e", "stderr"]);
+            let mut proc = LoggedProc::spawn("nginx", cmd);
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if std::net::TcpStream::connect(addr).is_ok() {
+                    return Self {
+                        proc,
+                        addr,
+                        root,
+                        _dir: dir,
+                    };
+                }
+                if proc.exited().is_some() || Instant::now() >= deadline {
+                    proc.proc.kill9();
+                    last = proc.log.dump();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("nginx did not start:\n{last}");
+    }
+
+    fn write_conf(dir: &Path, root: &Path, port: u16) -> PathBuf {
+        let d = dir.display();
+        // Temp paths of the modules compiled in, all inside the temp dir so that nginx writes
+        // nothing under /var (and runs unprivileged).
+        let v = Command::new(NGINX_BIN)
+            .arg("-V")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .unwrap_or_default();
+        let mut temps = format!("client_body_temp_path {d}/client_body;\n");
+        for m in ["proxy", "fastcgi", "uwsgi", "scgi"] {
+            if !v.contains(&format!("--without-http_{m}_module")) {
+                temps.push_str(&format!("    {m}_temp_path {d}/{m}_temp;\n"));
+            }
+        }
+        let conf = format!(
+            r#"daemon off;
+master_process off;
+worker_processes 1;
+error_log stderr;
+pid {d}/nginx.pid;
+events {{
+    worker_connections 1024;
+}}
+http {{
+    access_log off;
+    {temps}
+    types {{
+        text/html html;
+        text/plain txt;
+        application/json json;
+        application/octet-stream bin;
+    }}
+    default_type application/octet-stream;
+    keepalive_requests 10000;
+    server {{
+        listen 127.0.0.1:{port};
+        server_name _;
+        root {root};
+        location / {{
+        }}
+    }}
+}}
+"#,
+            root = root.display()
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf).expect("write nginx.conf");
+        path
+    }
+
+    /// The document root: `root()/x.html` is served as `/x.html`.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// A small HTTP/1.1 origin on a loopback port, written for the tests:
+/// - any request with a body (or any `POST`/`PUT`): `200`, body = hex SHA-256 of the request
+///   body (Content-Length or chunked), header `X-Body-Length`;
+/// - `GET /headers`: `200` JSON `{"method","path","tag","headers":[[name,value],…]}`;
+/// - `GET /status/NNN`: status NNN;
+/// - anything else: `200` text `tag=TAG path=PATH`.
+///
+/// Every answer carries `X-Origin-Tag: TAG` and has a Content-Length; connections are kept
+/// alive. Closed on drop.
+#[derive(Debug)]
+pub struct HashOrigin {
+    pub addr: SocketAddr,
+    pub tag: String,
+    requests: Arc<AtomicUsize>,
+    last_body: Arc<Mutex<Vec<u8>>>,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<HashMap<usize, TcpStream>>>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HashOrigin {
+    pub fn start(tag: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind origin");
+        let addr = listener.local_addr().expect("addr");
+        let requests = Arc::new(AtomicUsize::new(0));
+        let last_body = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns = Arc::new(Mutex::new(HashMap::new()));
+        let accept = {
+            let (tag, requests, last_body, stop, conns) = (
+                tag.to_string(),
+                requests.clone(),
+                last_body.clone(),
+                stop.clone(),
+                conns.clone(),
+            );
+            std::thread::spawn(move || {
+                for (n, stream) in listener.incoming().enumerate() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let Ok(clone) = stream.try_clone() else {
+                        continue;
+                    };
+                    conns.lock().expect("conns").insert(n, clone);
+                    let (tag, requests, last_body, conns) = (
+                        tag.clone(),
+                        requests.clone(),
+                        last_body.clone(),
+                        conns.clone(),
+                    );
+                    std::thread::spawn(move || {
+                        let _ = serve_origin_conn(stream, &tag, &requests, &last_body);
+                        // Close for real: the clone kept for drop would hold the socket open.
+                        if let Some(c) = conns.lock().expect("conns").remove(&n) {
+                            let _ = c.shutdown(std::net::Shutdown::Both);
+                        }
+                    });
+                }
+            })
+        };
+        Self {
+            addr,
+            tag: tag.to_string(),
+            requests,
+            last_body,
+            stop,
+            conns,
+            accept: Some(accept),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests answered so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// The body of the last request that had one, as received.
+    pub fn last_body(&self) -> Vec<u8> {
+        self.last_body.lock().expect("last body").clone()
+    }
+}
+
+impl Drop for HashOrigin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        for (_, c) in self.conns.lock().expect("conns").drain() {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        if let Some(h) = self.accept.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// One parsed request head.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl RequestHead {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header_in(&self.headers, name)
+    }
+}
+
+fn header_in<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// A start line and its header fields.
+type Head = (String, Vec<(String, String)>);
+
+/// Reads header lines up to the blank line. `None` on a clean EOF before the first byte.
+fn read_head_lines(r: &mut impl BufRead) -> std::io::Result<Option<Head>> {
+    let mut first = String::new();
+    // Tolerate stray blank lines between messages (RFC 9112 §2.2).
+    loop {
+        first.clear();
+        if r.read_line(&mut first)? == 0 {
+            return Ok(None);
+        }
+        if !first.trim().is_empty() {
+            break;
+        }
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "EOF inside a message head",
+            ));
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            break;
+        }
+        let (k, v) = line.split_once(':').ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("bad header line {line:?}"),
+            )
+        })?;
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    Ok(Some((
+        first.trim_end_matches(['\r', '\n']).to_string(),
+        headers,
+    )))
+}
+
+/// Reads a chunked body (trailers are read and dropped).
+fn read_chunked(r: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    match read_chunks_into(r, &mut body) {
+        Ok(()) => Ok(body),
+        Err(e) => Err(std::io::Error::new(
+            e.kind(),
+            format!("{e} after {} decoded body bytes", body.len()),
+        )),
+    }
+}
+
+fn read_chunks_into(r: &mut impl BufRead, body: &mut Vec<u8>) -> std::io::Result<()> {
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "EOF inside a chunked body",
+            ));
+        }
+        let size_text = line.trim().split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("bad chunk size {line:?}"),
+            )
+        })?;
+        if size == 0 {
+            // Trailers up to the blank line.
+            loop {
+                let mut t = String::new();
+                if r.read_line(&mut t)? == 0 || t.trim().is_empty() {
+                    return Ok(());
+                }
+            }
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        r.read_exact(&mut body[start..])?;
+        let mut crlf = [0u8; 2];
+        r.read_exact(&mut crlf)?;
+        if &crlf != b"\r\n" {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "chunk not followed by CRLF",
+            ));
+        }
+    }
+}
+
+fn is_chunked(headers: &[(String, String)]) -> bool {
+    headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+    })
+}
+
+fn content_length(headers: &[(String, String)]) -> std::io::Result<Option<usize>> {
+    match header_in(headers, "content-length") {
+        None => Ok(None),
+        Some(v) => v.trim().parse().map(Some).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("bad Content-Length {v:?}"),
+            )
+        }),
+    }
+}
+
+fn serve_origin_conn(
+    stream: TcpStream,
+    tag: &str,
+    requests: &AtomicUsize,
+    last_body: &Mutex<Vec<u8>>,
+) -> std::io::Result<()> {
+    let mut w = stream.try_clone()?;
+    let mut r = BufReader::new(stream);
+    loop {
+        let Some((line, headers)) = read_head_lines(&mut r)? else {
+            return Ok(());
+        };
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let target = parts.next().unwrap_or("").to_string();
+        let head = RequestHead {
+            method,
+            target,
+            headers,
+        };
+        if head
+            .header("expect")
+            .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+        {
+            w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        }
+        let body = if is_chunked(&head.headers) {
+            Some(read_chunked(&mut r)?)
+        } else if let Some(n) = content_length(&head.headers)? {
+            let mut b = vec![0u8; n];
+            r.read_exact(&mut b)?;
+            Some(b)
+        } else {
+            None
+        };
+        let close = head
+            .header("connection")
+            .is_some_and(|c| c.eq_ignore_ascii_case("close"));
+        let path = head.target.split('?').next().unwrap_or("").to_string();
+        let (status, ctype, extra, resp_body): (u16, &str, String, Vec<u8>) =
+            if body.is_some() || head.method == "POST" || head.method == "PUT" {
+                let b = body.unwrap_or_default();
+                let hash = sha256_hex(&b);
+                let len = b.len();
+                *last_body.lock().expect("last body") = b;
+                (
+                    200,
+                    "text/plain",
+                    format!("X-Body-Length: {len}\r\n"),
+                    hash.into_bytes(),
+                )
+            } else if path == "/headers" {
+                let j = json!({
+                    "method": head.method,
+                    "path": head.target,
+                    "tag": tag,
+                    "headers": head.headers.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+                });
+                (
+                    200,
+                    "application/json",
+                    String::new(),
+                    j.to_string().into_bytes(),
+                )
+            } else if let Some(code) = path
+                .strip_prefix("/status/")
+                .and_then(|c| c.parse::<u16>().ok())
+            {
+                (
+                    code,
+                    "text/plain",
+                    String::new(),
+                    format!("status {code}").into_bytes(),
+                )
+            } else {
+                (
+                    200,
+                    "text/plain",
+                    String::new(),
+                    format!("tag={tag} path={}", head.target).into_bytes(),
+                )
+            };
+        requests.fetch_add(1, Ordering::SeqCst);
+        let mut out = format!(
+            "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nX-Origin-Tag: {tag}\r\n{extra}",
+            reason(status),
+            if head.method == "HEAD" {
+                0
+            } else {
+                resp_body.len()
+            },
+        );
+        if close {
+            out.push_str("Connection: close\r\n");
+        }
+        out.push_str("\r\n");
+        let mut bytes = out.into_bytes();
+        if head.method != "HEAD" {
+            bytes.extend_from_slice(&resp_body);
+        }
+        w.write_all(&bytes)?;
+        w.flush()?;
+        if close {
+            return Ok(());
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        400 => "Bad Request",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+/// Where two byte strings first differ, for failure messages: lengths, the first differing
+/// offset and a few bytes of each from there.
+pub fn describe_difference(got: &[u8], want: &[u8]) -> String {
+    let first = got.iter().zip(want).position(|(a, b)| a != b);
+    let at = first.unwrap_or(got.len().min(want.len()));
+    let show = |b: &[u8]| hex::encode(&b[at.min(b.len())..(at + 16).min(b.len())]);
+    format!(
+        "got {} bytes, want {}; first difference at offset {at}: got {}…, want {}…",
+        got.len(),
+        want.len(),
+        show(got),
+        show(want)
+    )
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so big bodies are not trivially compressible.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// One HTTP response as read off the wire.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub reason: String,
+    /// In wire order, names as sent.
+    pub headers: Vec<(String, String)>,
+    /// The body with any chunked framing removed.
+    pub body: Vec<u8>,
+    /// Whether the body was chunked on the wire.
+    pub chunked: bool,
+}
+
+impl HttpResponse {
+    /// The first header of this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header_in(&self.headers, name)
+    }
+
+    /// Every value of this header, in order.
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Status, headers and (a prefix of) the body, for failure messages.
+    pub fn summary(&self) -> String {
+        let body = self.text();
+        let body: String = body.chars().take(500).collect();
+        format!(
+            "{} {} {:?} body({} bytes): {body:?}",
+            self.status,
+            self.reason,
+            self.headers,
+            self.body.len()
+        )
+    }
+}
+
+/// An HTTP/1.1 client on one TCP connection that sends exact bytes and reads whole responses
+/// (Content-Length, chunked, or delimited by close). Several requests may share the socket.
+#[derive(Debug)]
+pub struct RawClient {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl RawClient {
+    /// Connects with a 60 s read/write failure limit.
+    pub fn connect(addr: SocketAddr) -> Self {
+        Self::connect_timeout(addr, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("connect {addr}: {e}"))
+    }
+
+    /// Connects with `timeout` as the connect and per-read/write limit.
+    pub fn connect_timeout(addr: SocketAddr, timeout: Duration) -> std::io::Result<Self> {
+        let s = TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        s.set_nodelay(true)?;
+        Ok(Self {
+            writer: s.try_clone()?,
+            reader: BufReader::new(s),
+        })
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.writer.write_all(bytes)?;
+        self.writer.flush()
+    }
+
+    /// The socket, e.g. to write a body in pieces.
+    pub fn stream(&mut self) -> &mut TcpStream {
+        &mut self.writer
+    }
+
+    /// Reads one response (1xx interim answers other than 101 are skipped). `head` says the
+    /// request was HEAD, so no body follows whatever the headers say.
+    pub fn read_response(&mut self, head: bool) -> std::io::Result<HttpResponse> {
+        loop {
+            let Some((line, headers)) = read_head_lines(&mut self.reader)? else {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed before a response",
+                ));
+            };
+            let mut parts = line.splitn(3, ' ');
+            let version = parts.next().unwrap_or("");
+            if !version.starts_with("HTTP/1.") {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("bad status line {line:?}"),
+                ));
+            }
+            let status: u16 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("bad status line {line:?}"),
+                )
+            })?;
+            let reason = parts.next().unwrap_or("").to_string();
+            if (100..200).contains(&status) && status != 101 {
+                continue;
+            }
+            let chunked = is_chunked(&headers);
+            let body = if head || status == 204 || status == 304 || (100..200).contains(&status) {
+                Vec::new()
+            } else if chunked {
+                read_chunked(&mut self.reader)?
+            } else if let Some(n) = content_length(&headers)? {
+                let mut b = vec![0u8; n];
+                let mut got = 0;
+                while got < n {
+                    match self.reader.read(&mut b[got..]) {
+                        Ok(0) => {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                format!("{status} response: EOF after {got} of {n} body bytes"),
+                            ));
+                        }
+                        Ok(k) => got += k,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            return Err(std::io::Error::new(
+                                e.kind(),
+                                format!("{status} response: {e} after {got} of {n} body bytes"),
+                            ));
+                        }
+                    }
+                }
+                b
+            } else {
+                let mut b = Vec::new();
+                self.reader.read_to_end(&mut b)?;
+                b
+            };
+            return Ok(HttpResponse {
+                status,
+                reason,
+                headers,
+                body,
+                chunked,
+            });
+        }
+    }
+
+    /// Sends `bytes` and reads the response.
+    pub fn request(&mut self, bytes: &[u8], head: bool) -> std::io::Result<HttpResponse> {
+        self.send(bytes)?;
+        self.read_response(head)
+    }
+
+    /// Whether the peer has closed the connection (reads EOF within `wait`).
+    pub fn peer_closed(&mut self, wait: Duration) -> bool {
+        let _ = self.writer.set_read_timeout(Some(wait));
+        let mut b = [0u8; 1];
+        matches!(self.reader.read(&mut b), Ok(0))
+    }
+}
+
+/// The bytes of a simple HTTP/1.1 request: request line, `Host`, `extra` headers, then
+/// `Content-Length` if there is a body (and no framing header in `extra`), `Connection: close`
+/// if `close`.
+pub fn request_bytes(
+    method: &str,
+    host: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: Option<&[u8]>,
+    close: bool,
+) -> Vec<u8> {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let framed = extra.iter().any(|(k, _)| {
+        k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding")
+    });
+    if let Some(b) = body
+        && !framed
+    {
+        head.push_str(&format!("Content-Length: {}\r\n", b.len()));
+    }
+    if close {
+        head.push_str("Connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    if let Some(b) = body {
+        bytes.extend_from_slice(b);
+    }
+    bytes
+}
+
+/// `GET path` with `Host: host` on a fresh connection to `addr`, `Connection: close`.
+pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> HttpResponse {
+    let mut c = RawClient::connect(addr);
+    c.request(&request_bytes("GET", host, path, &[], None, true), false)
+        .unwrap_or_else(|e| panic!("GET http://{addr}{path} (Host: {host}): {e}"))
+}
+
+/// The encoding of `body` in chunks of `chunk` bytes, with the final zero chunk.
+pub fn chunked_body(body: &[u8], chunk: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + body.len() / chunk.max(1) * 10 + 8);
+    for c in body.chunks(chunk.max(1)) {
+        out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+        out.extend_from_slice(c);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// Splits a shell command line into words (single quotes, double quotes with `\` escapes,
+/// backslash escapes outside quotes), e.g. the curl line the quickstart prints.
+pub fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                for c in chars.by_ref() {
+                    if c == '\'' {
+                        break;
+                    }
+                    cur.push(c);
+                }
+            }
+            '"' => {
+                in_word = true;
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => {
+                            if let Some(n) = chars.next() {
+                                cur.push(n);
+                            }
+                        }
+                        _ => cur.push(c),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    words
+}
+
+/// A control plane, a logged-in CLI and an edge following the control plane, all in one temp
+/// dir: the base of every data-path test.
+#[derive(Debug)]
+pub struct TunnelSetup {
+    pub edge: Edge,
+    pub s: Setup,
+}
+
+impl TunnelSetup {
+    pub fn new(zone: &str) -> Self {
+        Self::with_opts(zone, EdgeOpts::default())
+    }
+
+    pub fn with_opts(zone: &str, opts: EdgeOpts) -> Self {
+        let s = Setup::new(&[zone]);
+        let edge = Edge::start(&s.cp, &s.tmp.path().join("edge-state"), opts);
+        Self { edge, s }
+    }
+
+    pub fn cli(&self) -> &Cli {
+        &self.s.cli
+    }
+
+    /// `tunnel create NAME`, then `tunnel route dns NAME HOST` for each host; returns the id.
+    pub fn tunnel(&self, name: &str, hosts: &[&str]) -> String {
+        let id = self.s.cli.create(name, &[]);
+        for h in hosts {
+            self.route(name, h);
+        }
+        id
+    }
+
+    pub fn route(&self, name: &str, host: &str) {
+        self.s.cli.run(&["tunnel", "route", "dns", name, host]).ok();
+    }
+
+    /// The credentials file `tunnel create` wrote for `id`.
+    pub fn credentials_path(&self, id: &str) -> PathBuf {
+        self.s.cli.cloudflared_dir().join(format!("{id}.json"))
+    }
+
+    /// `tunnel run --credentials-file … --url URL --edge … --cacert … [extra] NAME`, waiting for
+    /// `n` registered connections.
+    pub fn run_url(&self, name: &str, id: &str, url: &str, extra: &[&str], n: usize) -> Connector {
+        let creds = self.credentials_path(id).display().to_string();
+        let mut args: Vec<String> = ["tunnel", "run", "--credentials-file", &creds, "--url", url]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(self.edge.connector_args());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(name.to_string());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        Connector::start_n(&self.s.cli, &refs, n)
+    }
+
+    /// Waits until `host` is served (any answer other than the edge's 404 and 530), i.e. the
+    /// edge has both the DNS record and a live connection.
+    pub fn wait_served(&self, host: &str) -> HttpResponse {
+        self.edge.wait_get(
+            &format!("{host} to be served"),
+            host,
+            "/",
+            Duration::from_secs(30),
+            |r| r.status != 404 && r.status != 530,
+        )
+    }
 }

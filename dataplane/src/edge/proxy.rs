@@ -534,6 +534,6 @@ async fn write_vec(stream: &mut TcpStream, v: BytesVec) -> io::Result<BytesVec> 
     if v.is_empty() {
         return Ok(v);
     }
-    let (r, v) = stream.write_vectored_all(v).await;
-    r.map(|_| v)
+    let (r, v) = crate::buf::write_all_vectored(stream, v).await;
+    r.map(|()| v)
 }

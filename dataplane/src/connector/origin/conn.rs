@@ -14,8 +14,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::buf::{BytesVec, write_all_vectored};
 use bytes::{Bytes, BytesMut};
-use monoio::buf::{IoBufMut, IoVecBuf};
+use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{TcpStream, UnixStream};
 use rustls::ClientConnection;
@@ -57,10 +58,10 @@ impl Plain {
         }
     }
 
-    async fn write_vectored_all<T: IoVecBuf>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
+    async fn write_vectored_all(&mut self, buf: BytesVec) -> io::Result<()> {
         match self {
-            Plain::Tcp(s) => s.write_vectored_all(buf).await,
-            Plain::Unix(s) => s.write_vectored_all(buf).await,
+            Plain::Tcp(s) => write_all_vectored(s, buf).await.0,
+            Plain::Unix(s) => write_all_vectored(s, buf).await.0,
         }
     }
 
@@ -213,40 +214,6 @@ pub(crate) enum Conn {
     Tls(Box<TlsConn>),
 }
 
-/// Owned `Bytes` as an iovec list for one vectored write (payload never copied).
-struct BytesVec {
-    _bufs: Vec<Bytes>,
-    iovecs: Vec<libc::iovec>,
-}
-
-impl BytesVec {
-    fn new(bufs: Vec<Bytes>) -> Self {
-        let iovecs = bufs
-            .iter()
-            .map(|b| libc::iovec {
-                iov_base: b.as_ptr().cast_mut().cast(),
-                iov_len: b.len(),
-            })
-            .collect();
-        Self {
-            _bufs: bufs,
-            iovecs,
-        }
-    }
-}
-
-// SAFETY: the iovecs point into `_bufs`, whose heap data `Bytes` never moves or frees while
-// the value lives; the iovec vector itself is not touched after construction, so its pointer
-// is stable while the runtime owns the value.
-unsafe impl IoVecBuf for BytesVec {
-    fn read_iovec_ptr(&self) -> *const libc::iovec {
-        self.iovecs.as_ptr()
-    }
-    fn read_iovec_len(&self) -> usize {
-        self.iovecs.len()
-    }
-}
-
 impl Conn {
     /// Appends what one read returns to `buf`; `Ok(0)` is end-of-stream.
     pub(crate) async fn read(&mut self, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
@@ -276,7 +243,11 @@ impl Conn {
                     let b = bufs.into_iter().next().unwrap_or_default();
                     return p.write_all(b).await.0.map(drop);
                 }
-                p.write_vectored_all(BytesVec::new(bufs)).await.0.map(drop)
+                let mut v = BytesVec::with_capacity(bufs.len());
+                for b in bufs {
+                    v.push(b);
+                }
+                p.write_vectored_all(v).await
             }
             Conn::Tls(t) => {
                 for b in bufs {
