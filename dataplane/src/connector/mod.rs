@@ -347,6 +347,16 @@ async fn drain(
 /// How long `unregisterConnection` may take before the connector closes anyway.
 const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
 
+impl Outcome {
+    /// A failure that retrying may fix.
+    fn transient(error: String) -> Self {
+        Outcome::Failed {
+            error,
+            permanent: false,
+        }
+    }
+}
+
 enum Outcome {
     /// Registered and served until the connection ended, for this reason.
     Served(String),
@@ -363,10 +373,7 @@ async fn run_connection(
     attempt: u32,
 ) -> Outcome {
     let setup = &common.setup;
-    let failed = |error: String| Outcome::Failed {
-        error,
-        permanent: false,
-    };
+    let failed = Outcome::transient;
     let bind: SocketAddr = if edge.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {
@@ -402,10 +409,7 @@ async fn connect_and_serve(
     attempt: u32,
 ) -> Outcome {
     let setup = &common.setup;
-    let failed = |error: String| Outcome::Failed {
-        error,
-        permanent: false,
-    };
+    let failed = Outcome::transient;
     let conn = match ep.connect(edge, &setup.server_name).await {
         Ok(c) => c,
         Err(e) => return failed(format!("edge {edge} unreachable: {e}")),

@@ -75,6 +75,19 @@ impl Registry {
     /// The connection of `tunnel` with the fewest open streams, across every replica; ties go
     /// round-robin.
     pub fn pick(&mut self, tunnel: Uuid) -> Option<Arc<LiveConn>> {
+        self.pick_where(tunnel, |_| true)
+    }
+
+    /// Like [`Registry::pick`], among the connections `worker` owns.
+    pub fn pick_on_worker(&mut self, tunnel: Uuid, worker: usize) -> Option<Arc<LiveConn>> {
+        self.pick_where(tunnel, |c| c.worker == worker)
+    }
+
+    fn pick_where(
+        &mut self,
+        tunnel: Uuid,
+        ok: impl Fn(&LiveConn) -> bool,
+    ) -> Option<Arc<LiveConn>> {
         let list = self.by_tunnel.get(&tunnel)?;
         let n = list.len();
         self.rotation = self.rotation.wrapping_add(1);
@@ -83,24 +96,7 @@ impl Registry {
         let mut best: Option<&Arc<LiveConn>> = None;
         for i in 0..n {
             let c = &list[(start + i) % n];
-            if best.is_none_or(|b| c.open_streams() < b.open_streams()) {
-                best = Some(c);
-            }
-        }
-        best.cloned()
-    }
-
-    /// Like [`Registry::pick`], among the connections `worker` owns.
-    pub fn pick_on_worker(&mut self, tunnel: Uuid, worker: usize) -> Option<Arc<LiveConn>> {
-        let list = self.by_tunnel.get(&tunnel)?;
-        let n = list.len();
-        self.rotation = self.rotation.wrapping_add(1);
-        let start = self.rotation % n;
-        // Bound: the tunnel's connections.
-        let mut best: Option<&Arc<LiveConn>> = None;
-        for i in 0..n {
-            let c = &list[(start + i) % n];
-            if c.worker == worker && best.is_none_or(|b| c.open_streams() < b.open_streams()) {
+            if ok(c) && best.is_none_or(|b| c.open_streams() < b.open_streams()) {
                 best = Some(c);
             }
         }
