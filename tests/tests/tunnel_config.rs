@@ -296,3 +296,44 @@ fn quickstart_serves_hello_world() {
     assert_eq!(r.status, 200, "{}\n{}", r.summary(), qs.log.dump());
     assert!(r.text().contains("ringway hello world"), "{}", r.summary());
 }
+
+/// The edge's bad inputs at first start: an unreachable control plane, or a wrong edge token,
+/// with no cached snapshot: one error line naming the cause, nonzero exit, token not echoed.
+#[test]
+fn edge_without_a_snapshot_source_fails_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |control: &str, token: &str, state: &str| {
+        std::process::Command::new(ringway_bin())
+            .args([
+                "edge",
+                "run",
+                "--control",
+                control,
+                "--edge-token",
+                token,
+                "--state-dir",
+                dir.path().join(state).to_str().unwrap(),
+                "--tunnel-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .env("RUST_LOG", "error")
+            .output()
+            .expect("run ringway edge run")
+    };
+    let out = run(&closed_port_url(), "t0kenvalue1", "a");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("cannot get a config snapshot"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_no_secrets("edge error", &err, &["t0kenvalue1"]);
+
+    let cp = ControlPlane::start(&dir.path().join("cp"), &[ZONE]);
+    let out = run(&format!("http://{}", cp.addr()), "wrongtokenvalue2", "b");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("401") || err.contains("token"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_no_secrets("edge error", &err, &["wrongtokenvalue2"]);
+}

@@ -158,6 +158,37 @@ pub fn start(opts: EdgeOptions) -> anyhow::Result<RunningEdge> {
         EdgeClient::new(&opts.control, opts.edge_token.clone()),
         SnapshotCache::new(&opts.state_dir),
     )?;
+    let initial = match follower.current() {
+        Some(snap) => {
+            info!(
+                version = snap.version,
+                "serving the cached snapshot until the control plane answers"
+            );
+            snap.clone()
+        }
+        None => {
+            // First start, nothing cached: without one snapshot there is nothing to route and
+            // no credential to check, so an unreachable control plane or a refused edge token
+            // is an error the operator must see now (a supervisor restarts us), not a silent
+            // wait. Checked before any worker starts.
+            follower.step().map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot get a config snapshot from the control plane at {} and none is cached in {}: {e}",
+                    opts.control,
+                    opts.state_dir.display()
+                )
+            })?;
+            // Bounded: a reachable control plane answers at once when nothing is known yet
+            // (version 0), or after one long-poll.
+            while follower.current().is_none() {
+                follower.step()?;
+            }
+            follower
+                .current()
+                .cloned()
+                .expect("loop ends with a snapshot")
+        }
+    };
     let edge_id = format!("{}-{}", opts.location, uuid::Uuid::new_v4());
     let hooks = reporter::start(
         EdgeClient::new(&opts.control, opts.edge_token.clone()),
@@ -185,30 +216,7 @@ pub fn start(opts: EdgeOptions) -> anyhow::Result<RunningEdge> {
         limits: Limits::default(),
     })?;
 
-    if let Some(snap) = follower.current() {
-        info!(
-            version = snap.version,
-            "serving the cached snapshot until the control plane answers"
-        );
-        edge.publish_routes(Arc::new(route_table(snap)));
-    } else {
-        // Nothing to route with yet: wait for the control plane (bounded only by the operator,
-        // who sees the warnings).
-        loop {
-            let stepped = follower.step().map(|_| ());
-            match stepped {
-                Ok(()) if follower.current().is_some() => break,
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "control plane unreachable and no cached snapshot yet");
-                    follower.backoff();
-                }
-            }
-        }
-        if let Some(snap) = follower.current() {
-            edge.publish_routes(Arc::new(route_table(snap)));
-        }
-    }
+    edge.publish_routes(Arc::new(route_table(&initial)));
     info!(workers = threads, location = %opts.location, "edge serving");
     let follower = std::thread::Builder::new()
         .name("edge-snapshot".into())
