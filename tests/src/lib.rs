@@ -2044,3 +2044,47 @@ impl TunnelSetup {
         )
     }
 }
+
+/// Like [`Edge::start`], but listening on the given addresses (e.g. those of an edge that was
+/// just killed, so connectors find the restarted one where they left it).
+pub fn edge_start_at(
+    cp: &ControlPlane,
+    dir: &Path,
+    tunnel_addrs: &[SocketAddr],
+    http_addr: SocketAddr,
+) -> Edge {
+    std::fs::create_dir_all(dir).expect("edge state dir");
+    let mut cmd = Command::new(ringway_bin());
+    cmd.args(["edge", "run", "--control", &cp.url])
+        .args(["--edge-token", &cp.edge_token()])
+        .arg("--state-dir")
+        .arg(dir);
+    for a in tunnel_addrs {
+        cmd.args(["--tunnel-listen", &a.to_string()]);
+    }
+    cmd.args(["--http-listen", &http_addr.to_string()]);
+    let mut proc = LoggedProc::spawn("edge", cmd);
+    proc.wait_stdout("`edge ready`", Duration::from_secs(60), |l| {
+        (l.trim() == "edge ready").then_some(())
+    });
+    let lines = proc.log.stdout_lines();
+    let ca_path = lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("ca certificate at ").map(PathBuf::from))
+        .unwrap_or_else(|| proc.fail("printed no ca certificate path"));
+    let printed_http = lines.iter().any(|l| {
+        l.trim()
+            .strip_prefix("http listening on http://")
+            .is_some_and(|a| a.trim_end_matches('/') == http_addr.to_string())
+    });
+    if !printed_http {
+        proc.fail(&format!("did not listen on http://{http_addr}"));
+    }
+    Edge {
+        proc,
+        state_dir: dir.to_path_buf(),
+        http_addr,
+        tunnel_addrs: tunnel_addrs.to_vec(),
+        ca_path,
+    }
+}

@@ -381,31 +381,10 @@ async fn run_worker(
         endpoints.push(ep);
     }
 
-    let listener = monoio::net::TcpListener::from_std(sockets.http)?;
-    let w = worker.clone();
-    let http_task = monoio::spawn(async move {
-        // One accept per turn; each client gets its own task.
-        loop {
-            match listener.accept().await {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    monoio::spawn(proxy::serve_client(
-                        w.clone(),
-                        stream,
-                        peer,
-                        BytesMut::new(),
-                        None,
-                    ));
-                }
-                Err(e) => {
-                    // EMFILE and friends: back off briefly rather than spin.
-                    warn!(error = %e, "public accept failed");
-                    monoio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
-    });
-
+    // Public requests are accepted only once the first route table has arrived: before it,
+    // every host would get a wrong 404 (the kernel queues connections meanwhile).
+    let mut http_listener = Some(sockets.http);
+    let mut http_task = None;
     // The worker's own inbox: snapshots, registry updates, handed-over clients.
     loop {
         let msg = ctx.inbox.recv().await?;
@@ -413,6 +392,9 @@ async fn run_worker(
             EdgeMsg::Routes(t) => {
                 debug!(worker = ctx.index, version = t.version, "routes updated");
                 *worker.routes.borrow_mut() = t;
+                if let Some(l) = http_listener.take() {
+                    http_task = Some(spawn_http_accept(worker.clone(), l)?);
+                }
             }
             EdgeMsg::ConnUp(live) => worker.registry.borrow_mut().add(live),
             EdgeMsg::ConnDown { tunnel, id } => {
@@ -435,7 +417,7 @@ async fn run_worker(
             }
             EdgeMsg::Shutdown => {
                 info!(worker = ctx.index, "edge worker shutting down");
-                drop(http_task);
+                drop(http_task.take());
                 for ep in &endpoints {
                     ep.shutdown(VarInt::from_u32(0), b"edge shutting down");
                 }
@@ -443,6 +425,36 @@ async fn run_worker(
             }
         }
     }
+}
+
+/// Accepts public clients on this worker's listener, one task per client.
+fn spawn_http_accept(
+    w: Rc<EdgeWorker>,
+    listener: std::net::TcpListener,
+) -> io::Result<monoio::task::JoinHandle<()>> {
+    let listener = monoio::net::TcpListener::from_std(listener)?;
+    Ok(monoio::spawn(async move {
+        // One accept per turn; each client gets its own task.
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    monoio::spawn(proxy::serve_client(
+                        w.clone(),
+                        stream,
+                        peer,
+                        BytesMut::new(),
+                        None,
+                    ));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off briefly rather than spin.
+                    warn!(error = %e, "public accept failed");
+                    monoio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }))
 }
 
 /// Binds `n` UDP sockets to `addr` with SO_REUSEPORT. With port 0 the first socket picks the

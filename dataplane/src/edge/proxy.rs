@@ -152,7 +152,7 @@ fn route(w: &EdgeWorker, head: &RequestHead, handed: Option<(Uuid, u8)>) -> Rout
         Some(HostRoute::Tunnel(t)) => t,
         Some(HostRoute::LoadBalancer(lb)) => {
             let registry = w.registry.borrow();
-            match lb.choose(|t| registry.connections(*t) > 0, rand::random::<f64>()) {
+            match lb.choose(|t| registry.is_healthy(*t), rand::random::<f64>()) {
                 Some(t) => t,
                 None => return Route::Answer(EdgeError::TunnelUnavailable),
             }

@@ -8,8 +8,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
@@ -28,11 +29,41 @@ pub struct LiveConn {
     pub remote: SocketAddr,
     /// Data streams open on it right now.
     pub streams: AtomicUsize,
+    /// When the owner last saw a datagram from the connector, in ms since [`epoch`]; updated
+    /// by the owning worker several times a second.
+    pub last_rx_ms: AtomicU64,
+}
+
+/// A connection that has sent nothing for this long is not routed to. Connectors send a
+/// keep-alive every second (cloudflared's setting), so a live one is never this quiet; a
+/// killed one is withdrawn after this instead of after the 5 s idle timeout.
+pub const STALE_AFTER: Duration = Duration::from_millis(2500);
+
+/// The process-wide time origin for `last_rx_ms`.
+pub fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn ms_since_epoch(t: Instant) -> u64 {
+    t.saturating_duration_since(epoch()).as_millis() as u64
 }
 
 impl LiveConn {
     pub fn open_streams(&self) -> usize {
         self.streams.load(Ordering::Relaxed)
+    }
+
+    /// Records that the connector was heard from at `t`.
+    pub fn heard_at(&self, t: Instant) {
+        self.last_rx_ms
+            .fetch_max(ms_since_epoch(t), Ordering::Relaxed);
+    }
+
+    /// Whether the connector was heard from within [`STALE_AFTER`] of `now`.
+    pub fn is_fresh(&self, now: Instant) -> bool {
+        ms_since_epoch(now).saturating_sub(self.last_rx_ms.load(Ordering::Relaxed))
+            <= STALE_AFTER.as_millis() as u64
     }
 }
 
@@ -88,6 +119,8 @@ impl Registry {
         tunnel: Uuid,
         ok: impl Fn(&LiveConn) -> bool,
     ) -> Option<Arc<LiveConn>> {
+        let now = Instant::now();
+        let ok = |c: &LiveConn| ok(c) && c.is_fresh(now);
         let list = self.by_tunnel.get(&tunnel)?;
         let n = list.len();
         self.rotation = self.rotation.wrapping_add(1);
@@ -116,6 +149,14 @@ impl Registry {
         self.by_tunnel.get(&tunnel).map_or(0, Vec::len)
     }
 
+    /// Whether `tunnel` has a connection that can be routed to now (registered and fresh).
+    pub fn is_healthy(&self, tunnel: Uuid) -> bool {
+        let now = Instant::now();
+        self.by_tunnel
+            .get(&tunnel)
+            .is_some_and(|l| l.iter().any(|c| c.is_fresh(now)))
+    }
+
     pub fn total(&self) -> usize {
         self.by_tunnel.values().map(Vec::len).sum()
     }
@@ -134,6 +175,7 @@ mod tests {
             worker,
             remote: "127.0.0.1:1".parse().unwrap(),
             streams: AtomicUsize::new(0),
+            last_rx_ms: AtomicU64::new(ms_since_epoch(Instant::now())),
         })
     }
 
@@ -159,6 +201,22 @@ mod tests {
         assert!(r.remove(t, a.id).is_some());
         assert!(r.pick(t).is_none());
         assert_eq!(r.total(), 0);
+    }
+
+    #[test]
+    fn edge_registry_skips_connections_not_heard_from() {
+        let t = Uuid::new_v4();
+        let mut r = Registry::default();
+        let quiet = conn(t, Uuid::new_v4(), 0, 0);
+        quiet.last_rx_ms.store(0, Ordering::Relaxed);
+        let _ = epoch();
+        std::thread::sleep(STALE_AFTER + Duration::from_millis(50));
+        r.add(quiet.clone());
+        assert!(r.pick(t).is_none(), "a silent connection is not routed to");
+        assert!(!r.is_healthy(t));
+        quiet.heard_at(Instant::now());
+        assert_eq!(r.pick(t).unwrap().id, quiet.id);
+        assert!(r.is_healthy(t));
     }
 
     #[test]

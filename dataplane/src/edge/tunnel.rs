@@ -8,8 +8,8 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tracing::{debug, info, warn};
@@ -48,7 +48,9 @@ pub(crate) async fn serve_connection(worker: Rc<EdgeWorker>, conn: Connection) {
     let rpc = serve_registration(handler, StreamReader::new(recv), StreamWriter::new(send));
     let mut rpc = std::pin::pin!(rpc.fuse());
     let mut closed = std::pin::pin!(conn.closed().fuse());
+    let mut liveness = std::pin::pin!(track_liveness(&conn, &live).fuse());
     futures::select! {
+        () = liveness => {}
         r = rpc => match r {
             Ok(()) => debug!(?remote, "control stream ended"),
             Err(e) => warn!(?remote, error = %e, "control stream failed"),
@@ -62,6 +64,27 @@ pub(crate) async fn serve_connection(worker: Rc<EdgeWorker>, conn: Connection) {
     }
     // Without its control stream the connection is useless to both sides.
     conn.close(VarInt::from_u32(0), b"control stream ended");
+}
+
+/// Copies when the connector was last heard from into its registry entry, which every worker
+/// reads when routing. Runs until the surrounding `select!` ends.
+async fn track_liveness(conn: &Connection, live: &RefCell<Option<Arc<LiveConn>>>) {
+    // Four checks per second: well inside `STALE_AFTER`, negligible work per connection.
+    loop {
+        monoio::time::sleep(Duration::from_millis(250)).await;
+        let entry = live.borrow().clone();
+        let Some(l) = entry else { continue };
+        if let Some(t) = conn.last_received() {
+            l.heard_at(t);
+        }
+        if !l.is_fresh(Instant::now()) {
+            // A killed connector never says goodbye: close now, so its in-flight requests fail
+            // at once and the connection leaves routing, instead of waiting for the idle timeout.
+            warn!(connection = %l.id, tunnel = %l.tunnel, "connector silent; closing its connection");
+            conn.close(VarInt::from_u32(0), b"connector silent");
+            return;
+        }
+    }
 }
 
 struct Registration {
@@ -125,7 +148,9 @@ impl RegistrationHandler for Registration {
             worker: self.worker.index,
             remote,
             streams: AtomicUsize::new(0),
+            last_rx_ms: AtomicU64::new(0),
         });
+        live.heard_at(std::time::Instant::now());
         *self.live.borrow_mut() = Some(live.clone());
         self.worker.conn_up(live.clone(), self.conn.clone());
         self.worker.hooks.connection_registered(&ConnectionInfo {

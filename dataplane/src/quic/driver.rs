@@ -204,6 +204,9 @@ struct Slot {
     dirty: bool,
     /// Whether the slot's index is in `Driver::send_queue`.
     queued: bool,
+    /// When the last datagram from the peer arrived (liveness: with keep-alives on, a live
+    /// peer is never silent for long).
+    last_rx: Option<Instant>,
 }
 
 struct EndpointTransmit {
@@ -380,6 +383,7 @@ impl Driver {
             Some(DatagramEvent::ConnectionEvent(handle, event)) => {
                 match self.conns.get_mut(handle.0).and_then(Option::as_mut) {
                     Some(slot) => {
+                        slot.last_rx = Some(now);
                         slot.conn.handle_event(event);
                         self.after_input(handle.0);
                     }
@@ -478,6 +482,7 @@ impl Driver {
             deadline: None,
             dirty: false,
             queued: false,
+            last_rx: None,
         });
         self.live += 1;
         id
@@ -874,6 +879,11 @@ impl Driver {
     /// quinn's statistics for a connection (RTT, congestion window, bytes, frames, ...).
     pub fn stats(&mut self, id: ConnId) -> Option<ConnectionStats> {
         Some(self.slot(id)?.conn.stats())
+    }
+
+    /// When the last datagram from the peer arrived (`None` before the first).
+    pub fn last_received(&mut self, id: ConnId) -> Option<Instant> {
+        self.slot(id)?.last_rx
     }
 
     /// The peer's address.

@@ -630,6 +630,11 @@ impl Connection {
         self.state.borrow_mut().driver.handshake_info(self.id)
     }
 
+    /// When the last datagram from the peer arrived.
+    pub fn last_received(&self) -> Option<Instant> {
+        self.state.borrow_mut().driver.last_received(self.id)
+    }
+
     pub fn stats(&self) -> Option<quinn_proto::ConnectionStats> {
         self.state.borrow_mut().driver.stats(self.id)
     }
