@@ -2070,7 +2070,11 @@ pub fn edge_start_at(
     let lines = proc.log.stdout_lines();
     let ca_path = lines
         .iter()
-        .find_map(|l| l.trim().strip_prefix("ca certificate at ").map(PathBuf::from))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("ca certificate at ")
+                .map(PathBuf::from)
+        })
         .unwrap_or_else(|| proc.fail("printed no ca certificate path"));
     let printed_http = lines.iter().any(|l| {
         l.trim()
