@@ -226,7 +226,9 @@ pub struct RunArgs {
     /// Metrics server address (default: 127.0.0.1:20241, or the next free port up to 20245).
     #[arg(long, env = "TUNNEL_METRICS")]
     pub metrics: Option<String>,
-    /// Permanent refusals (e.g. a wrong secret) in a row before a connection gives up.
+    /// Failed attempts in a row before a connection is reported failed (it then keeps
+    /// retrying at the 32 s cap); a refusal the edge calls permanent (a wrong secret) this many
+    /// times in a row makes the connection give up.
     #[arg(long, env = "TUNNEL_RETRIES", default_value_t = 5)]
     pub retries: u32,
     /// Exit nonzero once every connection has failed this many attempts in a row (default:

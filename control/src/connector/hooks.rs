@@ -106,6 +106,12 @@ impl ConnectorHooks for LoggingHooks {
         );
     }
 
+    fn failing(&self, index: u8, error: &str, attempts: u32) {
+        error!(
+            "Connection connIndex={index} failed {attempts} attempts in a row: {error}; retrying at the backoff cap"
+        );
+    }
+
     fn gave_up(&self, index: u8, error: &str) {
         error!("Connection connIndex={index} gave up: {error}");
         let _ = self.tx.send(Event::GaveUp {

@@ -75,6 +75,11 @@ pub trait ConnectorHooks: Send + Sync + 'static {
     fn attempt_failed(&self, index: u8, edge: SocketAddr, error: &str, retry_in: Duration) {
         let _ = (index, edge, error, retry_in);
     }
+    /// `attempts` attempts in a row failed (e.g. the edge is unreachable); the connection keeps
+    /// trying at the backoff cap.
+    fn failing(&self, index: u8, error: &str, attempts: u32) {
+        let _ = (index, error, attempts);
+    }
     /// The edge refused this connection `retries` times in a row with a refusal it says
     /// retrying will not fix (e.g. a wrong secret): the connection stops trying.
     fn gave_up(&self, index: u8, error: &str) {
@@ -131,7 +136,8 @@ pub struct ConnectorSetup {
     pub ingress: Arc<dyn IngressRouter>,
     pub metrics: Arc<TunnelMetrics>,
     pub hooks: Arc<dyn ConnectorHooks>,
-    /// Permanent refusals in a row before a connection gives up.
+    /// Failed attempts in a row before a connection is reported failed (it keeps retrying at
+    /// the backoff cap), and permanent refusals in a row before it gives up.
     pub retries: u32,
     /// How long in-flight requests may run after shutdown begins.
     pub grace_period: Duration,
@@ -307,6 +313,10 @@ async fn supervise(common: Arc<Common>, shared: Rc<ConnectorShared>, worker: usi
                     }
                 } else {
                     refusals = 0;
+                    if attempt + 1 == setup.retries.max(1) {
+                        // Reported once; the attempts go on at the backoff cap.
+                        setup.hooks.failing(index, &error, setup.retries.max(1));
+                    }
                 }
                 let wait = setup.backoff.delay(attempt);
                 setup.hooks.attempt_failed(index, edge, &error, wait);
