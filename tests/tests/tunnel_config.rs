@@ -337,3 +337,71 @@ fn edge_without_a_snapshot_source_fails_with_one_line() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert_no_secrets("edge error", &err, &["wrongtokenvalue2"]);
 }
+
+/// SIGHUP re-reads config.yml: new rules apply to new requests with no reconnect; an invalid
+/// file is rejected with its error and the rules in force stay.
+#[test]
+fn sighup_reloads_ingress_and_rejects_a_broken_config() {
+    let t = TunnelSetup::new(ZONE);
+    let (oa, ob) = (HashOrigin::start("A"), HashOrigin::start("B"));
+    let host = format!("r.{ZONE}");
+    let id = t.tunnel("reload", &[&host]);
+    let creds = t.credentials_path(&id);
+    let config = t.s.tmp.path().join("reload.yml");
+    let write = |origin: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "tunnel: {id}\ncredentials-file: {}\ningress:\n  - hostname: {host}\n    service: {origin}\n  - service: http_status:404\n",
+                creds.display()
+            ),
+        )
+        .unwrap();
+    };
+    write(&oa.url());
+    let config_s = config.display().to_string();
+    let mut args = vec![
+        "tunnel".to_string(),
+        "--config".into(),
+        config_s,
+        "run".into(),
+    ];
+    args.extend(t.edge.connector_args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let conn = Connector::start(t.cli(), &args);
+    t.wait_served(&host);
+    assert_eq!(t.edge.get(&host, "/x").header("X-Origin-Tag"), Some("A"));
+    let registered = conn.proc.log.stderr().matches(REGISTERED).count();
+
+    write(&ob.url());
+    conn.proc.proc.signal("HUP");
+    wait_for(
+        "the reloaded rule to route to B",
+        Duration::from_secs(30),
+        || (t.edge.get(&host, "/x").header("X-Origin-Tag") == Some("B")).then_some(()),
+    );
+
+    std::fs::write(&config, "ingress: [not, a, rule").unwrap();
+    conn.proc.proc.signal("HUP");
+    wait_for(
+        "the rejection to be logged",
+        Duration::from_secs(30),
+        || {
+            conn.proc
+                .log
+                .stderr()
+                .contains("Configuration reload rejected")
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        t.edge.get(&host, "/y").header("X-Origin-Tag"),
+        Some("B"),
+        "the rules in force stay after a bad reload"
+    );
+    assert_eq!(
+        conn.proc.log.stderr().matches(REGISTERED).count(),
+        registered,
+        "no connection was dropped or re-registered"
+    );
+}

@@ -34,10 +34,9 @@ pub struct LiveConn {
     pub last_rx_ms: AtomicU64,
 }
 
-/// A connection that has sent nothing for this long is not routed to. Connectors send a
-/// keep-alive every second (cloudflared's setting), so a live one is never this quiet; a
-/// killed one is withdrawn after this instead of after the 5 s idle timeout.
-pub const STALE_AFTER: Duration = Duration::from_millis(2500);
+/// A connection that has sent nothing for this long is not routed to (see
+/// [`crate::quic::SILENT_PEER`]).
+pub const STALE_AFTER: Duration = crate::quic::SILENT_PEER;
 
 /// The process-wide time origin for `last_rx_ms`.
 pub fn epoch() -> Instant {

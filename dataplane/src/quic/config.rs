@@ -23,6 +23,12 @@ pub const DEFAULT_SERVER_NAME: &str = "quic.cftunnel.com";
 const MIB: u64 = 1024 * 1024;
 
 /// Errors turning a [`QuicConfig`] into quinn-proto configuration.
+/// A peer silent for this long is treated as gone by the edge and the connector, which close
+/// the connection themselves rather than wait for the 5 s idle timeout. Both ends send a
+/// keep-alive every second (cloudflared's setting) and ACK each other's, so a live peer is never
+/// this quiet; a killed one is noticed in 2.5 s instead of 5.
+pub const SILENT_PEER: Duration = Duration::from_millis(2500);
+
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum ConfigError {
     /// A value does not fit a QUIC variable-length integer (62 bits) or the millisecond

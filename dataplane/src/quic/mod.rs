@@ -47,7 +47,7 @@ pub mod stream_io;
 pub mod tls;
 
 pub use cid::{CID_LEN, CidError, CidKey, WorkerCidGenerator};
-pub use config::{ALPN_ARGOTUNNEL, ConfigError, DEFAULT_SERVER_NAME, QuicConfig};
+pub use config::{ALPN_ARGOTUNNEL, ConfigError, DEFAULT_SERVER_NAME, QuicConfig, SILENT_PEER};
 pub use driver::{
     ConnId, ConnectError, DatagramError, Driver, DriverEvent, DriverStats, HandshakeInfo,
     ReadError, StreamError, WriteError,
