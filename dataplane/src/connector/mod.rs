@@ -335,9 +335,10 @@ async fn supervise(common: Arc<Common>, shared: Rc<ConnectorShared>, worker: usi
 /// Graceful end of one connection: unregister (the edge stops sending new requests here), let
 /// in-flight streams finish within `grace`, then close.
 async fn drain(
+    shared: &Rc<ConnectorShared>,
     client: &crate::wire::rpc::RegistrationClient,
     conn: &crate::quic::endpoint::Connection,
-    active: &Cell<usize>,
+    active: &Rc<Cell<usize>>,
     grace: Duration,
     index: u8,
 ) {
@@ -347,11 +348,46 @@ async fn drain(
         Ok(Err(e)) => debug!(index, error = %e, "unregisterConnection failed"),
         Err(_) => debug!(index, "unregisterConnection timed out"),
     }
-    // Shutdown only: a few checks per second until the streams are done or the grace ends.
-    while active.get() > 0 && std::time::Instant::now() < deadline {
-        monoio::time::sleep(Duration::from_millis(20)).await;
+    // Requests the edge routed here just before it processed the unregistration still arrive
+    // for a moment: keep serving new streams through a short settle period, then until the
+    // in-flight ones are done, within the grace period. A few checks per second.
+    let settled = std::time::Instant::now() + DRAIN_SETTLE;
+    loop {
+        let now = std::time::Instant::now();
+        if now >= deadline || (now >= settled && active.get() == 0) {
+            break;
+        }
+        let mut next = std::pin::pin!(conn.accept_bi().fuse());
+        let mut tick = std::pin::pin!(monoio::time::sleep(Duration::from_millis(20)).fuse());
+        futures::select! {
+            s = next => match s {
+                Ok((send, recv)) => spawn_stream(shared, active, send, recv),
+                Err(_) => break,
+            },
+            () = tick => {}
+        }
     }
     conn.close(VarInt::from_u32(0), b"connector shutting down");
+}
+
+/// After `unregisterConnection`, how long the connector keeps accepting streams the edge had
+/// already routed to this connection (the edge applies the unregistration at once on the
+/// owning worker; a request already past routing is at most one round trip behind).
+const DRAIN_SETTLE: Duration = Duration::from_millis(500);
+
+/// Serves one edge-opened stream on its own task, counted in `active`.
+fn spawn_stream(
+    shared: &Rc<ConnectorShared>,
+    active: &Rc<Cell<usize>>,
+    send: crate::quic::endpoint::SendStream,
+    recv: crate::quic::endpoint::RecvStream,
+) {
+    let (shared, active) = (shared.clone(), active.clone());
+    active.set(active.get() + 1);
+    monoio::spawn(async move {
+        stream::serve_stream(shared, send, recv).await;
+        active.set(active.get() - 1);
+    });
 }
 
 /// Resolves once the edge has sent nothing for [`crate::quic::SILENT_PEER`]: a dead edge is
@@ -490,14 +526,7 @@ async fn connect_and_serve(
         let mut next = std::pin::pin!(conn.accept_bi().fuse());
         futures::select! {
             s = next => match s {
-                Ok((send, recv)) => {
-                    let (shared, active) = (shared.clone(), active.clone());
-                    active.set(active.get() + 1);
-                    monoio::spawn(async move {
-                        stream::serve_stream(shared, send, recv).await;
-                        active.set(active.get() - 1);
-                    });
-                }
+                Ok((send, recv)) => spawn_stream(shared, &active, send, recv),
                 Err(e) => break e.to_string(),
             },
             e = closed => break e.to_string(),
@@ -506,7 +535,7 @@ async fn connect_and_serve(
                 break format!("edge {edge} silent for {:.1}s", crate::quic::SILENT_PEER.as_secs_f64());
             }
             () = stop => {
-                drain(&client, &conn, &active, setup.grace_period, index).await;
+                drain(shared, &client, &conn, &active, setup.grace_period, index).await;
                 break "connector shutting down".to_owned();
             }
         }
