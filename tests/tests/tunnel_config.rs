@@ -371,7 +371,6 @@ fn sighup_reloads_ingress_and_rejects_a_broken_config() {
     let conn = Connector::start(t.cli(), &args);
     t.wait_served(&host);
     assert_eq!(t.edge.get(&host, "/x").header("X-Origin-Tag"), Some("A"));
-    let registered = conn.proc.log.stderr().matches(REGISTERED).count();
 
     write(&ob.url());
     conn.proc.proc.signal("HUP");
@@ -399,9 +398,10 @@ fn sighup_reloads_ingress_and_rejects_a_broken_config() {
         Some("B"),
         "the rules in force stay after a bad reload"
     );
-    assert_eq!(
-        conn.proc.log.stderr().matches(REGISTERED).count(),
-        registered,
-        "no connection was dropped or re-registered"
+    // A dropped connection would be logged before it reconnects.
+    let log = conn.proc.log.stderr();
+    assert!(
+        !log.contains("Connection terminated") && !log.contains("Serve tunnel error"),
+        "no connection was dropped by the reloads: {log}"
     );
 }
