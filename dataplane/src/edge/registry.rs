@@ -144,10 +144,6 @@ impl Registry {
             .cloned()
     }
 
-    pub fn connections(&self, tunnel: Uuid) -> usize {
-        self.by_tunnel.get(&tunnel).map_or(0, Vec::len)
-    }
-
     /// Whether `tunnel` has a connection that can be routed to now (registered and fresh).
     pub fn is_healthy(&self, tunnel: Uuid) -> bool {
         let now = Instant::now();

@@ -100,10 +100,7 @@ impl RouteTable {
         if !record_type.eq_ignore_ascii_case("CNAME") {
             return false;
         }
-        let Some(first) = content.split('.').next() else {
-            return false;
-        };
-        let Ok(id) = Uuid::parse_str(first) else {
+        let Some(id) = Self::tunnel_of_address(content) else {
             return false;
         };
         self.hosts.insert(name.to_ascii_lowercase(), id);
@@ -138,17 +135,6 @@ impl RouteTable {
             return Some(HostRoute::LoadBalancer(lb.clone()));
         }
         self.hosts.get(key).map(|t| HostRoute::Tunnel(*t))
-    }
-
-    /// The tunnel serving `host` (case-insensitive, without port).
-    pub fn tunnel_for_host(&self, host: &str) -> Option<Uuid> {
-        if let Some(id) = self.hosts.get(host) {
-            return Some(*id);
-        }
-        if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            return self.hosts.get(&host.to_ascii_lowercase()).copied();
-        }
-        None
     }
 
     /// Whether `id` is a live tunnel in this snapshot.
@@ -212,10 +198,16 @@ mod tests {
     #[test]
     fn edge_routes_host_lookup_is_case_insensitive() {
         let (t, id) = table();
-        assert_eq!(t.tunnel_for_host("app.example.com"), Some(id));
-        assert_eq!(t.tunnel_for_host("APP.example.COM"), Some(id));
-        assert_eq!(t.tunnel_for_host("a.example.com"), None);
-        assert_eq!(t.tunnel_for_host("b.example.com"), None);
+        assert_eq!(
+            t.route_for_host("app.example.com"),
+            Some(HostRoute::Tunnel(id))
+        );
+        assert_eq!(
+            t.route_for_host("APP.example.COM"),
+            Some(HostRoute::Tunnel(id))
+        );
+        assert_eq!(t.route_for_host("a.example.com"), None);
+        assert_eq!(t.route_for_host("b.example.com"), None);
         assert_eq!(t.host_count(), 1);
     }
 
