@@ -1,1 +1,35 @@
-//! placeholder
+//! `loadgen`: an HTTP/1.1 and HTTP/2 load generator that is never the bottleneck, with
+//! latency corrected for coordinated omission. Usage and the `--json` schema: README.md.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command line (clap) and its validation into a [`run::Plan`].
+//! - [`target`]: URLs, the resolved address, and each URL's request serialised once.
+//! - [`transport`]: plain TCP (monoio, ownership-passing) and TLS (rustls) connections.
+//! - [`clock`]: the one monotonic clock, and a timerfd timer precise to the microsecond
+//!   (monoio's wheel ticks in milliseconds, which open-loop latency cannot afford).
+//! - [`lane`]: one sequence of requests; when the next one is due (closed or open loop) and
+//!   whether it counts (warm-up, window, `-n` tickets).
+//! - [`h1`] / [`h2`]: the HTTP/1.1 and HTTP/2 lane drivers.
+//! - [`response`]: sans-IO HTTP/1.1 response reader (no allocation per response).
+//! - [`stats`]: per-thread recorders (HdrHistogram in µs, status codes, error kinds), merged
+//!   at the end.
+//! - [`report`]: text summary, `--json` (`loadgen.v1`) and `--hgrm`.
+//! - [`run`]: pinned worker threads (dataplane's monoio pool), the timeline, progress line.
+//! - [`testserver`]: a small HTTP/1.1 + h2c origin with injectable stalls, garbage and
+//!   early closes, for the tests and for the `loadgen-origin` binary the bench uses.
+//!
+//! It reuses `dataplane` (worker pool, chunked decoder), never `control`.
+
+pub mod cli;
+pub mod clock;
+pub mod h1;
+pub mod h2;
+pub mod lane;
+pub mod report;
+pub mod response;
+pub mod run;
+pub mod stats;
+pub mod target;
+pub mod testserver;
+pub mod transport;

@@ -1,0 +1,146 @@
+//! HTTP/1.1 lanes: one connection, one request in flight, keep-alive unless the server or
+//! `--conn-per-request` says otherwise.
+//!
+//! Per request the hot path is one send of a pre-serialised request (a reference-count
+//! increment, no formatting), reads into a reused buffer, and an in-place head parse; nothing
+//! is allocated.
+
+use std::{cell::RefCell, rc::Rc};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::{
+    clock::now_ns,
+    lane::{Lane, RunShared},
+    response::{Done, Progress, ResponseReader},
+    stats::{ErrorKind, Recorder},
+    transport::Stream,
+};
+
+/// Read size while waiting for a head; a small answer fits in one read.
+const HEAD_READ: usize = 16 * 1024;
+/// Read size inside a body: fewer syscalls for bulk responses.
+const BODY_READ: usize = 128 * 1024;
+
+/// A failed exchange: what kind, and the first words of why.
+type Failure = (ErrorKind, String);
+
+/// Runs one lane until its schedule ends.
+pub async fn run_lane(shared: &RunShared, mut lane: Lane, recorder: Rc<RefCell<Recorder>>) {
+    let mut stream: Option<Stream> = None;
+    let mut reader = ResponseReader::new(shared.target.is_head());
+    let mut buf = BytesMut::with_capacity(HEAD_READ);
+    let mut connect_failures = 0u32;
+
+    // Dial before the start so the first requests do not pay for it (their latency would
+    // otherwise include a connect that later requests do not have).
+    if !shared.conn_per_request
+        && let Ok(Ok(s)) = monoio::time::timeout(shared.timeout, shared.dialer.connect()).await
+    {
+        stream = Some(s);
+    }
+
+    // Bounded by the schedule: `next` returns `None` at the window's end, on `-n`
+    // exhaustion, or on stop.
+    while let Some(start) = lane.next(shared).await {
+        let request =
+            shared.target.h1_requests[lane.url_index(shared.target.h1_requests.len())].clone();
+        let result = monoio::time::timeout(
+            shared.timeout,
+            exchange(shared, &mut stream, request, &mut reader, &mut buf),
+        )
+        .await;
+        let done_ns = now_ns();
+        let outcome = match result {
+            Ok(r) => r,
+            Err(_) => Err((
+                ErrorKind::Timeout,
+                format!("no complete response within {:?}", shared.timeout),
+            )),
+        };
+        match outcome {
+            Ok((done, rx, tx)) => {
+                connect_failures = 0;
+                if start.counted {
+                    recorder
+                        .borrow_mut()
+                        .response(start.from_ns, done_ns, done.status, rx, tx);
+                } else {
+                    recorder.borrow().uncounted_response();
+                }
+                if !done.keep_alive || shared.conn_per_request {
+                    stream = None;
+                }
+            }
+            Err((kind, why)) => {
+                if start.counted {
+                    recorder.borrow_mut().error(kind, || why);
+                }
+                // The connection's state is unknown after any failure: start clean.
+                stream = None;
+                reader = ResponseReader::new(shared.target.is_head());
+                buf.clear();
+                if kind == ErrorKind::Connect {
+                    lane.backoff(connect_failures).await;
+                    connect_failures += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Sends one request and reads its response; returns it with the bytes received and sent.
+async fn exchange(
+    shared: &RunShared,
+    stream: &mut Option<Stream>,
+    request: Bytes,
+    reader: &mut ResponseReader,
+    buf: &mut BytesMut,
+) -> Result<(Done, u64, u64), Failure> {
+    if stream.is_none() {
+        let s = shared.dialer.connect().await.map_err(|e| {
+            (
+                ErrorKind::Connect,
+                format!("connect {}: {e}", shared.dialer.addr),
+            )
+        })?;
+        *stream = Some(s);
+        buf.clear();
+    }
+    let Some(s) = stream.as_mut() else {
+        unreachable!("connected above")
+    };
+    let tx = request.len() as u64;
+    s.write_all(request)
+        .await
+        .map_err(|e| (ErrorKind::Reset, format!("sending the request: {e}")))?;
+    let mut rx = buf.len() as u64;
+    // Bounded: each turn consumes the bytes one read returned, or ends the exchange; the
+    // timeout around it ends a server that trickles forever.
+    loop {
+        match reader.advance(buf) {
+            Ok(Progress::Done(done)) => return Ok((done, rx, tx)),
+            Ok(Progress::NeedMore) => {}
+            Err(e) => return Err((ErrorKind::Parse, e.to_string())),
+        }
+        let want = if reader.in_body() {
+            BODY_READ
+        } else {
+            HEAD_READ
+        };
+        let n = s
+            .read_append(buf, want)
+            .await
+            .map_err(|e| (ErrorKind::Reset, format!("reading the response: {e}")))?;
+        if n == 0 {
+            return match reader.eof() {
+                Some(done) => Ok((done, rx, tx)),
+                None => Err((
+                    ErrorKind::Reset,
+                    "the server closed the connection before the response was complete".into(),
+                )),
+            };
+        }
+        rx += n as u64;
+    }
+}

@@ -1,0 +1,226 @@
+//! Connections: plain TCP through monoio's ownership-passing I/O (the fast path), or TLS
+//! (rustls via tokio-rustls over monoio-compat's adapter, shared with HTTP/2, which needs
+//! tokio's I/O traits anyway). TLS costs a copy per read; plain TCP costs none.
+
+use std::{io, net::SocketAddr, path::Path, sync::Arc};
+
+use bytes::{Bytes, BytesMut};
+use monoio::{
+    io::{AsyncReadRent, AsyncWriteRentExt},
+    net::TcpStream,
+};
+use monoio_compat::StreamWrapper;
+use rustls::{
+    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    pki_types::{CertificateDer, ServerName, UnixTime},
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The TLS stream type HTTP/1.1 and HTTP/2 share.
+pub type TlsStream = tokio_rustls::client::TlsStream<StreamWrapper<TcpStream>>;
+
+/// How to reach the server.
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    pub addr: SocketAddr,
+    /// `Some` for https://.
+    pub tls: Option<TlsDialer>,
+}
+
+#[derive(Clone)]
+pub struct TlsDialer {
+    pub config: Arc<ClientConfig>,
+    pub server_name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for TlsDialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsDialer")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the TLS settings could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("cannot read --cacert {path}: {reason}")]
+    CaFile { path: String, reason: String },
+    #[error("--cacert {0}: no certificate in it")]
+    NoCert(String),
+    #[error("{0:?} is not a valid TLS server name")]
+    ServerName(String),
+}
+
+/// Client TLS settings: the public web roots plus `cacert`, or no verification at all.
+pub fn tls_config(
+    cacert: Option<&Path>,
+    insecure: bool,
+    alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>, TlsSetupError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports the default protocol versions");
+    let mut config = if insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+            .with_no_client_auth()
+    } else {
+        let mut roots = RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(path) = cacert {
+            let text = std::fs::read(path).map_err(|e| TlsSetupError::CaFile {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let pems = pem::parse_many(&text).map_err(|e| TlsSetupError::CaFile {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let mut added = 0;
+            for p in pems.iter().filter(|p| p.tag() == "CERTIFICATE") {
+                if roots
+                    .add(CertificateDer::from(p.contents().to_vec()))
+                    .is_ok()
+                {
+                    added += 1;
+                }
+            }
+            if added == 0 {
+                return Err(TlsSetupError::NoCert(path.display().to_string()));
+            }
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsSetupError> {
+    ServerName::try_from(host.to_owned()).map_err(|_| TlsSetupError::ServerName(host.to_owned()))
+}
+
+/// `--insecure`: signatures are still checked (a broken handshake still fails), the chain
+/// and name are not.
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+async fn connect_tcp(addr: SocketAddr) -> io::Result<TcpStream> {
+    let s = TcpStream::connect_addr(addr).await?;
+    // Requests are single small writes; Nagle would hold the next one behind an ACK.
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// Plain TCP or TLS, for HTTP/1.1.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stream::Plain(s) => f.debug_tuple("Plain").field(s).finish(),
+            Stream::Tls(_) => f.write_str("Tls"),
+        }
+    }
+}
+
+impl Dialer {
+    /// Connects (and handshakes, for TLS).
+    pub async fn connect(&self) -> io::Result<Stream> {
+        let tcp = connect_tcp(self.addr).await?;
+        match &self.tls {
+            None => Ok(Stream::Plain(tcp)),
+            Some(tls) => Ok(Stream::Tls(Box::new(tls.handshake(tcp).await?))),
+        }
+    }
+}
+
+impl TlsDialer {
+    pub async fn handshake(&self, tcp: TcpStream) -> io::Result<TlsStream> {
+        tokio_rustls::TlsConnector::from(self.config.clone())
+            .connect(self.server_name.clone(), StreamWrapper::new(tcp))
+            .await
+    }
+}
+
+impl Stream {
+    pub async fn write_all(&mut self, data: Bytes) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(data).await.0.map(drop),
+            Stream::Tls(t) => {
+                t.write_all(&data).await?;
+                t.flush().await
+            }
+        }
+    }
+
+    /// Appends what one read returns to `buf` (at most `want` bytes); `Ok(0)` is end of
+    /// stream.
+    pub async fn read_append(&mut self, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+        if buf.capacity() - buf.len() < want {
+            buf.reserve(want);
+        }
+        match self {
+            Stream::Plain(s) => {
+                let owned = std::mem::take(buf);
+                let (len, cap) = (owned.len(), owned.capacity());
+                // Into the spare capacity only: a bare BytesMut would be filled from index 0.
+                let (res, slice) = s.read(monoio::buf::SliceMut::new(owned, len, cap)).await;
+                *buf = slice.into_inner();
+                res
+            }
+            Stream::Tls(t) => t.read_buf(buf).await,
+        }
+    }
+}
