@@ -15,6 +15,8 @@
 //! | `/close` | close without answering |
 //! | anything else | 200 `hello world\n` |
 //!
+//! With [`ServerConfig::tls`] it serves TLS instead, HTTP/1.1 or HTTP/2 by ALPN.
+//!
 //! Faults for whole runs come from [`ServerConfig`]: a stall (every answer held back for a
 //! while, starting a fixed time after the first request) and a cap on accepted connections
 //! (after it the listener is closed, so new connects are refused).
@@ -31,9 +33,10 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use dataplane::http::{ChunkedDecoder, ChunkedLimits, DecodeEvent};
+use dataplane::quic::tls::TlsMaterial;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpListener,
     sync::oneshot,
 };
 
@@ -49,6 +52,9 @@ pub struct ServerConfig {
     pub max_connections: Option<u64>,
     /// Runtime worker threads (0: one).
     pub threads: usize,
+    /// Serve TLS (a fresh CA and a certificate for 127.0.0.1 and localhost) with ALPN `h2`
+    /// and `http/1.1`, instead of plain HTTP/1.1 + h2c.
+    pub tls: bool,
 }
 
 /// What the server saw.
@@ -66,6 +72,7 @@ pub struct TestServer {
     stats: Arc<ServerStats>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    ca_pem: Option<String>,
 }
 
 impl TestServer {
@@ -79,6 +86,12 @@ impl TestServer {
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
         let stats = Arc::new(ServerStats::default());
+        let (acceptor, ca_pem) = if config.tls {
+            let (acceptor, ca) = tls_acceptor()?;
+            (Some(acceptor), Some(ca))
+        } else {
+            (None, None)
+        };
         let (stop_tx, stop_rx) = oneshot::channel();
         let thread = {
             let stats = stats.clone();
@@ -90,7 +103,7 @@ impl TestServer {
                             return;
                         };
                         tokio::select! {
-                            _ = accept_loop(listener, config, stats) => {}
+                            _ = accept_loop(listener, config, stats, acceptor) => {}
                             _ = stop_rx => {}
                         }
                     });
@@ -102,7 +115,13 @@ impl TestServer {
             stats,
             stop: Some(stop_tx),
             thread: Some(thread),
+            ca_pem,
         })
+    }
+
+    /// The CA that signed the server's certificate (PEM), when serving TLS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -132,7 +151,30 @@ impl Drop for TestServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, config: ServerConfig, stats: Arc<ServerStats>) {
+fn tls_acceptor() -> io::Result<(tokio_rustls::TlsAcceptor, String)> {
+    let ca = TlsMaterial::generate_ca().map_err(io::Error::other)?;
+    let leaf = TlsMaterial::issue_server_cert(&ca, &["127.0.0.1", "localhost"])
+        .map_err(io::Error::other)?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(leaf.cert_chain, leaf.key)
+        .map_err(io::Error::other)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok((
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        ca.cert_pem(),
+    ))
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    config: ServerConfig,
+    stats: Arc<ServerStats>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+) {
     let config = Arc::new(config);
     // Bounded by the process (or the connection cap, which drops the listener).
     loop {
@@ -141,9 +183,24 @@ async fn accept_loop(listener: TcpListener, config: ServerConfig, stats: Arc<Ser
         };
         let _ = socket.set_nodelay(true);
         let n = stats.connections.fetch_add(1, Ordering::Relaxed) + 1;
-        let (config2, stats2) = (config.clone(), stats.clone());
+        let (config2, stats2, acceptor) = (config.clone(), stats.clone(), acceptor.clone());
         tokio::spawn(async move {
-            let _ = serve_connection(socket, &config2, &stats2).await;
+            let Some(acceptor) = acceptor else {
+                let _ = serve_connection(socket, &config2, &stats2).await;
+                return;
+            };
+            let Ok(tls) = acceptor.accept(socket).await else {
+                return;
+            };
+            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                let io = Rewind {
+                    buf: BytesMut::new(),
+                    socket: tls,
+                };
+                let _ = serve_h2(io, &config2, &stats2).await;
+            } else {
+                let _ = serve_connection(tls, &config2, &stats2).await;
+            }
         });
         if config.max_connections.is_some_and(|max| n >= max) {
             // Dropping the listener makes the kernel refuse further connects; the served
@@ -220,8 +277,8 @@ async fn route(path: &str, has_body: bool) -> Answer {
     }
 }
 
-async fn serve_connection(
-    mut socket: TcpStream,
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut socket: S,
     config: &Arc<ServerConfig>,
     stats: &Arc<ServerStats>,
 ) -> io::Result<()> {
@@ -323,7 +380,11 @@ struct BodyRead {
 }
 
 impl BodyRead {
-    async fn read(&self, socket: &mut TcpStream, buf: &mut BytesMut) -> io::Result<()> {
+    async fn read<S: AsyncRead + Unpin>(
+        &self,
+        socket: &mut S,
+        buf: &mut BytesMut,
+    ) -> io::Result<()> {
         let eof = || io::Error::new(io::ErrorKind::UnexpectedEof, "body cut short");
         if self.chunked {
             let mut dec = ChunkedDecoder::new(ChunkedLimits::default());
@@ -356,12 +417,12 @@ impl BodyRead {
 }
 
 /// Replays bytes already read (the sniffed preface) before the socket's.
-struct Rewind {
+struct Rewind<S> {
     buf: BytesMut,
-    socket: TcpStream,
+    socket: S,
 }
 
-impl tokio::io::AsyncRead for Rewind {
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -377,7 +438,7 @@ impl tokio::io::AsyncRead for Rewind {
     }
 }
 
-impl tokio::io::AsyncWrite for Rewind {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -401,8 +462,8 @@ impl tokio::io::AsyncWrite for Rewind {
     }
 }
 
-async fn serve_h2(
-    io: Rewind,
+async fn serve_h2<S: AsyncRead + AsyncWrite + Unpin>(
+    io: Rewind<S>,
     config: &Arc<ServerConfig>,
     stats: &Arc<ServerStats>,
 ) -> io::Result<()> {

@@ -322,3 +322,50 @@ fn exact_request_count_http2_and_output_files() {
     assert_eq!(upload.num("/requests"), 50.0);
     assert!(upload.num("/bytes_sent") >= 50.0 * 1_048_576.0);
 }
+
+#[test]
+fn https_with_alpn_for_http1_and_http2() {
+    let srv = server(ServerConfig {
+        tls: true,
+        ..ServerConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, srv.ca_pem().unwrap()).unwrap();
+    let ca = ca.to_str().unwrap();
+    let https = format!("https://127.0.0.1:{}/bytes/2000", srv.addr().port());
+
+    let h1 = loadgen(&[
+        "-n", "300", "-c", "2", "--warmup", "0", "--cacert", ca, &https,
+    ]);
+    assert!(h1.output.status.success(), "{}", h1.stderr());
+    assert_eq!(h1.num("/status/200"), 300.0);
+    assert!(h1.num("/bytes_received") >= 300.0 * 2000.0);
+
+    let h2 = loadgen(&[
+        "--h2",
+        "--streams",
+        "3",
+        "-n",
+        "300",
+        "-c",
+        "2",
+        "--warmup",
+        "0",
+        "--insecure",
+        &https,
+    ]);
+    assert!(h2.output.status.success(), "{}", h2.stderr());
+    assert_eq!(h2.num("/status/200"), 300.0);
+    assert_eq!(h2.num("/bytes_received"), 300.0 * 2000.0);
+
+    // Without the CA the handshake fails: counted as connect errors, one clear line, exit 1.
+    let untrusted = loadgen(&["-d", "300ms", "-c", "1", "--warmup", "0", &https]);
+    assert_eq!(untrusted.output.status.code(), Some(1));
+    assert!(untrusted.num("/errors/connect") >= 1.0);
+    assert!(
+        untrusted.stderr().contains("certificate"),
+        "{}",
+        untrusted.stderr()
+    );
+}
