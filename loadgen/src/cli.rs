@@ -65,6 +65,13 @@ pub struct Args {
     /// Concurrent streams per HTTP/2 connection.
     #[arg(long, default_value_t = 1, requires = "h2")]
     pub streams: usize,
+    /// Leave worker threads unpinned (the default pins thread i to core i). On a machine the
+    /// server shares, a pinned thread cannot move off a core the server is busy on.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Use monoio's epoll driver instead of io_uring.
+    #[arg(long)]
+    pub epoll: bool,
     /// Do not verify the server's TLS certificate.
     #[arg(long)]
     pub insecure: bool,
@@ -228,6 +235,8 @@ impl Args {
             timeout: self.timeout,
             conn_per_request: self.conn_per_request,
             h2_streams: self.h2.then_some(self.streams),
+            pin: !self.no_pin,
+            epoll: self.epoll,
             progress: true,
         };
         Ok((plan, echo))

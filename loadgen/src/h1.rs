@@ -15,6 +15,7 @@ use crate::{
     response::{Done, Progress, ResponseReader},
     stats::{ErrorKind, Recorder},
     transport::Stream,
+    watchdog::Watch,
 };
 
 /// Read size while waiting for a head; a small answer fits in one read.
@@ -26,11 +27,17 @@ const BODY_READ: usize = 128 * 1024;
 type Failure = (ErrorKind, String);
 
 /// Runs one lane until its schedule ends.
-pub async fn run_lane(shared: &RunShared, mut lane: Lane, recorder: Rc<RefCell<Recorder>>) {
+pub async fn run_lane(
+    shared: &RunShared,
+    mut lane: Lane,
+    recorder: Rc<RefCell<Recorder>>,
+    watch: Rc<Watch>,
+) {
     let mut stream: Option<Stream> = None;
     let mut reader = ResponseReader::new(shared.target.is_head());
     let mut buf = BytesMut::with_capacity(HEAD_READ);
     let mut connect_failures = 0u32;
+    let timeout_ns = shared.timeout.as_nanos() as u64;
 
     // Dial before the start so the first requests do not pay for it (their latency would
     // otherwise include a connect that later requests do not have).
@@ -45,18 +52,16 @@ pub async fn run_lane(shared: &RunShared, mut lane: Lane, recorder: Rc<RefCell<R
     while let Some(start) = lane.next(shared).await {
         let request =
             shared.target.h1_requests[lane.url_index(shared.target.h1_requests.len())].clone();
-        let result = monoio::time::timeout(
-            shared.timeout,
-            exchange(shared, &mut stream, request, &mut reader, &mut buf),
-        )
-        .await;
+        watch.arm(start.now_ns + timeout_ns);
+        let outcome = exchange(shared, &watch, &mut stream, request, &mut reader, &mut buf).await;
         let done_ns = now_ns();
-        let outcome = match result {
-            Ok(r) => r,
-            Err(_) => Err((
+        let outcome = if watch.disarm() {
+            Err((
                 ErrorKind::Timeout,
                 format!("no complete response within {:?}", shared.timeout),
-            )),
+            ))
+        } else {
+            outcome
         };
         match outcome {
             Ok((done, rx, tx)) => {
@@ -90,26 +95,41 @@ pub async fn run_lane(shared: &RunShared, mut lane: Lane, recorder: Rc<RefCell<R
 }
 
 /// Sends one request and reads its response; returns it with the bytes received and sent.
+///
+/// The watch's deadline covers it all; a connect (which the watchdog cannot interrupt) gets
+/// a timer of its own.
 async fn exchange(
     shared: &RunShared,
+    watch: &Watch,
     stream: &mut Option<Stream>,
     request: Bytes,
     reader: &mut ResponseReader,
     buf: &mut BytesMut,
 ) -> Result<(Done, u64, u64), Failure> {
     if stream.is_none() {
-        let s = shared.dialer.connect().await.map_err(|e| {
-            (
-                ErrorKind::Connect,
-                format!("connect {}: {e}", shared.dialer.addr),
-            )
-        })?;
+        let s = match monoio::time::timeout(shared.timeout, shared.dialer.connect()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return Err((
+                    ErrorKind::Connect,
+                    format!("connect {}: {e}", shared.dialer.addr),
+                ));
+            }
+            Err(_) => return Err((ErrorKind::Timeout, "connect timed out".to_owned())),
+        };
         *stream = Some(s);
         buf.clear();
     }
     let Some(s) = stream.as_mut() else {
         unreachable!("connected above")
     };
+    if watch.fired() {
+        return Err((
+            ErrorKind::Timeout,
+            "connect took the whole timeout".to_owned(),
+        ));
+    }
+    watch.set_fd(s.raw_fd());
     let tx = request.len() as u64;
     s.write_all(request)
         .await

@@ -58,6 +58,8 @@ pub struct RunShared {
 pub struct Start {
     /// Latency is measured from here: the send time (closed loop) or the due time (open).
     pub from_ns: u64,
+    /// When the lane actually went ahead (the timeout runs from here).
+    pub now_ns: u64,
     pub counted: bool,
 }
 
@@ -83,8 +85,10 @@ impl Lane {
         if shared.stop.load(Ordering::Relaxed) {
             return None;
         }
+        // One clock read per request on the closed-loop path (the other is at completion).
+        let now = now_ns();
         let due = match shared.load {
-            Load::Closed => now_ns().max(shared.t0_ns),
+            Load::Closed => now.max(shared.t0_ns),
             Load::Open { rate } => {
                 let slot = self.index + self.sent * shared.lanes;
                 shared.t0_ns + (slot as f64 * 1e9 / rate) as u64
@@ -94,8 +98,13 @@ impl Lane {
             return None;
         }
         self.sent += 1;
-        // A timer failure (fd exhaustion) only makes this request early, never lost.
-        let _ = self.timer.sleep_until(due).await;
+        let now = if due > now {
+            // A timer failure (fd exhaustion) only makes this request early, never lost.
+            let _ = self.timer.sleep_until(due).await;
+            now_ns()
+        } else {
+            now
+        };
         let counted = if due >= shared.window.start_ns {
             match &shared.tickets {
                 None => true,
@@ -114,10 +123,14 @@ impl Lane {
             false
         };
         let from_ns = match shared.load {
-            Load::Closed => now_ns(),
+            Load::Closed => now,
             Load::Open { .. } => due,
         };
-        Some(Start { from_ns, counted })
+        Some(Start {
+            from_ns,
+            now_ns: now,
+            counted,
+        })
     }
 
     /// Which of the target's URLs the current request uses (round-robin per lane).

@@ -11,6 +11,8 @@
 //! - [`lane`]: one sequence of requests; when the next one is due (closed or open loop) and
 //!   whether it counts (warm-up, window, `-n` tickets).
 //! - [`h1`] / [`h2`]: the HTTP/1.1 and HTTP/2 lane drivers.
+//! - [`watchdog`]: HTTP/1.1 request timeouts without a timer per request (one scan task
+//!   per thread shuts down an expired lane's socket).
 //! - [`response`]: sans-IO HTTP/1.1 response reader (no allocation per response).
 //! - [`stats`]: per-thread recorders (HdrHistogram in µs, status codes, error kinds), merged
 //!   at the end.
@@ -33,3 +35,4 @@ pub mod stats;
 pub mod target;
 pub mod testserver;
 pub mod transport;
+pub mod watchdog;

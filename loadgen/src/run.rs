@@ -24,6 +24,7 @@ use crate::{
     stats::{Live, Recorder, Totals, Window},
     target::Target,
     transport::Dialer,
+    watchdog::Watchdog,
 };
 
 /// When the run ends.
@@ -47,6 +48,10 @@ pub struct Plan {
     pub conn_per_request: bool,
     /// `Some(streams)` for HTTP/2.
     pub h2_streams: Option<usize>,
+    /// Pin worker thread i to core i.
+    pub pin: bool,
+    /// monoio's epoll driver instead of io_uring.
+    pub epoll: bool,
     /// Print the progress line (stderr is a terminal).
     pub progress: bool,
 }
@@ -140,6 +145,8 @@ pub fn run(plan: Plan) -> Result<Outcome, RunError> {
             WorkersConfig {
                 threads,
                 name: "loadgen".to_owned(),
+                pin: plan.pin,
+                force_legacy: plan.epoll,
                 // 1,000 connections on one thread keep ~1,000 operations in flight.
                 uring_entries: 4096,
                 ..WorkersConfig::default()
@@ -211,6 +218,11 @@ async fn worker(
     h2: bool,
     recorder: &Rc<RefCell<Recorder>>,
 ) {
+    let watchdog = Rc::new(Watchdog::default());
+    if !h2 {
+        let (watchdog, timeout) = (watchdog.clone(), shared.timeout);
+        monoio::spawn(async move { watchdog.run(timeout).await });
+    }
     let mut tasks = Vec::new();
     // Connection `c` lives on thread `c % count`; its lanes are `s·C + c`, so neighbouring
     // slots of the open-loop schedule fall on different connections and threads.
@@ -221,13 +233,14 @@ async fn worker(
         if lanes.is_empty() {
             continue;
         }
-        let (shared, recorder) = (shared.clone(), recorder.clone());
+        let (shared, recorder, watchdog) = (shared.clone(), recorder.clone(), watchdog.clone());
         tasks.push(monoio::spawn(async move {
             if h2 {
                 crate::h2::run_connection(&shared, lanes, recorder).await;
             } else {
                 for lane in lanes {
-                    crate::h1::run_lane(&shared, lane, recorder.clone()).await;
+                    let watch = watchdog.register();
+                    crate::h1::run_lane(&shared, lane, recorder.clone(), watch).await;
                 }
             }
         }));
@@ -235,6 +248,7 @@ async fn worker(
     for t in tasks {
         t.await;
     }
+    watchdog.finish();
 }
 
 /// Prints a progress line once a second on a terminal, and relays Ctrl-C to the lanes,

@@ -2,7 +2,13 @@
 //! (rustls via tokio-rustls over monoio-compat's adapter, shared with HTTP/2, which needs
 //! tokio's I/O traits anyway). TLS costs a copy per read; plain TCP costs none.
 
-use std::{io, net::SocketAddr, path::Path, sync::Arc};
+use std::{
+    io,
+    net::SocketAddr,
+    os::fd::{AsRawFd, RawFd},
+    path::Path,
+    sync::Arc,
+};
 
 use bytes::{Bytes, BytesMut};
 use monoio::{
@@ -163,14 +169,15 @@ async fn connect_tcp(addr: SocketAddr) -> io::Result<TcpStream> {
 /// Plain TCP or TLS, for HTTP/1.1.
 pub enum Stream {
     Plain(TcpStream),
-    Tls(Box<TlsStream>),
+    /// With the TCP socket's fd, which the TLS layers hide.
+    Tls(Box<TlsStream>, RawFd),
 }
 
 impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Stream::Plain(s) => f.debug_tuple("Plain").field(s).finish(),
-            Stream::Tls(_) => f.write_str("Tls"),
+            Stream::Tls(_, fd) => f.debug_tuple("Tls").field(fd).finish(),
         }
     }
 }
@@ -181,7 +188,10 @@ impl Dialer {
         let tcp = connect_tcp(self.addr).await?;
         match &self.tls {
             None => Ok(Stream::Plain(tcp)),
-            Some(tls) => Ok(Stream::Tls(Box::new(tls.handshake(tcp).await?))),
+            Some(tls) => {
+                let fd = tcp.as_raw_fd();
+                Ok(Stream::Tls(Box::new(tls.handshake(tcp).await?), fd))
+            }
         }
     }
 }
@@ -195,10 +205,18 @@ impl TlsDialer {
 }
 
 impl Stream {
+    /// The TCP socket under any TLS.
+    pub fn raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Plain(s) => s.as_raw_fd(),
+            Stream::Tls(_, fd) => *fd,
+        }
+    }
+
     pub async fn write_all(&mut self, data: Bytes) -> io::Result<()> {
         match self {
             Stream::Plain(s) => s.write_all(data).await.0.map(drop),
-            Stream::Tls(t) => {
+            Stream::Tls(t, _) => {
                 t.write_all(&data).await?;
                 t.flush().await
             }
@@ -220,7 +238,7 @@ impl Stream {
                 *buf = slice.into_inner();
                 res
             }
-            Stream::Tls(t) => t.read_buf(buf).await,
+            Stream::Tls(t, _) => t.read_buf(buf).await,
         }
     }
 }
