@@ -131,27 +131,14 @@ async fn exchange(
     }
     watch.set_fd(s.raw_fd());
     let tx = request.len() as u64;
-    s.write_all(request)
-        .await
-        .map_err(|e| (ErrorKind::Reset, format!("sending the request: {e}")))?;
     let mut rx = buf.len() as u64;
+    let mut n = s
+        .send_then_read(request, buf, HEAD_READ)
+        .await
+        .map_err(|(what, e)| (ErrorKind::Reset, format!("{what}: {e}")))?;
     // Bounded: each turn consumes the bytes one read returned, or ends the exchange; the
-    // timeout around it ends a server that trickles forever.
+    // watchdog ends a server that trickles forever.
     loop {
-        match reader.advance(buf) {
-            Ok(Progress::Done(done)) => return Ok((done, rx, tx)),
-            Ok(Progress::NeedMore) => {}
-            Err(e) => return Err((ErrorKind::Parse, e.to_string())),
-        }
-        let want = if reader.in_body() {
-            BODY_READ
-        } else {
-            HEAD_READ
-        };
-        let n = s
-            .read_append(buf, want)
-            .await
-            .map_err(|e| (ErrorKind::Reset, format!("reading the response: {e}")))?;
         if n == 0 {
             return match reader.eof() {
                 Some(done) => Ok((done, rx, tx)),
@@ -162,5 +149,19 @@ async fn exchange(
             };
         }
         rx += n as u64;
+        match reader.advance(buf) {
+            Ok(Progress::Done(done)) => return Ok((done, rx, tx)),
+            Ok(Progress::NeedMore) => {}
+            Err(e) => return Err((ErrorKind::Parse, e.to_string())),
+        }
+        let want = if reader.in_body() {
+            BODY_READ
+        } else {
+            HEAD_READ
+        };
+        n = s
+            .read_append(buf, want)
+            .await
+            .map_err(|e| (ErrorKind::Reset, format!("reading the response: {e}")))?;
     }
 }

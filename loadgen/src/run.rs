@@ -146,6 +146,9 @@ pub fn run(plan: Plan) -> Result<Outcome, RunError> {
                 threads,
                 name: "loadgen".to_owned(),
                 pin: plan.pin,
+                // 12 % less CPU per request and 8 % more requests/s against nginx on the 2-core
+                // VM (bench/results/2026-11-26/loadgen_vs_wrk.md).
+                uring_coop_taskrun: true,
                 force_legacy: plan.epoll,
                 // 1,000 connections on one thread keep ~1,000 operations in flight.
                 uring_entries: 4096,

@@ -12,7 +12,7 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use monoio::{
-    io::{AsyncReadRent, AsyncWriteRentExt},
+    io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable},
     net::TcpStream,
 };
 use monoio_compat::StreamWrapper;
@@ -168,7 +168,9 @@ async fn connect_tcp(addr: SocketAddr) -> io::Result<TcpStream> {
 
 /// Plain TCP or TLS, for HTTP/1.1.
 pub enum Stream {
-    Plain(TcpStream),
+    /// Split so a response read can be in flight while the request is written: both
+    /// operations go to the kernel in one submission, and the task wakes once per request.
+    Plain(OwnedReadHalf<TcpStream>, OwnedWriteHalf<TcpStream>, RawFd),
     /// With the TCP socket's fd, which the TLS layers hide.
     Tls(Box<TlsStream>, RawFd),
 }
@@ -176,7 +178,7 @@ pub enum Stream {
 impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Stream::Plain(s) => f.debug_tuple("Plain").field(s).finish(),
+            Stream::Plain(_, _, fd) => f.debug_tuple("Plain").field(fd).finish(),
             Stream::Tls(_, fd) => f.debug_tuple("Tls").field(fd).finish(),
         }
     }
@@ -187,7 +189,11 @@ impl Dialer {
     pub async fn connect(&self) -> io::Result<Stream> {
         let tcp = connect_tcp(self.addr).await?;
         match &self.tls {
-            None => Ok(Stream::Plain(tcp)),
+            None => {
+                let fd = tcp.as_raw_fd();
+                let (r, w) = tcp.into_split();
+                Ok(Stream::Plain(r, w, fd))
+            }
             Some(tls) => {
                 let fd = tcp.as_raw_fd();
                 Ok(Stream::Tls(Box::new(tls.handshake(tcp).await?), fd))
@@ -208,14 +214,48 @@ impl Stream {
     /// The TCP socket under any TLS.
     pub fn raw_fd(&self) -> RawFd {
         match self {
-            Stream::Plain(s) => s.as_raw_fd(),
+            Stream::Plain(_, _, fd) => *fd,
             Stream::Tls(_, fd) => *fd,
+        }
+    }
+
+    /// Writes `data` and appends the first bytes of the answer to `buf` (at most `want`);
+    /// returns what that read returned (`Ok(0)`: end of stream).
+    pub async fn send_then_read(
+        &mut self,
+        data: Bytes,
+        buf: &mut BytesMut,
+        want: usize,
+    ) -> Result<usize, (&'static str, io::Error)> {
+        match self {
+            Stream::Plain(r, w, _) => {
+                if buf.capacity() - buf.len() < want {
+                    buf.reserve(want);
+                }
+                let owned = std::mem::take(buf);
+                let (len, cap) = (owned.len(), owned.capacity());
+                let (written, (read, slice)) = futures::join!(
+                    w.write_all(data),
+                    r.read(monoio::buf::SliceMut::new(owned, len, cap))
+                );
+                *buf = slice.into_inner();
+                written.0.map_err(|e| ("sending the request", e))?;
+                read.map_err(|e| ("reading the response", e))
+            }
+            Stream::Tls(..) => {
+                self.write_all(data)
+                    .await
+                    .map_err(|e| ("sending the request", e))?;
+                self.read_append(buf, want)
+                    .await
+                    .map_err(|e| ("reading the response", e))
+            }
         }
     }
 
     pub async fn write_all(&mut self, data: Bytes) -> io::Result<()> {
         match self {
-            Stream::Plain(s) => s.write_all(data).await.0.map(drop),
+            Stream::Plain(_, w, _) => w.write_all(data).await.0.map(drop),
             Stream::Tls(t, _) => {
                 t.write_all(&data).await?;
                 t.flush().await
@@ -230,11 +270,11 @@ impl Stream {
             buf.reserve(want);
         }
         match self {
-            Stream::Plain(s) => {
+            Stream::Plain(r, _, _) => {
                 let owned = std::mem::take(buf);
                 let (len, cap) = (owned.len(), owned.capacity());
                 // Into the spare capacity only: a bare BytesMut would be filled from index 0.
-                let (res, slice) = s.read(monoio::buf::SliceMut::new(owned, len, cap)).await;
+                let (res, slice) = r.read(monoio::buf::SliceMut::new(owned, len, cap)).await;
                 *buf = slice.into_inner();
                 res
             }
