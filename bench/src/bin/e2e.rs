@@ -15,7 +15,8 @@
 //! `/upload` that reads the whole body before answering (echo module); or with `--origin
 //! builtin` `target/release/loadgen-origin`), the control plane, a tunnel with the DNS route
 //! `app.bench.test`, `ringway edge run` and `ringway tunnel run` (the release `ringway`, both
-//! with `--workers N`), and rathole server + client (TCP transport) when `rathole` is on PATH
+//! with `--workers N`), and rathole server + client (TCP transport, or Noise with
+//! `--rathole-transport noise`) when `rathole` is on PATH
 //! or in `~/.cargo/bin`. Missing release binaries are built first (`cargo build --release -p
 //! control -p loadgen`). Everything is stopped and removed at the end, on error and on Ctrl-C.
 //!
@@ -93,6 +94,10 @@ struct Args {
     /// Skip rathole even when it is installed.
     #[arg(long)]
     no_rathole: bool,
+    /// rathole's transport: `tcp` (its default, plaintext) or `noise` (encrypted, as
+    /// ringway's tunnel always is).
+    #[arg(long, default_value = "tcp", value_parser = ["tcp", "noise"])]
+    rathole_transport: String,
     /// Output directory (default bench/results/<UTC date>/).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -249,8 +254,9 @@ fn bench(
             None
         }
         (false, Some(bin)) => {
-            let r = rathole::start(procs, &bin, work, origin.addr, &origin.small)?;
-            println!("rathole {} at {}", r.version, r.public);
+            let noise = args.rathole_transport == "noise";
+            let r = rathole::start(procs, &bin, work, origin.addr, &origin.small, noise)?;
+            println!("rathole {} ({} transport) at {}", r.version, r.transport, r.public);
             Some(r)
         }
     };
@@ -303,7 +309,18 @@ fn bench(
             procs.check_alive()?;
             // Lets the previous run's connections close and the processes go idle.
             procs::sleep(Duration::from_millis(500))?;
-            let r = runner.run(&sc, &origin, t)?;
+            let r = match runner.run(&sc, &origin, t) {
+                Ok(r) => r,
+                // A peer that fails a scenario is a result about the peer, not a reason to
+                // throw away the run: note it and go on. Our own paths stay fatal.
+                Err(e) if t.name == "rathole" => {
+                    let first = format!("{e:#}").lines().next().unwrap_or_default().to_owned();
+                    println!("  rathole   failed: {first}");
+                    notes.push(format!("rathole failed `{}`: {first}", sc.name));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             println!(
                 "  {:<8} {:>9.0} req/s {:>8.1} MB/s  p50 {:>9}  p99 {:>9}  loadgen {:.2} cores  errors {}{}",
                 t.name,
@@ -351,8 +368,10 @@ fn bench(
         opts.rate,
         origin.kind,
         origin.detail,
-        rh.as_ref()
-            .map_or("skipped".to_string(), |r| r.version.clone()),
+        rh.as_ref().map_or("skipped".to_string(), |r| format!(
+            "{} over its {} transport",
+            r.version, r.transport
+        )),
     );
     let rep = Report {
         schema: "ringway.e2e.v1".into(),
@@ -363,7 +382,7 @@ fn bench(
         origin: serde_json::json!({ "kind": origin.kind, "detail": origin.detail }),
         rathole: rh.as_ref().map_or(
             serde_json::Value::Null,
-            |r| serde_json::json!({ "version": r.version }),
+            |r| serde_json::json!({ "version": r.version, "transport": r.transport }),
         ),
         scenarios: results,
         headline,

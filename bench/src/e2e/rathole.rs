@@ -1,5 +1,7 @@
 //! rathole (crates.io) as the peer tunnel: a server with one public service port and a client
-//! that forwards it to the origin, over rathole's default TCP transport.
+//! that forwards it to the origin, over rathole's default TCP transport (plaintext) or, with
+//! `--rathole-transport noise`, its Noise transport (Noise_NK_25519_ChaChaPoly_BLAKE2s,
+//! encrypted like ringway's QUIC tunnel).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,31 @@ pub struct Rathole {
     pub server: usize,
     pub client: usize,
     pub version: String,
+    /// `tcp` or `noise`.
+    pub transport: String,
+}
+
+/// A Noise key pair from `rathole --genkey`.
+fn genkey(bin: &Path) -> Result<(String, String)> {
+    let out = Command::new(bin)
+        .arg("--genkey")
+        .output()
+        .context("rathole --genkey")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut private = None;
+    let mut public = None;
+    while let Some(l) = lines.next() {
+        match l {
+            "Private Key:" => private = lines.next().map(str::to_owned),
+            "Public Key:" => public = lines.next().map(str::to_owned),
+            _ => {}
+        }
+    }
+    match (private, public) {
+        (Some(k), Some(p)) => Ok((k, p)),
+        _ => anyhow::bail!("rathole --genkey printed no key pair:\n{text}"),
+    }
 }
 
 /// `rathole` on PATH, else `~/.cargo/bin/rathole`.
@@ -39,18 +66,34 @@ pub fn start(
     work: &Path,
     origin: SocketAddr,
     check_path: &str,
+    noise: bool,
 ) -> Result<Rathole> {
     let dir = work.join("rathole");
     std::fs::create_dir_all(&dir)?;
     let control = free_port()?;
     let public: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
     let token = uuid::Uuid::new_v4().simple().to_string();
+    let (server_transport, client_transport) = if noise {
+        let (private, public_key) = genkey(bin)?;
+        (
+            format!(
+                "[server.transport]\ntype = \"noise\"\n\
+                 [server.transport.noise]\nlocal_private_key = \"{private}\"\n\n"
+            ),
+            format!(
+                "[client.transport]\ntype = \"noise\"\n\
+                 [client.transport.noise]\nremote_public_key = \"{public_key}\"\n\n"
+            ),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     let server_toml = dir.join("server.toml");
     std::fs::write(
         &server_toml,
         format!(
             "[server]\nbind_addr = \"127.0.0.1:{control}\"\ndefault_token = \"{token}\"\n\n\
-             [server.services.x]\nbind_addr = \"{public}\"\n"
+             {server_transport}[server.services.x]\nbind_addr = \"{public}\"\n"
         ),
     )?;
     let client_toml = dir.join("client.toml");
@@ -58,7 +101,7 @@ pub fn start(
         &client_toml,
         format!(
             "[client]\nremote_addr = \"127.0.0.1:{control}\"\ndefault_token = \"{token}\"\n\n\
-             [client.services.x]\nlocal_addr = \"{origin}\"\n"
+             {client_transport}[client.services.x]\nlocal_addr = \"{origin}\"\n"
         ),
     )?;
     // rathole logs every visitor connection at info; that would tax the churn scenario.
@@ -101,5 +144,6 @@ pub fn start(
         server,
         client,
         version,
+        transport: if noise { "noise" } else { "tcp" }.to_owned(),
     })
 }
