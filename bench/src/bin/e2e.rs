@@ -256,7 +256,10 @@ fn bench(
         (false, Some(bin)) => {
             let noise = args.rathole_transport == "noise";
             let r = rathole::start(procs, &bin, work, origin.addr, &origin.small, noise)?;
-            println!("rathole {} ({} transport) at {}", r.version, r.transport, r.public);
+            println!(
+                "rathole {} ({} transport) at {}",
+                r.version, r.transport, r.public
+            );
             Some(r)
         }
     };
@@ -314,7 +317,11 @@ fn bench(
                 // A peer that fails a scenario is a result about the peer, not a reason to
                 // throw away the run: note it and go on. Our own paths stay fatal.
                 Err(e) if t.name == "rathole" => {
-                    let first = format!("{e:#}").lines().next().unwrap_or_default().to_owned();
+                    let first = format!("{e:#}")
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
                     println!("  rathole   failed: {first}");
                     notes.push(format!("rathole failed `{}`: {first}", sc.name));
                     continue;
