@@ -68,16 +68,17 @@ pub struct Start {
 pub struct Lane {
     index: u64,
     sent: u64,
-    timer: PreciseTimer,
+    /// Made on first use: a closed-loop lane that never waits costs no file descriptors.
+    timer: Option<PreciseTimer>,
 }
 
 impl Lane {
-    pub fn new(index: u64) -> std::io::Result<Self> {
-        Ok(Self {
+    pub fn new(index: u64) -> Self {
+        Self {
             index,
             sent: 0,
-            timer: PreciseTimer::new()?,
-        })
+            timer: None,
+        }
     }
 
     /// Waits until the next request is due; `None` when the lane is finished.
@@ -99,8 +100,7 @@ impl Lane {
         }
         self.sent += 1;
         let now = if due > now {
-            // A timer failure (fd exhaustion) only makes this request early, never lost.
-            let _ = self.timer.sleep_until(due).await;
+            self.sleep_until(due).await;
             now_ns()
         } else {
             now
@@ -142,6 +142,22 @@ impl Lane {
     /// server costs a few attempts per second per lane instead of a busy loop.
     pub async fn backoff(&mut self, failures: u32) {
         let ms = 10u64 << failures.min(6);
-        let _ = self.timer.sleep_until(now_ns() + ms * 1_000_000).await;
+        self.sleep_until(now_ns() + ms * 1_000_000).await;
+    }
+
+    /// The precise timer, or, if no timerfd can be made (descriptors exhausted), the runtime's
+    /// millisecond timer: late by up to a tick, never lost.
+    async fn sleep_until(&mut self, deadline_ns: u64) {
+        if self.timer.is_none() {
+            self.timer = PreciseTimer::new().ok();
+        }
+        let precise = match &self.timer {
+            Some(t) => t.sleep_until(deadline_ns).await.is_ok(),
+            None => false,
+        };
+        if !precise {
+            let wait = deadline_ns.saturating_sub(now_ns());
+            monoio::time::sleep(std::time::Duration::from_nanos(wait)).await;
+        }
     }
 }

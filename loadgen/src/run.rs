@@ -97,8 +97,26 @@ extern "C" fn on_sigint(_: libc::c_int) {
     }
 }
 
+/// Raises the soft descriptor limit to the hard one: each connection is a socket (and, in open
+/// loop, a timerfd and its duplicate), and the usual soft limit of 1,024 would cap `-c` far
+/// below what the hard limit allows.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 pub fn run(plan: Plan) -> Result<Outcome, RunError> {
     preflight(&plan)?;
+    raise_fd_limit();
     let threads = plan.threads.clamp(1, plan.connections.max(1));
     let streams = plan.h2_streams.unwrap_or(1);
     let lanes = (plan.connections * streams) as u64;
@@ -231,11 +249,8 @@ async fn worker(
     // slots of the open-loop schedule fall on different connections and threads.
     for c in (index..connections).step_by(count) {
         let lanes: Vec<Lane> = (0..streams)
-            .filter_map(|s| Lane::new((s * connections + c) as u64).ok())
+            .map(|s| Lane::new((s * connections + c) as u64))
             .collect();
-        if lanes.is_empty() {
-            continue;
-        }
         let (shared, recorder, watchdog) = (shared.clone(), recorder.clone(), watchdog.clone());
         tasks.push(monoio::spawn(async move {
             if h2 {
