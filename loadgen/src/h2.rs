@@ -48,17 +48,7 @@ async fn connect(shared: &RunShared) -> Result<SendRequest<Bytes>, Failure> {
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW);
     match &shared.dialer.tls {
-        None => {
-            let io = StreamWrapper::new(tcp);
-            let (send, conn) = builder
-                .handshake::<_, Bytes>(io)
-                .await
-                .map_err(|e| fail(format!("HTTP/2 handshake: {e}")))?;
-            monoio::spawn(async move {
-                let _ = conn.await;
-            });
-            Ok(send)
-        }
+        None => handshake(&builder, StreamWrapper::new(tcp)).await,
         Some(tls) => {
             let io = tls
                 .handshake(tcp)
@@ -67,16 +57,24 @@ async fn connect(shared: &RunShared) -> Result<SendRequest<Bytes>, Failure> {
             if io.get_ref().1.alpn_protocol() != Some(b"h2") {
                 return Err(fail("the server did not agree to HTTP/2 (ALPN h2)".into()));
             }
-            let (send, conn) = builder
-                .handshake::<_, Bytes>(io)
-                .await
-                .map_err(|e| fail(format!("HTTP/2 handshake: {e}")))?;
-            monoio::spawn(async move {
-                let _ = conn.await;
-            });
-            Ok(send)
+            handshake(&builder, io).await
         }
     }
+}
+
+/// The HTTP/2 handshake on an established (plain or TLS) stream; spawns the connection task.
+async fn handshake<T>(builder: &h2::client::Builder, io: T) -> Result<SendRequest<Bytes>, Failure>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+    let (send, conn) = builder
+        .handshake::<_, Bytes>(io)
+        .await
+        .map_err(|e| (ErrorKind::Connect, format!("HTTP/2 handshake: {e}")))?;
+    monoio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(send)
 }
 
 /// Runs one connection's lanes until all are finished, redialling when the connection

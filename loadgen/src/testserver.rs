@@ -32,7 +32,9 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use dataplane::http::{ChunkedDecoder, ChunkedLimits, DecodeEvent};
+use dataplane::http::{
+    BodyDecoder, BodyKind, ChunkedLimits, DecodeEvent, Limits, parse_request_head,
+};
 use dataplane::quic::tls::TlsMaterial;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
@@ -292,33 +294,17 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     if buf.starts_with(H2_PREFACE) {
         return serve_h2(Rewind { buf, socket }, config, stats).await;
     }
+    let limits = Limits::default();
     // Bounded by the client: one request per turn, the connection ends on close or error.
     loop {
-        let (path, keep_alive, body) = loop {
-            let mut slots = [httparse::EMPTY_HEADER; 64];
-            let mut req = httparse::Request::new(&mut slots);
-            match req.parse(&buf) {
-                Ok(httparse::Status::Complete(len)) => {
-                    let path = req.path.unwrap_or("/").to_owned();
-                    let mut keep_alive = req.version == Some(1);
-                    let mut length = 0u64;
-                    let mut chunked = false;
-                    for h in req.headers.iter() {
-                        if h.name.eq_ignore_ascii_case("content-length") {
-                            length = std::str::from_utf8(h.value)
-                                .ok()
-                                .and_then(|v| v.trim().parse().ok())
-                                .unwrap_or(0);
-                        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                            chunked = true;
-                        } else if h.name.eq_ignore_ascii_case("connection") {
-                            keep_alive = !h.value.eq_ignore_ascii_case(b"close");
-                        }
-                    }
+        // The dataplane's parser: the one the edge trusts with public traffic.
+        let head = loop {
+            match parse_request_head(&buf, &limits) {
+                Ok(Some((head, len))) => {
                     let _ = buf.split_to(len);
-                    break (path, keep_alive, BodyRead { length, chunked });
+                    break head;
                 }
-                Ok(httparse::Status::Partial) => {
+                Ok(None) => {
                     if socket.read_buf(&mut buf).await? == 0 {
                         return Ok(());
                     }
@@ -331,8 +317,10 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         };
-        let has_body = body.length > 0 || body.chunked;
-        body.read(&mut socket, &mut buf).await?;
+        let path = head.target.clone();
+        let keep_alive = head.keep_alive;
+        let has_body = head.body.has_body();
+        read_body(&mut socket, &mut buf, head.body).await?;
         let answer = route(&path, has_body).await;
         before_answer(config, stats).await;
         let close = if keep_alive {
@@ -373,46 +361,28 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// How a request body is framed.
-struct BodyRead {
-    length: u64,
-    chunked: bool,
-}
-
-impl BodyRead {
-    async fn read<S: AsyncRead + Unpin>(
-        &self,
-        socket: &mut S,
-        buf: &mut BytesMut,
-    ) -> io::Result<()> {
-        let eof = || io::Error::new(io::ErrorKind::UnexpectedEof, "body cut short");
-        if self.chunked {
-            let mut dec = ChunkedDecoder::new(ChunkedLimits::default());
-            // Bounded by the body: each turn consumes bytes or reads more.
-            loop {
-                match dec.decode(buf) {
-                    Ok(DecodeEvent::Data(_)) => {}
-                    Ok(DecodeEvent::End) => return Ok(()),
-                    Ok(DecodeEvent::NeedMore) => {
-                        if socket.read_buf(buf).await? == 0 {
-                            return Err(eof());
-                        }
-                    }
-                    Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+/// Reads (and drops) a request body framed as `kind`.
+async fn read_body<S: AsyncRead + Unpin>(
+    socket: &mut S,
+    buf: &mut BytesMut,
+    kind: BodyKind,
+) -> io::Result<()> {
+    let mut dec = BodyDecoder::new(kind, ChunkedLimits::default());
+    // Bounded by the body: each turn consumes bytes or reads more.
+    loop {
+        match dec.decode(buf) {
+            Ok(DecodeEvent::Data(_)) => {}
+            Ok(DecodeEvent::End) => return Ok(()),
+            Ok(DecodeEvent::NeedMore) => {
+                if socket.read_buf(buf).await? == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "body cut short",
+                    ));
                 }
             }
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
         }
-        let mut remaining = self.length;
-        // Bounded by the body length.
-        while remaining > 0 {
-            if buf.is_empty() && socket.read_buf(buf).await? == 0 {
-                return Err(eof());
-            }
-            let n = remaining.min(buf.len() as u64) as usize;
-            let _ = buf.split_to(n);
-            remaining -= n as u64;
-        }
-        Ok(())
     }
 }
 
