@@ -131,10 +131,17 @@ pub(crate) fn server_name(host: &str) -> Option<ServerName<'static>> {
 }
 
 /// `noTLSVerify`: any chain, any name; the handshake signature is still checked so the
-/// session keys belong to whoever holds the presented key.
+/// session keys belong to whoever holds the presented key. (Also loadgen's `--insecure`.)
 #[derive(Debug)]
-struct AcceptAnyCert {
+pub struct AcceptAnyCert {
     provider: Arc<CryptoProvider>,
+}
+
+impl AcceptAnyCert {
+    /// Checks handshake signatures with `provider`'s algorithms.
+    pub fn new(provider: Arc<CryptoProvider>) -> Self {
+        Self { provider }
+    }
 }
 
 impl ServerCertVerifier for AcceptAnyCert {
