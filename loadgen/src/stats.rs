@@ -12,6 +12,12 @@ use hdrhistogram::Histogram;
 /// Highest latency the histogram holds without resizing: one hour, in microseconds.
 const MAX_TRACKED_US: u64 = 3_600_000_000;
 
+/// An empty latency histogram: 1 µs to an hour at 3 significant digits, so recorders from
+/// different threads add.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_TRACKED_US, 3).expect("static histogram bounds are valid")
+}
+
 /// Why a request (or, for `Connect`, a connection attempt) failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -82,8 +88,7 @@ pub struct Recorder {
 impl Recorder {
     pub fn new(live: Arc<Live>) -> Self {
         Self {
-            latency_us: Histogram::new_with_bounds(1, MAX_TRACKED_US, 3)
-                .expect("static histogram bounds are valid"),
+            latency_us: latency_histogram(),
             status: vec![0; 1000],
             errors: [0; 4],
             bytes_rx: 0,
@@ -139,8 +144,7 @@ pub struct Totals {
 
 impl Totals {
     pub fn merge(recorders: Vec<Recorder>) -> Self {
-        let mut latency_us = Histogram::new_with_bounds(1, MAX_TRACKED_US, 3)
-            .expect("static histogram bounds are valid");
+        let mut latency_us = latency_histogram();
         let mut status = vec![0u64; 1000];
         let mut errors = [0; 4];
         let mut first_error: [Option<String>; 4] = Default::default();

@@ -13,6 +13,7 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use dataplane::connector::origin::AcceptAnyCert;
 use monoio::{
+    buf::SliceMut,
     io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable},
     net::TcpStream,
 };
@@ -179,23 +180,19 @@ impl Stream {
     ) -> Result<usize, (&'static str, io::Error)> {
         match self {
             Stream::Plain(r, w, _) => {
-                if buf.capacity() - buf.len() < want {
-                    buf.reserve(want);
-                }
-                let owned = std::mem::take(buf);
-                let (len, cap) = (owned.len(), owned.capacity());
-                let (written, (read, slice)) = futures::join!(
-                    w.write_all(data),
-                    r.read(monoio::buf::SliceMut::new(owned, len, cap))
-                );
+                let (written, (read, slice)) =
+                    futures::join!(w.write_all(data), r.read(spare_capacity(buf, want)));
                 *buf = slice.into_inner();
                 written.0.map_err(|e| ("sending the request", e))?;
                 read.map_err(|e| ("reading the response", e))
             }
-            Stream::Tls(..) => {
-                self.write_all(data)
-                    .await
-                    .map_err(|e| ("sending the request", e))?;
+            Stream::Tls(t, _) => {
+                async {
+                    t.write_all(&data).await?;
+                    t.flush().await
+                }
+                .await
+                .map_err(|e| ("sending the request", e))?;
                 self.read_append(buf, want)
                     .await
                     .map_err(|e| ("reading the response", e))
@@ -203,32 +200,28 @@ impl Stream {
         }
     }
 
-    pub async fn write_all(&mut self, data: Bytes) -> io::Result<()> {
-        match self {
-            Stream::Plain(_, w, _) => w.write_all(data).await.0.map(drop),
-            Stream::Tls(t, _) => {
-                t.write_all(&data).await?;
-                t.flush().await
-            }
-        }
-    }
-
     /// Appends what one read returns to `buf` (at most `want` bytes); `Ok(0)` is end of
     /// stream.
     pub async fn read_append(&mut self, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
-        if buf.capacity() - buf.len() < want {
-            buf.reserve(want);
-        }
         match self {
             Stream::Plain(r, _, _) => {
-                let owned = std::mem::take(buf);
-                let (len, cap) = (owned.len(), owned.capacity());
-                // Into the spare capacity only: a bare BytesMut would be filled from index 0.
-                let (res, slice) = r.read(monoio::buf::SliceMut::new(owned, len, cap)).await;
+                let (res, slice) = r.read(spare_capacity(buf, want)).await;
                 *buf = slice.into_inner();
                 res
             }
-            Stream::Tls(t, _) => t.read_buf(buf).await,
+            Stream::Tls(t, _) => {
+                buf.reserve(want);
+                t.read_buf(buf).await
+            }
         }
     }
+}
+
+/// `buf` as an owned buffer for one monoio read into its spare capacity (at least `want`
+/// bytes): a bare `BytesMut` would be filled from index 0, overwriting what it holds.
+fn spare_capacity(buf: &mut BytesMut, want: usize) -> SliceMut<BytesMut> {
+    buf.reserve(want);
+    let owned = std::mem::take(buf);
+    let (len, cap) = (owned.len(), owned.capacity());
+    SliceMut::new(owned, len, cap)
 }

@@ -27,14 +27,7 @@ Sec-Fetch-Dest: document\r\n\
 pub const MINIMAL_GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
 
 fn response_head() -> ResponseHead {
-    let headers = [
-        ("Content-Type", "text/html; charset=utf-8"),
-        ("Content-Length", "18734"),
-        ("Date", "Thu, 26 Nov 2026 10:00:00 GMT"),
-        ("Cache-Control", "private, max-age=0"),
-        ("Etag", "\"5f3a-1b2c3d4e\""),
-        ("Server", "nginx/1.27.3"),
-    ];
+    let headers = crate::wire::ORIGIN_RESPONSE_HEADERS;
     ResponseHead {
         status: 200,
         reason: None,

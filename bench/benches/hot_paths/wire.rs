@@ -38,16 +38,19 @@ pub fn request() -> ConnectRequest {
     }
 }
 
+/// A typical origin response's header fields; the HTTP benchmarks serialise the same ones.
+pub const ORIGIN_RESPONSE_HEADERS: [(&str, &str); 6] = [
+    ("Content-Type", "text/html; charset=utf-8"),
+    ("Content-Length", "18734"),
+    ("Date", "Thu, 26 Nov 2026 10:00:00 GMT"),
+    ("Cache-Control", "private, max-age=0"),
+    ("Etag", "\"5f3a-1b2c3d4e\""),
+    ("Server", "nginx/1.27.3"),
+];
+
 /// An origin's answer as the connector returns it: status and 6 header values.
 pub fn response() -> ConnectResponse {
-    let headers = [
-        ("Content-Type", "text/html; charset=utf-8"),
-        ("Content-Length", "18734"),
-        ("Date", "Thu, 26 Nov 2026 10:00:00 GMT"),
-        ("Cache-Control", "private, max-age=0"),
-        ("Etag", "\"5f3a-1b2c3d4e\""),
-        ("Server", "nginx/1.27.3"),
-    ];
+    let headers = ORIGIN_RESPONSE_HEADERS;
     ConnectResponse {
         error: String::new(),
         metadata: http_response_metadata(200, headers),
