@@ -13,6 +13,8 @@
 //!   registration and withdrawal.
 //! - `proxy`: one task per public TCP connection: read a request head, route it, open a data
 //!   stream, stream the body up and the response down.
+//! - [`limits`]: the public listener's timeouts and caps ([`PublicLimits`]) and the QUIC
+//!   flow-control sizing that keeps a stalled stream from starving the others.
 //!
 //! # Ownership across workers
 //!
@@ -24,13 +26,14 @@
 //! rest of that keep-alive connection). Nothing is locked between workers; the only shared
 //! state is each connection's open-stream counter (an atomic).
 
+pub mod limits;
 pub mod registry;
 pub mod routes;
 
 mod proxy;
 mod tunnel;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -48,6 +51,7 @@ use crate::quic::{CidKey, Driver, QuicConfig, VarInt, WorkerCidGenerator};
 use crate::runtime::{Mailboxes, WorkerCtx, WorkerHandle, Workers, WorkersConfig};
 use crate::udp::{UdpBackend, UdpConfig, UdpIo};
 
+pub use limits::{LimitsError, PublicLimits};
 pub use registry::{LiveConn, Registry};
 pub use routes::{AuthError, HostRoute, LoadBalancerRoute, RouteTable, TunnelCredentialCheck};
 
@@ -132,6 +136,8 @@ pub struct EdgeSetup {
     pub workers: WorkersConfig,
     /// Request head limits for the public listener.
     pub limits: Limits,
+    /// Timeouts and caps of the public listener.
+    pub public: PublicLimits,
 }
 
 impl std::fmt::Debug for EdgeSetup {
@@ -149,6 +155,8 @@ impl std::fmt::Debug for EdgeSetup {
 pub enum EdgeStartError {
     #[error("edge setup: {0}")]
     Setup(String),
+    #[error("edge limits: {0}")]
+    Limits(#[from] LimitsError),
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
     #[error("edge socket: {0}")]
@@ -209,6 +217,19 @@ impl Edge {
                 setup.workers.inbox_capacity,
             )?);
         }
+        setup.public.validate()?;
+        let mut public = setup.public;
+        let (cap, lowered_by) = public.fit_connections_to_fd_limit(n);
+        if let Some(nofile) = lowered_by {
+            warn!(
+                requested = public.max_connections_per_worker,
+                cap,
+                nofile,
+                workers = n,
+                "client connection cap lowered to fit the descriptor limit"
+            );
+        }
+        public.max_connections_per_worker = cap;
         let start = Arc::new(Mutex::new((per_worker, forwarders)));
         let common = Arc::new(Common {
             quic: setup.quic,
@@ -219,6 +240,7 @@ impl Edge {
             location: setup.location,
             hooks: setup.hooks,
             limits: setup.limits,
+            public,
         });
         let workers = Workers::start(setup.workers, move |ctx: WorkerCtx<EdgeMsg>| {
             let taken = {
@@ -277,6 +299,7 @@ struct Common {
     location: String,
     hooks: Arc<dyn EdgeHooks>,
     limits: Limits,
+    public: PublicLimits,
 }
 
 /// One worker's state, shared by its tasks (`Rc`: never leaves the thread).
@@ -290,11 +313,29 @@ pub(crate) struct EdgeWorker {
     hooks: Arc<dyn EdgeHooks>,
     location: String,
     limits: Limits,
+    public: PublicLimits,
+    /// Public client connections this worker's tasks serve now (for the per-worker cap).
+    clients: Cell<usize>,
+}
+
+/// One counted public client connection; uncounted on drop.
+pub(crate) struct ClientSlot(Rc<EdgeWorker>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.clients.set(self.0.clients.get().saturating_sub(1));
+    }
 }
 
 impl EdgeWorker {
     fn routes(&self) -> Arc<RouteTable> {
         self.routes.borrow().clone()
+    }
+
+    /// Counts a client connection served on this worker until the slot drops.
+    pub(crate) fn client_slot(self: &Rc<Self>) -> ClientSlot {
+        self.clients.set(self.clients.get() + 1);
+        ClientSlot(self.clone())
     }
 
     /// Applies `msg` here and sends it to every other worker.
@@ -352,6 +393,8 @@ async fn run_worker(
         hooks: common.hooks.clone(),
         location: common.location.clone(),
         limits: common.limits,
+        public: common.public,
+        clients: Cell::new(0),
     });
 
     let mut endpoints = Vec::with_capacity(sockets.udp.len());
@@ -437,6 +480,10 @@ fn spawn_http_accept(
         // One accept per turn; each client gets its own task.
         loop {
             match listener.accept().await {
+                Ok((stream, _)) if w.clients.get() >= w.public.max_connections_per_worker => {
+                    // Answer instead of letting the descriptor limit make new clients time out.
+                    monoio::spawn(proxy::refuse_client(w.clone(), stream));
+                }
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     monoio::spawn(proxy::serve_client(

@@ -102,8 +102,19 @@ impl Registry {
             .find(|c| c.client_id == client_id && c.conn_index == index)
     }
 
+    /// Streams open on all of `tunnel`'s connections (every replica), for the per-tunnel cap.
+    /// Each worker reads the same shared counters, so the cap holds across workers up to the
+    /// few requests that pass the check at the same instant on different workers.
+    pub fn tunnel_streams(&self, tunnel: Uuid) -> usize {
+        self.by_tunnel
+            .get(&tunnel)
+            .map_or(0, |l| l.iter().map(|c| c.open_streams()).sum())
+    }
+
     /// The connection of `tunnel` with the fewest open streams, across every replica; ties go
-    /// round-robin.
+    /// round-robin. Stalled streams (a client that does not read) count like any other: a
+    /// connection full of them is not preferred, though since the connection window is sized
+    /// never to bind (`edge::limits`) they no longer slow its other streams.
     pub fn pick(&mut self, tunnel: Uuid) -> Option<Arc<LiveConn>> {
         self.pick_where(tunnel, |_| true)
     }
@@ -212,6 +223,25 @@ mod tests {
         quiet.heard_at(Instant::now());
         assert_eq!(r.pick(t).unwrap().id, quiet.id);
         assert!(r.is_healthy(t));
+    }
+
+    #[test]
+    fn edge_registry_counts_a_tunnels_streams_and_avoids_a_stalled_connection() {
+        let t = Uuid::new_v4();
+        let mut r = Registry::default();
+        let stalled = conn(t, Uuid::new_v4(), 0, 0);
+        let fresh = conn(t, Uuid::new_v4(), 1, 0);
+        r.add(stalled.clone());
+        r.add(fresh.clone());
+        r.add(conn(Uuid::new_v4(), Uuid::new_v4(), 0, 0));
+        // Sixteen clients that never read hold sixteen streams open on one connection.
+        stalled.streams.store(16, Ordering::Relaxed);
+        fresh.streams.store(2, Ordering::Relaxed);
+        assert_eq!(r.tunnel_streams(t), 18);
+        assert_eq!(r.tunnel_streams(Uuid::new_v4()), 0);
+        for _ in 0..8 {
+            assert_eq!(r.pick(t).unwrap().id, fresh.id);
+        }
     }
 
     #[test]
