@@ -13,6 +13,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use uuid::Uuid;
 use crate::api::edge::RegisterConnection;
 use crate::client::{ApiClient, ClientError};
 use crate::secret::ApiToken;
-use crate::store::Snapshot;
+use crate::store::{SNAPSHOT_FORMAT, Snapshot};
 
 /// How long one long-poll may wait on the server; the HTTP timeout is this plus slack.
 const POLL_WAIT_SECS: u64 = 25;
@@ -67,12 +68,24 @@ impl SnapshotCache {
         }
     }
 
-    /// The cached snapshot; `None` when there is none yet.
+    /// The cached snapshot; `None` when there is none yet. A file an older build left
+    /// readable by others is tightened to 0600 first: it lists every tenant's tunnels and
+    /// secret hashes.
     pub fn load(&self) -> Result<Option<Snapshot>, SyncError> {
         match fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| self.err(e)),
+            Ok(bytes) => {
+                let mode = fs::metadata(&self.path)
+                    .map_err(|e| self.err(e))?
+                    .permissions()
+                    .mode();
+                if mode & 0o077 != 0 {
+                    fs::set_permissions(&self.path, fs::Permissions::from_mode(0o600))
+                        .map_err(|e| self.err(e))?;
+                }
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| self.err(e))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.err(e)),
         }
@@ -83,9 +96,19 @@ impl SnapshotCache {
     pub fn store(&self, snap: &Snapshot) -> Result<(), SyncError> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(|e| self.err(e))?;
+        // The state directory also holds the edge's private keys. Best effort: a directory
+        // someone else owns keeps its mode, and the files in it are private anyway.
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
         let tmp = self.path.with_extension("json.tmp");
         let body = serde_json::to_vec(snap).map_err(|e| self.err(e))?;
-        let mut f = fs::File::create(&tmp).map_err(|e| self.err(e))?;
+        // A leftover temp file may have an older, looser mode; start from a fresh one.
+        let _ = fs::remove_file(&tmp);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| self.err(e))?;
         f.write_all(&body)
             .and_then(|_| f.sync_all())
             .map_err(|e| self.err(e))?;
@@ -181,8 +204,13 @@ impl SnapshotFollower {
         self.current.as_ref()
     }
 
+    /// The version to poll from. A cached snapshot of an older format counts as none, so the
+    /// next poll fetches the current one even when the control plane's version did not move.
     pub fn version(&self) -> u64 {
-        self.current.as_ref().map_or(0, |s| s.version)
+        self.current
+            .as_ref()
+            .filter(|s| s.format >= SNAPSHOT_FORMAT)
+            .map_or(0, |s| s.version)
     }
 
     /// One long-poll round. Returns the new snapshot when one arrived (already on disk);
@@ -236,11 +264,47 @@ mod tests {
     fn snap(version: u64) -> Snapshot {
         Snapshot {
             version,
+            format: SNAPSHOT_FORMAT,
+            tunnel_suffix: "cfargotunnel.com".into(),
             tunnels: vec![],
+            zones: vec![],
             dns_records: vec![],
             pools: vec![],
             load_balancers: vec![],
         }
+    }
+
+    #[test]
+    fn cache_is_private_and_a_loose_one_is_tightened() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = SnapshotCache::new(dir.path());
+        cache.store(&snap(1)).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(cache.path()), 0o600);
+        fs::set_permissions(cache.path(), fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(cache.load().unwrap().unwrap().version, 1);
+        assert_eq!(mode(cache.path()), 0o600);
+    }
+
+    #[test]
+    fn an_old_format_cache_is_read_but_polled_from_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = SnapshotCache::new(dir.path());
+        // What a build before snapshot format 2 cached: no format, suffix, zones or accounts.
+        fs::write(
+            cache.path(),
+            br#"{"version":7,"tunnels":[],"dns_records":[],"pools":[],"load_balancers":[]}"#,
+        )
+        .unwrap();
+        let client = EdgeClient::new("http://127.0.0.1:9", ApiToken::new("x".into()));
+        let f = SnapshotFollower::new(client, cache).unwrap();
+        assert_eq!(f.current().unwrap().version, 7);
+        assert_eq!(f.current().unwrap().format, 0);
+        assert_eq!(
+            f.version(),
+            0,
+            "the next poll must fetch a current snapshot"
+        );
     }
 
     #[test]

@@ -105,6 +105,18 @@ pub enum SecretError {
         /// The decoded length.
         len: usize,
     },
+    /// Fewer than [`TunnelSecret::MIN_DISTINCT_BYTES`] different byte values (all zeros, one
+    /// byte repeated, a short pattern): guessable, so refused when a tunnel is created.
+    #[error(
+        "tunnel secret is too predictable: it has only {distinct} different byte values, at \
+         least {min} are required (omit the secret to get 32 random bytes, or use \
+         `openssl rand -base64 32`)",
+        min = TunnelSecret::MIN_DISTINCT_BYTES
+    )]
+    Predictable {
+        /// How many different byte values it has.
+        distinct: usize,
+    },
 }
 
 /// Go's `base64.StdEncoding`, which cloudflared uses for the tunnel secret
@@ -150,6 +162,26 @@ impl TunnelSecret {
     /// cloudflared's `tunnel create --secret` rejects shorter secrets and
     /// generates exactly this many bytes.
     pub const MIN_LEN: usize = 32;
+
+    /// The fewest different byte values a new secret may have. 32 random bytes have about
+    /// 30; fewer than 8 happens by chance with probability below 10^-30, so this refuses only
+    /// secrets a person made up (all zeros, `aaaa…`, `abab…`). Existing secrets are not
+    /// re-checked: a tunnel created before the rule keeps running.
+    pub const MIN_DISTINCT_BYTES: usize = 8;
+
+    /// Refuses a secret too predictable to protect a new tunnel (see
+    /// [`Self::MIN_DISTINCT_BYTES`]); cheap, and never reveals any byte of it.
+    pub fn check_unpredictable(bytes: &[u8]) -> Result<(), SecretError> {
+        let mut seen = [false; 256];
+        for b in bytes {
+            seen[usize::from(*b)] = true;
+        }
+        let distinct = seen.iter().filter(|s| **s).count();
+        if distinct < Self::MIN_DISTINCT_BYTES {
+            return Err(SecretError::Predictable { distinct });
+        }
+        Ok(())
+    }
 
     /// Wraps raw bytes, rejecting fewer than [`Self::MIN_LEN`].
     pub fn new(bytes: Vec<u8>) -> Result<Self, SecretError> {
@@ -314,6 +346,23 @@ mod tests {
 
     fn bytes_0_to_31() -> Vec<u8> {
         (0u8..32).collect()
+    }
+
+    #[test]
+    fn predictable_secrets_are_refused_without_showing_them() {
+        for weak in [
+            vec![0u8; 32],
+            vec![0x41; 48],
+            b"abababababababababababababababab".to_vec(),
+        ] {
+            let e = TunnelSecret::check_unpredictable(&weak).unwrap_err();
+            assert!(matches!(e, SecretError::Predictable { .. }), "{e}");
+            assert!(!e.to_string().contains("abab"), "{e}");
+        }
+        assert!(TunnelSecret::check_unpredictable(&bytes_0_to_31()).is_ok());
+        for _ in 0..100 {
+            assert!(TunnelSecret::check_unpredictable(TunnelSecret::generate().expose()).is_ok());
+        }
     }
 
     #[test]

@@ -74,7 +74,7 @@ fn create_via_api(
         "POST",
         &format!("{cp_api}/accounts/{acct}/cfd_tunnel"),
         token,
-        Some(&json!({"name": name, "tunnel_secret": B64.encode([4u8; 32])})),
+        Some(&json!({"name": name, "tunnel_secret": B64.encode((0u8..32).collect::<Vec<u8>>())})),
     )
 }
 

@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput};
-use dataplane::edge::{HostRoute, LoadBalancerRoute, RouteTable};
+use dataplane::edge::{HostRoute, LoadBalancerRoute, RouteTable, TunnelCredentialCheck};
 use uuid::Uuid;
 
 fn tunnel(i: usize) -> Uuid {
@@ -14,14 +14,24 @@ fn tunnel(i: usize) -> Uuid {
 /// `n` DNS routes `host{i}.example.com` → tunnel `i`, and one load balancer
 /// `lb.example.com` over two pools of three tunnels.
 pub fn table(n: usize) -> RouteTable {
-    let mut t = RouteTable::new(1);
+    let mut t = RouteTable::new(1, "cfargotunnel.com");
+    for i in 0..n.max(6) {
+        t.add_tunnel(
+            tunnel(i),
+            TunnelCredentialCheck {
+                account_tag: "acct".into(),
+                secret_sha256: [0; 32],
+            },
+        );
+    }
     for i in 0..n {
         let routed = t.add_dns_record(
             "CNAME",
             &format!("host{i}.example.com"),
             &format!("{}.cfargotunnel.com", tunnel(i)),
+            "acct",
         );
-        assert!(routed);
+        assert!(routed.is_ok());
     }
     t.add_load_balancer(
         "lb.example.com",

@@ -13,6 +13,7 @@ use super::AppState;
 use super::accounts::zone_for;
 use super::auth::Caller;
 use super::envelope::{ApiError, ApiResult, ok, ok_list};
+use super::isolation::check_tunnel_target;
 use super::lb;
 use crate::hostname::hostname_in_zone;
 use crate::store::{NewDnsRecord, StoreError, Zone};
@@ -55,8 +56,13 @@ pub async fn get_one(
     Ok(ok(rec))
 }
 
-/// Validates a record against its zone and returns it normalized.
-fn check_record(zone: &Zone, mut rec: NewDnsRecord) -> Result<NewDnsRecord, ApiError> {
+/// Validates a record against its zone and returns it normalized. A CNAME that names a
+/// tunnel must name a live tunnel of the zone's own account, as exactly `<uuid>.<suffix>`.
+fn check_record(
+    st: &AppState,
+    zone: &Zone,
+    mut rec: NewDnsRecord,
+) -> Result<NewDnsRecord, ApiError> {
     rec.record_type = rec.record_type.to_ascii_uppercase();
     if !RECORD_TYPES.contains(&rec.record_type.as_str()) {
         return Err(ApiError::bad_request(format!(
@@ -80,6 +86,11 @@ fn check_record(zone: &Zone, mut rec: NewDnsRecord) -> Result<NewDnsRecord, ApiE
                 "AAAA record content must be an IPv6 address",
             ));
         }
+        "CNAME" => {
+            if let Some(target) = check_tunnel_target(st, &zone.account_id, &rec.content)? {
+                rec.content = target;
+            }
+        }
         _ => {}
     }
     Ok(rec)
@@ -92,12 +103,33 @@ pub async fn create(
     Json(rec): Json<NewDnsRecord>,
 ) -> ApiResult {
     let zone = zone_for(&st, &caller, &zone)?;
-    let rec = check_record(&zone, rec)?;
-    let out = st.store.create_dns(&zone.id, &rec).map_err(|e| match e {
-        // Cloudflare's code and status for a name clash between address records.
+    let rec = check_record(&st, &zone, rec)?;
+    let out = st.store.create_dns(&zone.id, &rec).map_err(name_clash)?;
+    st.publish();
+    Ok(ok(out))
+}
+
+/// Cloudflare's code and status for a name clash between address records.
+fn name_clash(e: StoreError) -> ApiError {
+    match e {
         StoreError::Conflict(m) => ApiError::new(axum::http::StatusCode::BAD_REQUEST, 81053, m),
         other => other.into(),
-    })?;
+    }
+}
+
+/// `PUT /zones/{zone}/dns_records/{id}`: replaces a record, with the same checks as create.
+pub async fn update(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((zone, id)): Path<(String, String)>,
+    Json(rec): Json<NewDnsRecord>,
+) -> ApiResult {
+    let zone = zone_for(&st, &caller, &zone)?;
+    let rec = check_record(&st, &zone, rec)?;
+    let out = st
+        .store
+        .update_dns(&zone.id, &id, &rec)
+        .map_err(name_clash)?;
     st.publish();
     Ok(ok(out))
 }

@@ -51,7 +51,7 @@ pub async fn snapshot(
         // Either a newer version arrives or the poll times out; both are normal.
         let _ = tokio::time::timeout(wait, rx.wait_for(|v| *v > since)).await;
     }
-    let snap = st.store.snapshot()?;
+    let snap = super::isolation::snapshot_for_edges(&st)?;
     if snap.version <= since {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }

@@ -108,3 +108,62 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult = Result<Response, ApiError>;
+
+/// The error code the envelope carries for a bare HTTP status.
+fn code_for(status: StatusCode) -> u32 {
+    match status.as_u16() {
+        400 => 1001,
+        401 | 403 => 10000,
+        404 => 1003,
+        405 => 1005,
+        409 => 1013,
+        413 => 1011,
+        _ => 1000,
+    }
+}
+
+/// Puts every error answer that is not already an envelope into one: axum's own rejections
+/// (malformed JSON, a missing or wrong Content-Type, a body over the limit, a bad path or
+/// query, a method the route lacks) answer in plain text, which v4 clients cannot read.
+/// Installed once for the whole router, so no handler needs its own extractor. A wrong
+/// Content-Type (axum: 415) and a body that is JSON but the wrong shape (axum: 422) become
+/// 400, as Cloudflare answers them.
+pub async fn plain_errors_as_envelope(res: Response) -> Response {
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let is_json = res
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    // axum's rejection texts are one short line; anything longer is cut, not buffered.
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let status = match status {
+        StatusCode::UNSUPPORTED_MEDIA_TYPE | StatusCode::UNPROCESSABLE_ENTITY => {
+            StatusCode::BAD_REQUEST
+        }
+        s => s,
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let mut out = ApiError::new(status, code_for(status), message).into_response();
+    // Keep what else the rejection said (`Allow` on a 405), not its body's framing.
+    parts.headers.remove(axum::http::header::CONTENT_TYPE);
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    for (k, v) in parts.headers.iter() {
+        out.headers_mut().insert(k.clone(), v.clone());
+    }
+    out
+}

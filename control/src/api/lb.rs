@@ -11,6 +11,7 @@ use super::AppState;
 use super::accounts::{account_for, zone_for};
 use super::auth::Caller;
 use super::envelope::{ApiError, ApiResult, ok, ok_list};
+use super::isolation::check_tunnel_target;
 use crate::hostname::hostname_in_zone;
 use crate::store::{PoolOrigin, Zone};
 
@@ -42,9 +43,15 @@ pub async fn create_pool(
     State(st): State<AppState>,
     caller: Caller,
     Path(acct): Path<String>,
-    Json(body): Json<NewPool>,
+    Json(mut body): Json<NewPool>,
 ) -> ApiResult {
     account_for(&st, &caller, &acct)?;
+    // An origin naming a tunnel must name one of this account's, like a DNS record.
+    for o in &mut body.origins {
+        if let Some(target) = check_tunnel_target(&st, &acct, &o.address)? {
+            o.address = target;
+        }
+    }
     if !valid_pool_name(&body.name) {
         return Err(ApiError::bad_request(format!(
             "{} is not a valid pool name",

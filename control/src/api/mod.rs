@@ -15,9 +15,11 @@ pub mod auth;
 mod dns;
 pub mod edge;
 pub mod envelope;
+pub mod isolation;
 mod lb;
 pub mod login;
-mod tunnels;
+pub mod server;
+pub mod tunnels;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +29,10 @@ use axum::routing::{delete, get, post, put};
 use tokio::sync::watch;
 
 use crate::store::{Store, StoreResult};
+
+/// Default for `--max-body`: API bodies are a few hundred bytes; this leaves room for a large
+/// pool or many records without letting a client make the server buffer megabytes.
+pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -39,6 +45,8 @@ pub struct AppState {
     pub logins: login::LoginSessions,
     /// How long an edge may wait in one snapshot long-poll.
     pub max_poll: Duration,
+    /// The largest request body a handler reads; more is refused with 413.
+    pub max_body: usize,
 }
 
 impl std::fmt::Debug for AppState {
@@ -58,6 +66,7 @@ impl AppState {
             tunnel_suffix,
             logins: login::LoginSessions::default(),
             max_poll: Duration::from_secs(30),
+            max_body: DEFAULT_MAX_BODY,
         })
     }
 
@@ -113,7 +122,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/zones/{zone}/dns_records/{id}",
-            get(dns::get_one).delete(dns::delete_one),
+            get(dns::get_one).put(dns::update).delete(dns::delete_one),
         )
         .route("/zones/{zone}/tunnels/{id}/routes", put(dns::route))
         .route(
@@ -142,6 +151,10 @@ pub fn router(state: AppState) -> Router {
         .route("/login/cert", post(login::issue_cert))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { envelope::ApiError::not_found("no such endpoint") })
+        .layer(axum::extract::DefaultBodyLimit::max(state.max_body))
+        .layer(axum::middleware::map_response(
+            envelope::plain_errors_as_envelope,
+        ))
         .with_state(state)
 }
 

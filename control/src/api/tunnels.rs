@@ -17,6 +17,7 @@ use super::AppState;
 use super::accounts::account_for;
 use super::auth::Caller;
 use super::envelope::{ApiError, ApiResult, ok};
+use crate::secret::TunnelSecret;
 use crate::store::{ConnectionRecord, Tunnel, TunnelFilter};
 
 /// The smallest secret a connector may hold: what cloudflared's own `create --secret` demands.
@@ -62,6 +63,73 @@ pub fn token_string(account_tag: &str, secret: &[u8], id: Uuid) -> String {
     STANDARD.encode(body.to_string())
 }
 
+/// The longest tunnel name, in characters.
+pub const MAX_TUNNEL_NAME_CHARS: usize = 255;
+
+/// Bidirectional-text controls (U+202A–U+202E embeddings and overrides, U+2066–U+2069
+/// isolates, and the LRM/RLM/ALM marks) make a name display differently from what it is, so
+/// `tunnel list` could show a lie.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
+/// The tunnel-name rule, shared by the API and the CLI (which checks before sending).
+/// cloudflared and Cloudflare's API accept almost any printable name (spaces and non-ASCII
+/// letters included), so this refuses only what misleads or breaks: control and bidi
+/// characters, `/` and `\` (a name is not a path; `../x` included), a leading `-` (read as
+/// a flag by every CLI it is pasted into), `.` and `..`, a UUID (names and ids share one
+/// argument), and more than 255 characters. The error says the rule; it shows the name
+/// escaped, never raw.
+pub fn check_tunnel_name(name: &str) -> Result<(), String> {
+    const RULE: &str = "a tunnel name is 1-255 printable characters without '/' or '\\', \
+                        and does not start with '-'";
+    let refuse = |why: &str| {
+        Err(format!(
+            "tunnel name {} is not allowed: {why}; {RULE}",
+            escape_name(name)
+        ))
+    };
+    if name.is_empty() {
+        return Err("tunnel name required".into());
+    }
+    if Uuid::parse_str(name).is_ok() {
+        return Err("you cannot use UUIDs as tunnel names".into());
+    }
+    if name.chars().count() > MAX_TUNNEL_NAME_CHARS {
+        return refuse("it is too long");
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return refuse("it contains a control character");
+    }
+    if name.chars().any(is_bidi_control) {
+        return refuse("it contains a bidirectional-text control character");
+    }
+    if name.contains('/') || name.contains('\\') {
+        return refuse("it contains a path separator");
+    }
+    if name.starts_with('-') {
+        return refuse("it starts with '-'");
+    }
+    if name == "." || name == ".." {
+        return refuse("it is a path component");
+    }
+    Ok(())
+}
+
+/// `name` safe to print on a terminal: control and bidi characters become `\u{..}` escapes
+/// (a name stored before the rule may hold them), everything else stays as it is.
+pub fn escape_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_control() || is_bidi_control(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::bad_request(format!("{id} is not a valid tunnel id")))
 }
@@ -95,22 +163,10 @@ pub async fn create(
 ) -> ApiResult {
     account_for(&st, &caller, &acct)?;
     let name = body.name.as_deref().unwrap_or("").trim().to_string();
-    if name.is_empty() {
-        return Err(ApiError::bad_request("tunnel name required"));
-    }
-    if Uuid::parse_str(&name).is_ok() {
-        return Err(ApiError::bad_request(
-            "you cannot use UUIDs as tunnel names",
-        ));
-    }
-    if name.len() > 255 || name.chars().any(|c| c.is_control()) {
-        return Err(ApiError::bad_request(
-            "tunnel name must be 1-255 printable characters",
-        ));
-    }
+    check_tunnel_name(&name).map_err(ApiError::bad_request)?;
     let secret = match body.tunnel_secret.as_deref() {
         // Cloudflare generates a secret when none is sent (remotely managed tunnels).
-        None | Some("") => rand::random::<[u8; 32]>().to_vec(),
+        None | Some("") => TunnelSecret::generate().expose().to_vec(),
         Some(b64) => STANDARD
             .decode(b64)
             .map_err(|_| ApiError::bad_request("tunnel_secret must be standard base64"))?,
@@ -121,9 +177,10 @@ pub async fn create(
             secret.len()
         )));
     }
+    TunnelSecret::check_unpredictable(&secret).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let t = st.store.create_tunnel(&acct, &name, &secret)?;
     st.publish();
-    tracing::info!(tunnel = %t.id, name = %t.name, "tunnel created");
+    tracing::info!(tunnel = %t.id, name = %escape_name(&t.name), "tunnel created");
     let mut out = tunnel_json(&t, &[]);
     out["token"] = Value::String(token_string(&acct, &secret, t.id));
     Ok(ok(out))
@@ -311,4 +368,40 @@ pub async fn cleanup_connections(
     let n = st.store.delete_connections(t.id, client)?;
     tracing::info!(tunnel = %t.id, removed = n, "connections cleaned up");
     Ok(ok(json!({"removed": n})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tunnel_names_that_mislead_are_refused_with_the_rule() {
+        for ok in ["web", "my tunnel", "café-prod", "a.b_c", "x--y", "日本"] {
+            assert_eq!(check_tunnel_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "--help",
+            "-x",
+            "../etc",
+            "a/b",
+            "a\\b",
+            "..",
+            "bell\u{7}",
+            "new\nline",
+            "esc\u{1b}[31m",
+            "evil\u{202E}txt.exe",
+            "iso\u{2066}late",
+            &"x".repeat(256),
+            "5e7a8c7e-8d4b-4b8e-9c9e-1a2b3c4d5e6f",
+        ] {
+            let e = check_tunnel_name(bad).unwrap_err();
+            assert!(
+                !e.chars().any(|c| c.is_control() || is_bidi_control(c)),
+                "{e:?}"
+            );
+        }
+        assert!(check_tunnel_name(&"é".repeat(255)).is_ok());
+        assert_eq!(escape_name("a\u{1b}b\u{202E}c"), "a\\u{1b}b\\u{202e}c");
+    }
 }

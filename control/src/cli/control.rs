@@ -16,6 +16,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 
 use super::args::{ControlCmd, ControlVerb, ServeArgs};
+use crate::api::server::ServerLimits;
 use crate::api::{self, AppState};
 use crate::hostname::normalize_hostname;
 use crate::secret::ApiToken;
@@ -97,11 +98,52 @@ pub fn bootstrap(dir: &Path, zones: &[String]) -> anyhow::Result<Arc<dyn Store>>
     Ok(Arc::new(store))
 }
 
+/// The server limits from `serve`'s flags; a zero is refused (it would close everything).
+fn limits(args: &ServeArgs) -> anyhow::Result<ServerLimits> {
+    for (flag, d) in [
+        ("--header-timeout", args.header_timeout),
+        ("--idle-timeout", args.idle_timeout),
+        ("--request-timeout", args.request_timeout),
+        ("--long-poll-max", args.long_poll_max),
+    ] {
+        if d.is_zero() {
+            bail!("{flag} must be longer than 0");
+        }
+    }
+    if args.max_connections == 0 {
+        bail!("--max-connections must be at least 1");
+    }
+    if args.max_body == 0 {
+        bail!("--max-body must be at least 1 byte");
+    }
+    Ok(ServerLimits {
+        header_timeout: args.header_timeout,
+        idle_timeout: args.idle_timeout,
+        request_timeout: args.request_timeout,
+        max_connections: args.max_connections,
+    })
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let store = bootstrap(&args.data_dir, &args.zones)?;
+    let limits = limits(&args)?;
     let suffix = normalize_hostname(&args.tunnel_suffix)
         .map_err(|e| anyhow::anyhow!("--tunnel-suffix: {e}"))?;
-    let state = AppState::new(store, suffix)?;
+    if suffix.starts_with('*') {
+        bail!(
+            "--tunnel-suffix {}: a suffix cannot be a wildcard",
+            args.tunnel_suffix
+        );
+    }
+    let store = bootstrap(&args.data_dir, &args.zones)?;
+    let mut state = AppState::new(store, suffix)?;
+    state.max_poll = args.long_poll_max;
+    state.max_body = args.max_body;
+    // Routes stored before the isolation rule (or behind the API's back) that break it are
+    // named now; they are not served to edges.
+    let broken = api::isolation::audit(&state)?;
+    if broken > 0 {
+        tracing::warn!(routes = broken, "routes that cross accounts do not route");
+    }
     let rt = runtime()?;
     rt.block_on(async move {
         let listener = bind(&args.listen).await?;
@@ -109,7 +151,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%addr, data_dir = %args.data_dir.display(), "control plane listening");
         // Tests and scripts read this line to learn the port when --listen used port 0.
         println!("ringway control plane listening on http://{addr}");
-        serve_on(listener, state, shutdown_signal()).await
+        serve_with(listener, state, limits, shutdown_signal()).await
     })
 }
 
@@ -128,15 +170,24 @@ pub async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
         .with_context(|| format!("cannot listen on {listen}"))
 }
 
-/// Serves the API (and expires leases) until `shutdown` resolves.
+/// Serves the API (and expires leases) with the default limits until `shutdown` resolves.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_with(listener, state, ServerLimits::default(), shutdown).await
+}
+
+/// Serves the API (and expires leases) within `limits` until `shutdown` resolves.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    limits: ServerLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let expiry = tokio::spawn(api::expire_leases(state.clone()));
-    let res = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown)
+    let res = api::server::serve(listener, state, limits, shutdown)
         .await
         .context("control plane server failed");
     expiry.abort();

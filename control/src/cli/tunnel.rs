@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::args::{OutputFormat, RouteVerb, TunnelCmd, TunnelVerb};
 use super::context::Ctx;
 use super::output::{render, table};
+use crate::api::tunnels::{check_tunnel_name, escape_name};
 use crate::files::{self, Credentials, TunnelToken};
 use crate::hostname::normalize_hostname;
 use crate::secret::TunnelSecret;
@@ -90,14 +91,15 @@ fn create(
     credentials_file: Option<PathBuf>,
     secret: Option<&str>,
 ) -> anyhow::Result<()> {
-    if name.trim().is_empty() {
-        bail!("tunnel name required");
-    }
-    if Uuid::parse_str(name).is_ok() {
-        bail!("you cannot use UUIDs as tunnel names");
-    }
+    // The same rule the API applies, checked before anything is sent.
+    check_tunnel_name(name.trim()).map_err(|e| anyhow!("failed to create tunnel: {e}"))?;
     let secret = match secret {
-        Some(s) => TunnelSecret::from_base64(s).context("failed to create tunnel")?,
+        Some(s) => {
+            let secret = TunnelSecret::from_base64(s).context("failed to create tunnel")?;
+            TunnelSecret::check_unpredictable(secret.expose())
+                .context("failed to create tunnel")?;
+            secret
+        }
         None => TunnelSecret::generate(),
     };
     let ctx = Ctx::load(t)?;
@@ -108,7 +110,10 @@ fn create(
         .post(&ctx.tunnels_path(""), &body)
         .map_err(|e| match e.status() {
             Some(409) => {
-                anyhow!("failed to create tunnel: tunnel with name already exists: {name}")
+                anyhow!(
+                    "failed to create tunnel: tunnel with name already exists: {}",
+                    escape_name(name)
+                )
             }
             _ => anyhow!("failed to create tunnel: {e}"),
         })?
@@ -165,7 +170,7 @@ fn create(
                 );
             }
             println!(" Keep this file secret. To revoke these credentials, delete the tunnel.");
-            println!("\nCreated tunnel {name} with id {id}");
+            println!("\nCreated tunnel {} with id {id}", escape_name(name));
         }
     }
     Ok(())
@@ -236,7 +241,7 @@ fn list(t: &TunnelCmd, query: &str, output: Option<OutputFormat>) -> anyhow::Res
         let conns = tn["connections"].as_array().cloned().unwrap_or_default();
         rows.push(vec![
             tn["id"].as_str().unwrap_or("").to_string(),
-            tn["name"].as_str().unwrap_or("").to_string(),
+            escape_name(tn["name"].as_str().unwrap_or("")),
             tn["created_at"].as_str().unwrap_or("").to_string(),
             colo_counts(&conns),
         ]);
@@ -293,7 +298,10 @@ fn info(t: &TunnelCmd, input: &str, output: Option<OutputFormat>) -> anyhow::Res
         println!("Your tunnel {id} does not have any active connection.");
         return Ok(());
     }
-    println!("NAME:     {}", tunnel["name"].as_str().unwrap_or(""));
+    println!(
+        "NAME:     {}",
+        escape_name(tunnel["name"].as_str().unwrap_or(""))
+    );
     println!("ID:       {id}");
     println!(
         "CREATED:  {}",

@@ -93,6 +93,14 @@ pub const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO meta (key, value) VALUES ('snapshot_version', 1);
     "#,
+    // 2: snapshot format 2 carries accounts and the tunnel suffix, and the edge routes a
+    // record only into a tunnel of the record's own account. Records created before that
+    // rule may break it; they stop routing (the control plane names each one in a warning at
+    // start, see `api::isolation::audit`). The version bump makes every edge fetch the new
+    // format instead of keeping a cached one it can no longer route with.
+    r#"
+    UPDATE meta SET value = value + 1 WHERE key = 'snapshot_version';
+    "#,
 ];
 
 /// Applies every migration newer than the database's `user_version`.

@@ -142,7 +142,9 @@ fn one() -> f64 {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Pool {
     pub id: String,
-    #[serde(skip)]
+    /// Carried in the snapshot so the edge can check a pool's origins belong to its account;
+    /// empty in an old cached snapshot, which then fails closed.
+    #[serde(default)]
     pub account_id: String,
     pub name: String,
     pub enabled: bool,
@@ -156,7 +158,8 @@ pub struct Pool {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LoadBalancer {
     pub id: String,
-    #[serde(skip)]
+    /// Carried in the snapshot: the load balancer's account is its zone's.
+    #[serde(default)]
     pub zone_id: String,
     /// The hostname the load balancer answers for.
     pub name: String,
@@ -191,15 +194,38 @@ pub struct ConnectionRecord {
     pub lease_expires_ms: i64,
 }
 
+/// The snapshot layout this build writes. 2 added the accounts (`zones`, pools'
+/// `account_id`, load balancers' `zone_id`) and `tunnel_suffix`; an edge treats anything
+/// older as unable to route (it cannot check which account a record belongs to) and fetches
+/// a fresh one from version 0.
+pub const SNAPSHOT_FORMAT: u32 = 2;
+
 /// What an edge needs to serve without the control plane: routing data plus the secret hashes
 /// that let it authenticate connectors itself. Never the secrets.
+///
+/// Every field added after format 1 has a serde default, so an edge still reads the
+/// `snapshot.json` an older build cached (and then routes nothing from it).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Snapshot {
     pub version: u64,
+    #[serde(default)]
+    pub format: u32,
+    /// Tunnel CNAME targets are `<uuid>.<tunnel_suffix>`; empty routes nothing.
+    #[serde(default)]
+    pub tunnel_suffix: String,
     pub tunnels: Vec<SnapshotTunnel>,
+    /// Zone → account, for the DNS records' and load balancers' accounts.
+    #[serde(default)]
+    pub zones: Vec<SnapshotZone>,
     pub dns_records: Vec<DnsRecord>,
     pub pools: Vec<Pool>,
     pub load_balancers: Vec<LoadBalancer>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SnapshotZone {
+    pub id: String,
+    pub account_id: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -549,6 +549,18 @@ impl Store for SqliteStore {
     fn update_dns(&self, zone_id: &str, id: &str, rec: &NewDnsRecord) -> StoreResult<DnsRecord> {
         self.with(|c| {
             let tx = c.transaction()?;
+            if is_address_type(&rec.record_type) {
+                let others: Vec<DnsRecord> = address_records_tx(&tx, zone_id, &rec.name)?
+                    .into_iter()
+                    .filter(|r| r.id != id)
+                    .collect();
+                if !others.is_empty()
+                    && (rec.record_type == "CNAME"
+                        || others.iter().any(|r| r.record_type == "CNAME"))
+                {
+                    return Err(StoreError::Conflict(address_conflict(&rec.name)));
+                }
+            }
             if update_dns_tx(&tx, zone_id, id, rec)? == 0 {
                 return Err(StoreError::NotFound(format!("DNS record {id} not found")));
             }
@@ -843,6 +855,16 @@ impl Store for SqliteStore {
                 })?
                 .collect::<Result<Vec<_>, _>>()?
             };
+            let zones = {
+                let mut st = tx.prepare("SELECT id, account_id FROM zones ORDER BY id")?;
+                st.query_map([], |r| {
+                    Ok(SnapshotZone {
+                        id: r.get(0)?,
+                        account_id: r.get(1)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?
+            };
             let dns_records = {
                 let mut st = tx.prepare(&format!(
                     "SELECT {DNS_COLS} FROM dns_records d JOIN zones z ON z.id = d.zone_id \
@@ -863,7 +885,11 @@ impl Store for SqliteStore {
             tx.commit()?;
             Ok(Snapshot {
                 version: version as u64,
+                format: SNAPSHOT_FORMAT,
+                // The store does not know the suffix; the API fills it in.
+                tunnel_suffix: String::new(),
                 tunnels,
+                zones,
                 dns_records,
                 pools,
                 load_balancers,
