@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::ConnectorShared;
 use super::origin::{OriginRequest, OriginResponse, RequestBody, ResponseSink};
@@ -110,7 +110,9 @@ async fn serve_http(
             let _ = send.finish();
         }
         Err(e) if !e.head_sent() => {
-            debug!(error = %e, "origin request failed");
+            // The operator's view of a 502: the edge shows public clients only which side
+            // failed, so the address and OS error are logged here (and sent to the edge's log).
+            warn!(error = %e, "origin request failed");
             metrics.request_error();
             metrics.request_finished(502);
             answer_502(&mut send, &e.to_string()).await;

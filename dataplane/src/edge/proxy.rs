@@ -15,22 +15,25 @@ use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use tracing::debug;
+use tracing::{debug, warn};
 use uuid::Uuid;
 
+use super::limits::{RequestClock, TimedOut};
 use super::routes::HostRoute;
-use super::{EdgeMsg, EdgeWorker, HandedClient, LiveConn};
+use super::{ClientSlot, EdgeMsg, EdgeWorker, HandedClient, LiveConn};
 use crate::buf::BytesVec;
 use crate::http::{
     BodyDecoder, BodyFraming, BodyKind, ChunkedEncoder, ChunkedLimits, DecodeEvent, EdgeError,
-    HeaderField, RequestHead, ResponseContext, ResponseHead, body_framing, continue_100,
-    error_response, head_error_response, parse_request_head, write_response_head,
+    GatewayFailure, HeaderField, RequestHead, ResponseContext, ResponseHead, body_framing,
+    continue_100, error_response, head_error_response, options_asterisk_response,
+    parse_request_head, write_response_head,
 };
 use crate::quic::VarInt;
 use crate::quic::endpoint::{Connection, RecvStream};
@@ -63,7 +66,7 @@ enum Next {
 
 enum Route {
     /// Answer with this error.
-    Answer(EdgeError<'static>),
+    Answer(EdgeError),
     /// Forward on this worker.
     Local(Arc<LiveConn>, Rc<Connection>),
     /// Hand the client to the worker that owns the chosen connection.
@@ -76,23 +79,37 @@ pub(crate) async fn serve_client(
     peer: SocketAddr,
     mut buf: BytesMut,
     mut handed: Option<(Uuid, u8)>,
+    // Counts this client against the per-worker cap until the task ends (or hands it over).
+    _slot: ClientSlot,
 ) {
+    let mut first_request = true;
     // One request per turn; the client decides how many (keep-alive) and each turn waits on
-    // its bytes, so the loop cannot spin.
+    // its bytes (or times out), so the loop cannot spin.
     loop {
-        let (head, consumed) = match read_head(&w, &mut stream, &mut buf).await {
+        let (head, consumed) = match read_head(&w, &mut stream, &mut buf, first_request).await {
             Ok(Some(h)) => h,
             Ok(None) => return,
             Err(answer) => {
-                let _ = write_bytes(&mut stream, answer).await;
+                let _ = write_canned(&w, &mut stream, answer).await;
                 return;
             }
         };
+        first_request = false;
         let ctx = ResponseContext::for_request(&head);
+        if let Some(answer) = local_answer(&head, &ctx) {
+            // Neither form carries a body the edge could forward; close unless it is the
+            // OPTIONS answer to a keep-alive client without a body.
+            let close = head.body.has_body() || !head.keep_alive || head.method == "CONNECT";
+            if write_canned(&w, &mut stream, answer).await.is_err() || close {
+                return;
+            }
+            let _ = buf.split_to(consumed);
+            continue;
+        }
         let (live, conn) = match route(&w, &head, handed.take()) {
             Route::Answer(err) => {
                 let close = head.body.has_body() || !head.keep_alive;
-                if write_bytes(&mut stream, error_response(err, &ctx))
+                if write_canned(&w, &mut stream, error_response(err, &ctx))
                     .await
                     .is_err()
                     || close
@@ -110,7 +127,8 @@ pub(crate) async fn serve_client(
         };
         let _ = buf.split_to(consumed);
         live.streams.fetch_add(1, Ordering::Relaxed);
-        let r = forward(&mut stream, peer, &mut buf, head, ctx, &conn).await;
+        let clock = RequestClock::start(&w.public);
+        let r = forward(&mut stream, peer, &mut buf, head, ctx, &conn, clock).await;
         live.streams.fetch_sub(1, Ordering::Relaxed);
         match r {
             Next::KeepAlive => {}
@@ -119,15 +137,69 @@ pub(crate) async fn serve_client(
     }
 }
 
+/// How long a refused client gets to take its 503 (and how long its request is drained so
+/// that closing does not turn into a reset that destroys the answer).
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// Most request bytes drained from a refused client before closing anyway.
+const REFUSAL_DRAIN: usize = 64 * 1024;
+
+/// Answers a client over the per-worker connection cap: `503` with `Retry-After` and
+/// `Connection: close`, without reading its request. Holds the descriptor at most
+/// [`REFUSAL_LINGER`] twice.
+pub(crate) async fn refuse_client(w: Rc<EdgeWorker>, mut stream: TcpStream) {
+    debug!(
+        cap = w.public.max_connections_per_worker,
+        "client connection cap reached; 503"
+    );
+    let answer = error_response(
+        EdgeError::Overloaded {
+            retry_after_secs: w.public.retry_after_secs(),
+        },
+        &ResponseContext::unparsed(),
+    );
+    if !matches!(
+        monoio::time::timeout(REFUSAL_LINGER, write_bytes(&mut stream, answer)).await,
+        Ok(Ok(()))
+    ) {
+        return;
+    }
+    let _ = stream.shutdown().await;
+    // Bounded by REFUSAL_DRAIN bytes and the linger time.
+    let mut buf = BytesMut::new();
+    let mut drained = 0;
+    let _ = monoio::time::timeout(REFUSAL_LINGER, async {
+        while drained < REFUSAL_DRAIN {
+            match read_more(&mut stream, &mut buf).await {
+                Ok(n) if n > 0 => {
+                    drained += n;
+                    buf.clear();
+                }
+                _ => break,
+            }
+        }
+    })
+    .await;
+}
+
 /// Reads until a full head is buffered. `Ok(None)`: the client closed (or failed) between
-/// requests. `Err`: the answer to send before closing.
+/// requests, or stayed idle past the keep-alive timeout. `Err`: the answer to send before
+/// closing (a bad head, or 408 when a started head did not complete in time).
+///
+/// The head timeout runs from accept for a connection's first request (a client that
+/// connects and says nothing is closed after it), and from the first byte for later ones;
+/// before that first byte a keep-alive connection may idle for the keep-alive timeout.
 async fn read_head(
     w: &EdgeWorker,
     stream: &mut TcpStream,
     buf: &mut BytesMut,
+    first_request: bool,
 ) -> Result<Option<(RequestHead, usize)>, Bytes> {
-    // Bounded by the head size limit: each turn adds bytes, and `parse_request_head` fails
-    // once the limit is buffered without a complete head.
+    let limits = &w.public;
+    let mut head_deadline =
+        (first_request || !buf.is_empty()).then(|| Instant::now() + limits.head_timeout);
+    // Bounded by the head size limit and the deadlines: each turn adds bytes or times out,
+    // and `parse_request_head` fails once the limit is buffered without a complete head.
     loop {
         if !buf.is_empty() {
             match parse_request_head(buf, &w.limits) {
@@ -135,11 +207,36 @@ async fn read_head(
                 Ok(None) => {}
                 Err(e) => return Err(head_error_response(&e)),
             }
+            head_deadline.get_or_insert_with(|| Instant::now() + limits.head_timeout);
         }
-        match read_more(stream, buf).await {
-            Ok(0) | Err(_) => return Ok(None),
-            Ok(_) => {}
+        let wait = match head_deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => limits.keep_alive_timeout,
+        };
+        match monoio::time::timeout(wait, read_more(stream, buf)).await {
+            Err(_) if buf.is_empty() => {
+                debug!("idle client connection closed");
+                return Ok(None);
+            }
+            Err(_) => {
+                debug!(buffered = buf.len(), "request head timed out");
+                return Err(error_response(
+                    EdgeError::RequestTimeout,
+                    &ResponseContext::unparsed(),
+                ));
+            }
+            Ok(Ok(0) | Err(_)) => return Ok(None),
+            Ok(Ok(_)) => {}
         }
+    }
+}
+
+/// Writes one of the edge's own small answers, bounded by the body idle timeout: a client
+/// that pipelines requests and never reads must not hold its task forever.
+async fn write_canned(w: &EdgeWorker, stream: &mut TcpStream, b: Bytes) -> io::Result<()> {
+    match monoio::time::timeout(w.public.body_idle_timeout, write_bytes(stream, b)).await {
+        Ok(r) => r,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
     }
 }
 
@@ -158,6 +255,14 @@ fn route(w: &EdgeWorker, head: &RequestHead, handed: Option<(Uuid, u8)>) -> Rout
             }
         }
     };
+    // Shed rather than queue: past the cap, every stream would wait for the connector's
+    // stream credit or sit in the flow-control budget the others need.
+    if w.registry.borrow().tunnel_streams(tunnel) >= w.public.max_tunnel_streams {
+        debug!(%tunnel, cap = w.public.max_tunnel_streams, "tunnel at its stream cap; 503");
+        return Route::Answer(EdgeError::Overloaded {
+            retry_after_secs: w.public.retry_after_secs(),
+        });
+    }
     let hops = handed.map_or(0, |(_, h)| h);
     // A handed-over request first tries the connection it was handed over for.
     if let Some((id, _)) = handed
@@ -225,13 +330,18 @@ async fn forward(
     mut head: RequestHead,
     ctx: ResponseContext,
     conn: &Connection,
+    mut clock: RequestClock,
 ) -> Next {
     let body = head.body;
     let expect_continue = head.expect_continue;
     let keep_alive = head.keep_alive;
-    let (mut send, mut recv) = match conn.open_bi().await {
-        Ok(s) => s,
-        Err(e) => {
+    let (mut send, mut recv) = match clock.tunnel(conn.open_bi()).await {
+        Ok(Ok(s)) => s,
+        Err(TimedOut) => {
+            debug!("request timed out waiting for a tunnel stream");
+            return Next::Close;
+        }
+        Ok(Err(e)) => {
             let cause = format!("tunnel connection lost: {e}");
             return answer_502(stream, &ctx, &cause, body).await;
         }
@@ -245,7 +355,12 @@ async fn forward(
     // reaches back to the client's TCP window).
     let mut body_complete = !body.has_body();
     if body.has_body() {
-        if expect_continue && write_bytes(stream, continue_100()).await.is_err() {
+        if expect_continue
+            && !matches!(
+                clock.client(write_bytes(stream, continue_100())).await,
+                Ok(Ok(()))
+            )
+        {
             send.reset(VarInt::from_u32(0));
             return Next::Close;
         }
@@ -254,17 +369,26 @@ async fn forward(
         // a framing error ends it.
         loop {
             match dec.decode(buf) {
-                Ok(DecodeEvent::Data(b)) => {
-                    if send.write_all(b).await.is_err() {
-                        // The connector stopped reading (the origin answered early): the rest
-                        // of the body is never read, so the connection closes after the answer.
-                        break;
+                Ok(DecodeEvent::Data(b)) => match clock.tunnel(send.write_all(b)).await {
+                    Ok(Ok(())) => {}
+                    // The connector stopped reading (the origin answered early): the rest
+                    // of the body is never read, so the connection closes after the answer.
+                    Ok(Err(_)) => break,
+                    Err(TimedOut) => {
+                        debug!("request timed out sending its body into the tunnel");
+                        abandon(&mut send, &mut recv);
+                        return Next::Close;
                     }
-                }
-                Ok(DecodeEvent::NeedMore) => match read_more(stream, buf).await {
-                    Ok(n) if n > 0 => {}
-                    _ => {
-                        send.reset(VarInt::from_u32(0));
+                },
+                Ok(DecodeEvent::NeedMore) => match clock.client(read_more(stream, buf)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    r => {
+                        if r.is_err() {
+                            debug!("request body idle; closing the client and the stream");
+                        }
+                        // A reset (not a FIN) tells the connector the body is incomplete, so
+                        // it drops the origin connection instead of finishing the request.
+                        abandon(&mut send, &mut recv);
                         return Next::Close;
                     }
                 },
@@ -283,16 +407,21 @@ async fn forward(
     let _ = send.finish();
 
     // The connector's answer.
-    let (resp, first) = match read_response_header(&mut recv).await {
-        Ok(r) => r,
-        Err(cause) => {
+    let (resp, first) = match clock.tunnel(read_response_header(&mut recv)).await {
+        Ok(Ok(r)) => r,
+        Err(TimedOut) => {
+            debug!("request timed out waiting for the origin's answer");
+            abandon(&mut send, &mut recv);
+            return Next::Close;
+        }
+        Ok(Err(cause)) => {
             return answer_502(stream, &ctx, &cause, BodyKind::None)
                 .await
                 .and(body_complete);
         }
     };
     if !resp.error.is_empty() {
-        return answer_502(stream, &ctx, &resp.error, BodyKind::None)
+        return answer_origin_502(stream, &ctx, &resp.error, BodyKind::None)
             .await
             .and(body_complete);
     }
@@ -321,7 +450,10 @@ async fn forward(
                 .and(body_complete);
         }
     };
-    let delivered = send_body(stream, &mut recv, out.freeze(), first, framing).await;
+    if status == 101 {
+        clock.upgraded();
+    }
+    let delivered = send_body(stream, &mut recv, out.freeze(), first, framing, &clock).await;
     if delivered && persist && keep_alive && body_complete {
         Next::KeepAlive
     } else {
@@ -339,6 +471,20 @@ impl Next {
     }
 }
 
+/// Requests the edge answers itself because no origin request can express them:
+/// `CONNECT host:port` (the edge is not a forward proxy: 501, and the connection closes, since
+/// the client would start tunnelling bytes) and `OPTIONS *` (a question about the server the
+/// client reached, which is the edge). Forwarding either as `... /` would change its meaning.
+fn local_answer(head: &RequestHead, ctx: &ResponseContext) -> Option<Bytes> {
+    if head.method == "CONNECT" {
+        return Some(error_response(EdgeError::NotImplemented, ctx));
+    }
+    if head.target == "*" {
+        return Some(options_asterisk_response(ctx));
+    }
+    None
+}
+
 /// Builds `ConnectRequest` from the head: hop-by-hop fields removed, forwarding fields added.
 fn connect_request(head: &mut RequestHead, peer: SocketAddr) -> ConnectRequest {
     head.strip_hop_by_hop();
@@ -350,7 +496,10 @@ fn connect_request(head: &mut RequestHead, peer: SocketAddr) -> ConnectRequest {
     for h in head.headers.iter_mut() {
         if h.name().eq_ignore_ascii_case("x-forwarded-for") && !xff_found {
             xff_found = true;
-            let joined = format!("{}, {ip}", String::from_utf8_lossy(h.value()));
+            let mut joined = Vec::with_capacity(h.value().len() + 2 + ip.len());
+            joined.extend_from_slice(h.value());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(ip.as_bytes());
             *h = HeaderField::new(Bytes::from_static(b"X-Forwarded-For"), Bytes::from(joined));
         }
     }
@@ -371,19 +520,15 @@ fn connect_request(head: &mut RequestHead, peer: SocketAddr) -> ConnectRequest {
         Bytes::from(ip),
     ));
     let host = head.host.clone().unwrap_or_default();
+    // `parse_request_head` admits origin-form, absolute-form, authority-form (CONNECT) and
+    // `*` (OPTIONS); the last two never get here (`local_answer`).
     let dest = if head.target.starts_with('/') {
         format!("http://{host}{}", head.target)
-    } else if head.target.contains("://") {
-        head.target.clone()
     } else {
-        format!("http://{host}/")
+        head.target.clone()
     };
-    let headers = head.headers.iter().map(|h| {
-        (
-            h.name().to_owned(),
-            String::from_utf8_lossy(h.value()).into_owned(),
-        )
-    });
+    // Values travel as the client sent them (obs-text included): the origin interprets them.
+    let headers = head.headers.iter().map(|h| (h.name(), h.value()));
     ConnectRequest {
         dest,
         kind: ConnectionType::Http,
@@ -416,6 +561,7 @@ async fn send_body(
     head: Bytes,
     first: Bytes,
     framing: BodyFraming,
+    clock: &RequestClock,
 ) -> bool {
     let mut remaining = match framing {
         BodyFraming::Length(n) => n,
@@ -427,7 +573,7 @@ async fn send_body(
     out.push(head);
     if framing == BodyFraming::None {
         recv.stop(VarInt::from_u32(0));
-        return write_vec(stream, out).await.is_ok();
+        return matches!(clock.client(write_vec(stream, out)).await, Ok(Ok(_)));
     }
     let mut pending = Some(first);
     let mut ended = false;
@@ -438,7 +584,14 @@ async fn send_body(
         while gathered < MAX_CHUNKS_PER_WRITE && !ended {
             let chunk = match pending.take() {
                 Some(c) => Ok(Some(c)),
-                None if gathered == 0 => recv.read_chunk(usize::MAX).await,
+                None if gathered == 0 => match clock.tunnel(recv.read_chunk(usize::MAX)).await {
+                    Ok(r) => r,
+                    Err(TimedOut) => {
+                        debug!("request timed out waiting for the response body");
+                        recv.stop(VarInt::from_u32(0));
+                        return false;
+                    }
+                },
                 None => match recv.read_chunk(usize::MAX).now_or_never() {
                     Some(r) => r,
                     None => break,
@@ -473,7 +626,7 @@ async fn send_body(
                 Err(e) => {
                     // The connector reset the stream: the client cannot get a complete body.
                     debug!(error = %e, "response stream failed mid-body");
-                    let _ = write_vec(stream, out).await;
+                    let _ = clock.client(write_vec(stream, out)).await;
                     return false;
                 }
             }
@@ -481,12 +634,23 @@ async fn send_body(
         if ended && chunked {
             out.push(ChunkedEncoder::finish());
         }
-        match write_vec(stream, out).await {
-            Ok(mut v) => {
+        // A client that does not read holds only this stream: the edge stops reading it (its
+        // window fills and the connector stops reading the origin), and after the body idle
+        // timeout the stream is stopped, which makes the connector drop the origin connection.
+        match clock.client(write_vec(stream, out)).await {
+            Ok(Ok(mut v)) => {
                 v.clear();
                 out = v;
             }
-            Err(_) => return false,
+            Ok(Err(_)) => {
+                recv.stop(VarInt::from_u32(0));
+                return false;
+            }
+            Err(TimedOut) => {
+                debug!("client stopped reading the response; closing it and the stream");
+                recv.stop(VarInt::from_u32(0));
+                return false;
+            }
         }
         if ended {
             break;
@@ -499,18 +663,52 @@ async fn send_body(
     }
 }
 
-/// Answers 502 naming `cause`. Keep-alive only when the request had no body left unread.
+/// Answers 502 for a failure of the tunnel itself (the stream to the connector, or its
+/// answer). `cause` goes to the log only: public clients learn which side failed, never
+/// addresses or OS errors. Keep-alive only when the request had no body left unread.
 async fn answer_502(
     stream: &mut TcpStream,
     ctx: &ResponseContext,
     cause: &str,
     body: BodyKind,
 ) -> Next {
+    warn!(cause, "502: tunnel stream failed");
+    write_502(stream, ctx, GatewayFailure::Tunnel, body).await
+}
+
+/// Answers 502 for an origin failure the connector reported (`ConnectResponse.error`, which
+/// names the origin's address and the OS error: logged, not shown).
+async fn answer_origin_502(
+    stream: &mut TcpStream,
+    ctx: &ResponseContext,
+    cause: &str,
+    body: BodyKind,
+) -> Next {
+    warn!(
+        cause,
+        "502: the connector could not get an answer from the origin"
+    );
+    write_502(stream, ctx, GatewayFailure::Origin, body).await
+}
+
+async fn write_502(
+    stream: &mut TcpStream,
+    ctx: &ResponseContext,
+    failure: GatewayFailure,
+    body: BodyKind,
+) -> Next {
     let persist_ok = !body.has_body() && ctx.keep_alive;
-    match write_bytes(stream, error_response(EdgeError::BadGateway(cause), ctx)).await {
+    match write_bytes(stream, error_response(EdgeError::BadGateway(failure), ctx)).await {
         Ok(()) if persist_ok => Next::KeepAlive,
         _ => Next::Close,
     }
+}
+
+/// Gives up on a stream mid-request: RESET_STREAM on the request half and STOP_SENDING on the
+/// response half, so the connector sees an error on both and drops the origin connection.
+fn abandon(send: &mut crate::quic::endpoint::SendStream, recv: &mut RecvStream) {
+    send.reset(VarInt::from_u32(0));
+    recv.stop(VarInt::from_u32(0));
 }
 
 /// Reads more bytes onto the end of `buf`. Returns the count (0 at EOF).

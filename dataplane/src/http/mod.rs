@@ -54,8 +54,9 @@ pub use request::{
     parse_request_head, strip_hop_by_hop,
 };
 pub use response::{
-    BodyFraming, CONTINUE_100, EdgeError, ResponseContext, ResponseError, ResponseHead,
-    body_framing, continue_100, error_response, head_error_response, write_response_head,
+    BodyFraming, CONTINUE_100, EdgeError, GatewayFailure, ResponseContext, ResponseError,
+    ResponseHead, body_framing, continue_100, error_response, head_error_response,
+    options_asterisk_response, write_response_head,
 };
 
 #[cfg(test)]

@@ -652,6 +652,10 @@ const HOP_BY_HOP: [&str; 7] = [
     "upgrade",
 ];
 
+/// End-to-end fields that a `Connection` field may not name: the message's length and its
+/// routing. `Transfer-Encoding` is hop-by-hop anyway and handled by the framing code.
+const NEVER_HOP_BY_HOP: [&str; 2] = ["content-length", "host"];
+
 /// Whether `name` is one of the fixed hop-by-hop fields. Names listed in a `Connection` field
 /// are hop-by-hop too; [`strip_hop_by_hop`] handles those.
 pub fn is_hop_by_hop(name: &str) -> bool {
@@ -663,8 +667,18 @@ pub fn is_hop_by_hop(name: &str) -> bool {
 /// response metadata (which cloudflared passes through unfiltered) before answering.
 pub fn strip_hop_by_hop<H: HeaderLike>(headers: &mut Vec<H>) {
     // Owned copies because `retain` needs `headers` mutably; bounded by the Connection
-    // fields' total length, itself bounded by the head limit.
-    let listed: Vec<Vec<u8>> = connection_tokens(headers).map(<[u8]>::to_vec).collect();
+    // fields' total length, itself bounded by the head limit. A `Connection` field cannot
+    // make an end-to-end field that frames or routes the message hop-by-hop: honouring
+    // `Connection: Content-Length` would forward a body without its length, and the origin
+    // would read none of it while the client is told 200.
+    let listed: Vec<Vec<u8>> = connection_tokens(headers)
+        .filter(|t| {
+            !NEVER_HOP_BY_HOP
+                .iter()
+                .any(|n| t.eq_ignore_ascii_case(n.as_bytes()))
+        })
+        .map(<[u8]>::to_vec)
+        .collect();
     headers.retain(|h| {
         let name = h.header_name();
         !is_hop_by_hop(name)
@@ -1104,6 +1118,25 @@ mod tests {
         strip_hop_by_hop(&mut resp);
         let names: Vec<&str> = resp.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["Content-Type", "Set-Cookie"]);
+    }
+
+    #[test]
+    fn connection_cannot_make_length_or_host_hop_by_hop() {
+        // `Connection: Content-Length` once made the edge forward a body without its length:
+        // the client got 200 and the origin read nothing.
+        let mut h = parse_ok(
+            "POST / HTTP/1.1\r\nHost: a\r\nConnection: Content-Length, host, X-Drop\r\nContent-Length: 5\r\nX-Drop: 1\r\n\r\n",
+        );
+        assert_eq!(h.body, BodyKind::Length(5));
+        h.strip_hop_by_hop();
+        let names: Vec<&str> = h.headers.iter().map(HeaderField::name).collect();
+        assert_eq!(names, ["Host", "Content-Length"]);
+        let mut resp: Vec<(String, String)> = vec![
+            ("Connection".into(), "content-length".into()),
+            ("Content-Length".into(), "2".into()),
+        ];
+        strip_hop_by_hop(&mut resp);
+        assert_eq!(resp, [("Content-Length".to_owned(), "2".to_owned())]);
     }
 
     #[test]

@@ -19,9 +19,6 @@ use super::request::{
 /// about to read the body.
 pub const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
-/// Cause text in a 502 body is cut to this many bytes: it names the cause, it is not a log.
-const MAX_CAUSE_BYTES: usize = 512;
-
 /// What the client said that shapes the response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResponseContext {
@@ -301,7 +298,7 @@ pub fn write_response_head<H: HeaderLike>(
 /// The edge's own answers when it cannot serve (DESIGN "The edge's answers when it cannot
 /// serve").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EdgeError<'a> {
+pub enum EdgeError {
     /// 400: malformed or smuggling-shaped request.
     BadRequest,
     /// 404: no DNS record for the host.
@@ -312,13 +309,30 @@ pub enum EdgeError<'a> {
     NotImplemented,
     /// 505: not HTTP/1.0 or 1.1.
     VersionNotSupported,
-    /// 502: the origin failed; the text names the cause (the connector's `error`).
-    BadGateway(&'a str),
+    /// 502: the origin or the tunnel failed. The body says which side, never the detail
+    /// (addresses, OS errors): that goes to the edge's log.
+    BadGateway(GatewayFailure),
     /// 530: the record's tunnel has no live connection (Cloudflare error 1033).
     TunnelUnavailable,
+    /// 408: the request head (or the next one on a keep-alive connection) did not arrive
+    /// within the public listener's head timeout.
+    RequestTimeout,
+    /// 503 with `Retry-After` (seconds): the edge is at a cap (client connections per worker,
+    /// concurrent streams per tunnel) and sheds this request instead of queueing it.
+    Overloaded { retry_after_secs: u32 },
 }
 
-impl EdgeError<'_> {
+/// Which side of a 502 failed, as a public client may learn it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayFailure {
+    /// The connector reported that the origin could not be reached or failed to answer.
+    Origin,
+    /// The tunnel itself failed: the stream to the connector broke, or its answer was
+    /// malformed.
+    Tunnel,
+}
+
+impl EdgeError {
     pub fn status(&self) -> u16 {
         match self {
             EdgeError::BadRequest => 400,
@@ -328,6 +342,8 @@ impl EdgeError<'_> {
             EdgeError::VersionNotSupported => 505,
             EdgeError::BadGateway(_) => 502,
             EdgeError::TunnelUnavailable => 530,
+            EdgeError::RequestTimeout => 408,
+            EdgeError::Overloaded { .. } => 503,
         }
     }
 
@@ -340,11 +356,14 @@ impl EdgeError<'_> {
                 | EdgeError::HeadTooLarge
                 | EdgeError::NotImplemented
                 | EdgeError::VersionNotSupported
+                | EdgeError::RequestTimeout
+                // Shedding load: the connection goes too, so an overloaded edge sheds sockets.
+                | EdgeError::Overloaded { .. }
         )
     }
 }
 
-impl From<&HeadError> for EdgeError<'static> {
+impl From<&HeadError> for EdgeError {
     fn from(e: &HeadError) -> Self {
         match e.status() {
             431 => EdgeError::HeadTooLarge,
@@ -361,14 +380,15 @@ impl From<&HeadError> for EdgeError<'static> {
 /// not ask to keep it; 404/502/530 answer a well-formed request, so a keep-alive client keeps
 /// its connection (its body, if any, must have been drained or the connection closed by the
 /// caller).
-pub fn error_response(err: EdgeError<'_>, ctx: &ResponseContext) -> Bytes {
+pub fn error_response(err: EdgeError, ctx: &ResponseContext) -> Bytes {
     let status = err.status();
     let mut body = String::new();
     match err {
-        EdgeError::BadGateway(cause) => {
-            body.push_str("Bad Gateway: ");
-            push_sanitized(&mut body, cause);
-            body.push('\n');
+        EdgeError::BadGateway(GatewayFailure::Origin) => {
+            body.push_str("Bad Gateway: the origin is unreachable or failed to answer\n");
+        }
+        EdgeError::BadGateway(GatewayFailure::Tunnel) => {
+            body.push_str("Bad Gateway: the tunnel connection failed\n");
         }
         // Cloudflare's plain-text error body for this case is exactly this.
         EdgeError::TunnelUnavailable => body.push_str("error code: 1033\n"),
@@ -388,6 +408,9 @@ pub fn error_response(err: EdgeError<'_>, ctx: &ResponseContext) -> Bytes {
         "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n",
         body.len()
     );
+    if let EdgeError::Overloaded { retry_after_secs } = err {
+        let _ = write!(out, "Retry-After: {retry_after_secs}\r\n");
+    }
     if !persist {
         out.put_slice(b"Connection: close\r\n");
     } else if ctx.version == Version::Http10 {
@@ -400,6 +423,22 @@ pub fn error_response(err: EdgeError<'_>, ctx: &ResponseContext) -> Bytes {
     out.freeze()
 }
 
+/// The answer to `OPTIONS *`. That request asks about the server itself, not a resource
+/// (RFC 9110 §9.3.7), and the server the client reached is the edge, so the edge answers it:
+/// `200` with an empty body. Forwarding it would have to invent a path for the origin, and
+/// `OPTIONS /` is a different request.
+pub fn options_asterisk_response(ctx: &ResponseContext) -> Bytes {
+    let mut out = BytesMut::with_capacity(96);
+    out.put_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n");
+    if !ctx.keep_alive {
+        out.put_slice(b"Connection: close\r\n");
+    } else if ctx.version == Version::Http10 {
+        out.put_slice(b"Connection: keep-alive\r\n");
+    }
+    out.put_slice(b"\r\n");
+    out.freeze()
+}
+
 /// The answer to a head that failed to parse (always closes).
 pub fn head_error_response(e: &HeadError) -> Bytes {
     error_response(EdgeError::from(e), &ResponseContext::unparsed())
@@ -408,17 +447,6 @@ pub fn head_error_response(e: &HeadError) -> Bytes {
 /// `100 Continue` as `Bytes` (static, no allocation).
 pub fn continue_100() -> Bytes {
     Bytes::from_static(CONTINUE_100)
-}
-
-/// Appends `cause` with control characters replaced by spaces, cut at a char boundary.
-fn push_sanitized(out: &mut String, cause: &str) {
-    // Bounded by MAX_CAUSE_BYTES.
-    for c in cause.chars() {
-        if out.len() + c.len_utf8() > MAX_CAUSE_BYTES + "Bad Gateway: ".len() {
-            break;
-        }
-        out.push(if c.is_control() { ' ' } else { c });
-    }
 }
 
 #[cfg(test)]
@@ -637,17 +665,14 @@ mod tests {
     #[test]
     fn canned_errors() {
         let keep = ctx(Version::Http11, true, false);
-        let cases: [(EdgeError<'_>, u16, bool); 7] = [
+        let cases: [(EdgeError, u16, bool); 8] = [
             (EdgeError::BadRequest, 400, true),
             (EdgeError::NotFound, 404, false),
             (EdgeError::HeadTooLarge, 431, true),
             (EdgeError::NotImplemented, 501, true),
             (EdgeError::VersionNotSupported, 505, true),
-            (
-                EdgeError::BadGateway("dial tcp 127.0.0.1:8080: connection refused"),
-                502,
-                false,
-            ),
+            (EdgeError::BadGateway(GatewayFailure::Origin), 502, false),
+            (EdgeError::BadGateway(GatewayFailure::Tunnel), 502, false),
             (EdgeError::TunnelUnavailable, 530, false),
         ];
         for (err, status, closes) in cases {
@@ -659,15 +684,20 @@ mod tests {
         }
         let (_, body) = split(&error_response(EdgeError::TunnelUnavailable, &keep));
         assert!(body.contains("1033"));
+        // A 502 says which side failed, in words, and nothing about addresses or OS errors.
         let (_, body) = split(&error_response(
-            EdgeError::BadGateway("connection refused\r\nX-Injected: 1"),
+            EdgeError::BadGateway(GatewayFailure::Origin),
             &keep,
         ));
-        assert_eq!(body, "Bad Gateway: connection refused  X-Injected: 1\n");
-        // A huge cause is cut.
-        let long = "x".repeat(10_000);
-        let (_, body) = split(&error_response(EdgeError::BadGateway(&long), &keep));
-        assert!(body.len() < 600);
+        assert_eq!(
+            body,
+            "Bad Gateway: the origin is unreachable or failed to answer\n"
+        );
+        let (_, body) = split(&error_response(
+            EdgeError::BadGateway(GatewayFailure::Tunnel),
+            &keep,
+        ));
+        assert_eq!(body, "Bad Gateway: the tunnel connection failed\n");
         // HEAD: no body, Content-Length still describes it.
         let resp = error_response(EdgeError::NotFound, &ctx(Version::Http11, true, true));
         let (head, body) = split(&resp);

@@ -89,8 +89,14 @@ pub struct ConnectRequest {
     /// What the stream carries.
     pub kind: ConnectionType,
     /// Ordered key/value pairs; keys may repeat.
-    pub metadata: Vec<(String, String)>,
+    pub metadata: Vec<MetadataEntry>,
 }
+
+/// One metadata pair. Keys are protocol names (UTF-8); values are raw bytes, because a header
+/// value may carry obs-text (bytes >= 0x80, RFC 9110 §5.5) that must reach the other side
+/// unchanged. Cap'n Proto `Text` is a byte string on the wire and Go (cloudflared) treats it
+/// as one, so nothing is lost or replaced in transit.
+pub type MetadataEntry = (String, Bytes);
 
 /// The connector's response header on a data stream.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -98,7 +104,7 @@ pub struct ConnectResponse {
     /// Empty on success; a description of the failure otherwise.
     pub error: String,
     /// Ordered key/value pairs; keys may repeat.
-    pub metadata: Vec<(String, String)>,
+    pub metadata: Vec<MetadataEntry>,
 }
 
 /// Why a stream header could not be decoded (or a metadata list interpreted).
@@ -201,31 +207,31 @@ impl HeaderMessage for ConnectResponse {
     }
 }
 
-fn list_len(metadata: &[(String, String)]) -> u32 {
+fn list_len(metadata: &[MetadataEntry]) -> u32 {
     // A list longer than u32::MAX could not be encoded anyway; the decoder's limits are far lower.
     u32::try_from(metadata.len()).unwrap_or(u32::MAX)
 }
 
 fn write_metadata(
     mut list: capnp::struct_list::Builder<'_, schema::metadata::Owned>,
-    metadata: &[(String, String)],
+    metadata: &[MetadataEntry],
 ) {
     for (i, (key, val)) in metadata.iter().enumerate().take(list.len() as usize) {
         let mut entry = list.reborrow().get(i as u32);
         entry.set_key(key.as_str());
-        entry.set_val(val.as_str());
+        entry.set_val(capnp::text::Reader(val));
     }
 }
 
-/// Text that is not UTF-8 is decoded lossily for values (Go strings are bytes, and an origin's
-/// header value may carry obs-text); keys and `dest` must be UTF-8.
+/// The error text is for people, so bytes that are not UTF-8 are replaced; metadata values stay
+/// bytes ([`MetadataEntry`]); keys and `dest` must be UTF-8.
 fn lossy(text: capnp::text::Reader<'_>) -> String {
     String::from_utf8_lossy(text.as_bytes()).into_owned()
 }
 
 fn read_metadata(
     list: capnp::struct_list::Reader<'_, schema::metadata::Owned>,
-) -> Result<Vec<(String, String)>, WireError> {
+) -> Result<Vec<MetadataEntry>, WireError> {
     if list.len() > MAX_METADATA_ENTRIES {
         return Err(WireError::TooManyMetadata(list.len()));
     }
@@ -235,7 +241,7 @@ fn read_metadata(
             .get_key()?
             .to_string()
             .map_err(|_| WireError::Invalid("metadata key is not UTF-8".into()))?;
-        let val = lossy(entry.get_val()?);
+        let val = Bytes::copy_from_slice(entry.get_val()?.as_bytes());
         out.push((key, val));
     }
     Ok(out)
@@ -507,14 +513,20 @@ pub fn http_request_metadata<K, V>(
     method: &str,
     host: &str,
     headers: impl IntoIterator<Item = (K, V)>,
-) -> Vec<(String, String)>
+) -> Vec<MetadataEntry>
 where
     K: AsRef<str>,
-    V: AsRef<str>,
+    V: AsRef<[u8]>,
 {
     let mut out = vec![
-        (META_HTTP_METHOD.to_owned(), method.to_owned()),
-        (META_HTTP_HOST.to_owned(), host.to_owned()),
+        (
+            META_HTTP_METHOD.to_owned(),
+            Bytes::copy_from_slice(method.as_bytes()),
+        ),
+        (
+            META_HTTP_HOST.to_owned(),
+            Bytes::copy_from_slice(host.as_bytes()),
+        ),
     ];
     push_headers(&mut out, headers);
     out
@@ -525,25 +537,25 @@ where
 pub fn http_response_metadata<K, V>(
     status: u16,
     headers: impl IntoIterator<Item = (K, V)>,
-) -> Vec<(String, String)>
+) -> Vec<MetadataEntry>
 where
     K: AsRef<str>,
-    V: AsRef<str>,
+    V: AsRef<[u8]>,
 {
-    let mut out = vec![(META_HTTP_STATUS.to_owned(), status.to_string())];
+    let mut out = vec![(META_HTTP_STATUS.to_owned(), Bytes::from(status.to_string()))];
     push_headers(&mut out, headers);
     out
 }
 
-fn push_headers<K, V>(out: &mut Vec<(String, String)>, headers: impl IntoIterator<Item = (K, V)>)
+fn push_headers<K, V>(out: &mut Vec<MetadataEntry>, headers: impl IntoIterator<Item = (K, V)>)
 where
     K: AsRef<str>,
-    V: AsRef<str>,
+    V: AsRef<[u8]>,
 {
     for (name, value) in headers {
         out.push((
             format!("{META_HTTP_HEADER_PREFIX}{}", name.as_ref()),
-            value.as_ref().to_owned(),
+            Bytes::copy_from_slice(value.as_ref()),
         ));
     }
 }
@@ -555,8 +567,8 @@ pub struct HttpRequestMeta {
     pub method: String,
     /// `HttpHost` (may be empty).
     pub host: String,
-    /// `HttpHeader:<Name>` entries, in order, one per value.
-    pub headers: Vec<(String, String)>,
+    /// `HttpHeader:<Name>` entries, in order, one per value, values as sent.
+    pub headers: Vec<(String, Bytes)>,
 }
 
 /// Splits `HttpHeader:<Name>` keys; `Ok(None)` for keys that are not headers.
@@ -573,14 +585,20 @@ fn header_name(key: &str) -> Result<Option<&str>, WireError> {
     }
 }
 
+/// A metadata value that must be text (method, host).
+fn utf8(key: &str, val: &Bytes) -> Result<String, WireError> {
+    String::from_utf8(val.to_vec())
+        .map_err(|_| WireError::Invalid(format!("metadata {key} is not UTF-8")))
+}
+
 /// Reads `HttpMethod`, `HttpHost` and the headers from request metadata; other keys are ignored.
-pub fn parse_request_metadata(metadata: &[(String, String)]) -> Result<HttpRequestMeta, WireError> {
+pub fn parse_request_metadata(metadata: &[MetadataEntry]) -> Result<HttpRequestMeta, WireError> {
     let mut method = None;
     let mut out = HttpRequestMeta::default();
     for (key, val) in metadata {
         match key.as_str() {
-            META_HTTP_METHOD => method = Some(val.clone()),
-            META_HTTP_HOST => out.host = val.clone(),
+            META_HTTP_METHOD => method = Some(utf8(key, val)?),
+            META_HTTP_HOST => out.host = utf8(key, val)?,
             _ => {
                 if let Some(name) = header_name(key)? {
                     out.headers.push((name.to_owned(), val.clone()));
@@ -597,15 +615,15 @@ pub fn parse_request_metadata(metadata: &[(String, String)]) -> Result<HttpReque
 /// Reads `HttpStatus` and the headers (in order, one per value) from response metadata; other
 /// keys are ignored.
 pub fn parse_response_metadata(
-    metadata: &[(String, String)],
-) -> Result<(u16, Vec<(String, String)>), WireError> {
+    metadata: &[MetadataEntry],
+) -> Result<(u16, Vec<(String, Bytes)>), WireError> {
     let mut status = None;
     let mut headers = Vec::new();
     for (key, val) in metadata {
         if key == META_HTTP_STATUS {
-            let code = val
-                .parse::<u16>()
+            let code = std::str::from_utf8(val)
                 .ok()
+                .and_then(|v| v.parse::<u16>().ok())
                 .filter(|c| (100..=999).contains(c))
                 .ok_or_else(|| WireError::Invalid(format!("bad HttpStatus {val:?}")))?;
             status = Some(code);
@@ -715,7 +733,7 @@ mod tests {
                 assert_eq!(m.error, "oops");
                 assert_eq!(
                     m.metadata,
-                    vec![("HttpStatus".to_owned(), "502".to_owned())]
+                    vec![("HttpStatus".to_owned(), Bytes::from_static(b"502"))]
                 );
                 assert_eq!(&rest[..], b"body");
                 assert_eq!(parse_response_metadata(&m.metadata).unwrap().0, 502);
@@ -821,7 +839,7 @@ mod tests {
             dest: "http://x/".repeat(20),
             kind: ConnectionType::Tcp,
             metadata: (0..10)
-                .map(|i| (format!("k{i}"), "v".repeat(i * 7)))
+                .map(|i| (format!("k{i}"), Bytes::from("v".repeat(i * 7))))
                 .collect(),
         };
         let mut message = capnp::message::Builder::new(
@@ -843,6 +861,32 @@ mod tests {
     }
 
     #[test]
+    fn wire_metadata_values_keep_raw_bytes() {
+        // obs-text and bytes that are not UTF-8 cross the wire unchanged (no U+FFFD).
+        let raw: &[u8] = b"caf\xe9 \xff\x80 \xc3\xa9";
+        let req = ConnectRequest {
+            dest: "http://h/".into(),
+            kind: ConnectionType::Http,
+            metadata: http_request_metadata("GET", "h", [("X-Raw", raw)]),
+        };
+        let (back, _) = decode_all::<ConnectRequest>(&encode_request(&req));
+        let parsed = parse_request_metadata(&back.metadata).unwrap();
+        assert_eq!(&parsed.headers[0].1[..], raw);
+        let resp = ConnectResponse {
+            error: String::new(),
+            metadata: http_response_metadata(200, [("X-Raw", raw)]),
+        };
+        let (back, _) = decode_all::<ConnectResponse>(&encode_response(&resp));
+        assert_eq!(
+            &parse_response_metadata(&back.metadata).unwrap().1[0].1[..],
+            raw
+        );
+        // Method and host must still be text.
+        let bad = [("HttpMethod".to_owned(), Bytes::from_static(b"G\xffT"))];
+        assert!(parse_request_metadata(&bad).is_err());
+    }
+
+    #[test]
     fn wire_metadata_helpers_preserve_multi_values_in_order() {
         let headers = [
             ("Accept", "text/html"),
@@ -859,9 +903,9 @@ mod tests {
         let parsed = parse_request_metadata(&meta).unwrap();
         assert_eq!(parsed.method, "GET");
         assert_eq!(parsed.host, "h.example");
-        let want: Vec<(String, String)> = headers
+        let want: Vec<(String, Bytes)> = headers
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| (k.to_string(), Bytes::copy_from_slice(v.as_bytes())))
             .collect();
         assert_eq!(parsed.headers, want);
 

@@ -15,7 +15,7 @@ pub(crate) async fn http_status(
 ) -> Result<(), ProxyError> {
     sink.send_head(OriginResponse {
         status,
-        headers: vec![("Content-Length".to_owned(), "0".to_owned())],
+        headers: vec![("Content-Length".to_owned(), Bytes::from_static(b"0"))],
     })
     .await
     .map_err(|source| ProxyError::Sink {
@@ -54,7 +54,8 @@ pub(crate) fn hello_world_page(req: &OriginRequest, body_len: u64) -> String {
         escape(&path_and_query(&req.dest)),
     );
     for (name, value) in &req.headers {
-        let _ = writeln!(page, "<li>{}: {}</li>", escape(name), escape(value));
+        let value = String::from_utf8_lossy(value);
+        let _ = writeln!(page, "<li>{}: {}</li>", escape(name), escape(&value));
     }
     page.push_str("</ul>\n</body></html>\n");
     page
@@ -84,9 +85,12 @@ pub(crate) async fn hello_world(
         headers: vec![
             (
                 "Content-Type".to_owned(),
-                "text/html; charset=utf-8".to_owned(),
+                Bytes::from_static(b"text/html; charset=utf-8"),
             ),
-            ("Content-Length".to_owned(), page.len().to_string()),
+            (
+                "Content-Length".to_owned(),
+                Bytes::from(page.len().to_string()),
+            ),
         ],
     })
     .await

@@ -215,15 +215,16 @@ pub struct OriginRequest {
     pub dest: String,
     /// `HttpHost` metadata.
     pub host: String,
-    /// One entry per `HttpHeader:<Name>` value, in order.
-    pub headers: Vec<(String, String)>,
+    /// One entry per `HttpHeader:<Name>` value, in order, values as sent (may be obs-text).
+    pub headers: Vec<(String, Bytes)>,
 }
 
 /// The origin's response head, every field as received (hop-by-hop included).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginResponse {
     pub status: u16,
-    pub headers: Vec<(String, String)>,
+    /// Values as the origin sent them (may be obs-text).
+    pub headers: Vec<(String, Bytes)>,
 }
 
 /// Where request body bytes come from (the QUIC stream in production).
@@ -299,9 +300,9 @@ pub struct OriginClient {
 /// chunked Transfer-Encoding).
 fn request_has_body(req: &OriginRequest) -> bool {
     req.headers.iter().any(|(n, v)| {
-        (n.eq_ignore_ascii_case("content-length") && v.trim() != "0")
+        (n.eq_ignore_ascii_case("content-length") && v.trim_ascii() != b"0")
             || (n.eq_ignore_ascii_case("transfer-encoding")
-                && v.to_ascii_lowercase().contains("chunked"))
+                && v.to_ascii_lowercase().windows(7).any(|w| w == b"chunked"))
     })
 }
 

@@ -70,12 +70,12 @@ fn bad(reason: impl Into<String>) -> ProxyError {
     }
 }
 
-fn has_token(headers: &[(String, String)], name: &str, token: &str) -> bool {
+fn has_token(headers: &[(String, Bytes)], name: &str, token: &str) -> bool {
     headers
         .iter()
         .filter(|h| h.0.eq_ignore_ascii_case(name))
-        .flat_map(|h| h.1.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .flat_map(|h| h.1.split(|&b| b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// Decides the head and body framing. `keep_alive` false adds `Connection: close`.
@@ -93,8 +93,8 @@ pub(crate) fn plan(
         return Err(bad("request target has whitespace or control bytes"));
     }
     let host = host_override.unwrap_or(&req.host).to_owned();
-    let unsafe_value = |v: &str| v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0);
-    if unsafe_value(&host) {
+    let unsafe_value = |v: &[u8]| v.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0);
+    if unsafe_value(host.as_bytes()) {
         return Err(bad("host has control bytes"));
     }
 
@@ -105,10 +105,15 @@ pub(crate) fn plan(
         .iter()
         .filter(|h| h.header_name().eq_ignore_ascii_case("content-length"))
     {
-        let n = value
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| bad(format!("invalid Content-Length {value:?}")))?;
+        let n = std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                bad(format!(
+                    "invalid Content-Length {:?}",
+                    String::from_utf8_lossy(value)
+                ))
+            })?;
         if length.is_some_and(|l| l != n) {
             return Err(bad("conflicting Content-Length values"));
         }
@@ -122,7 +127,7 @@ pub(crate) fn plan(
         (None, true) => ReqBody::Buffered(Vec::new()),
     };
 
-    let mut fields: Vec<(String, String)> = req.headers.clone();
+    let mut fields: Vec<(String, Bytes)> = req.headers.clone();
     strip_hop_by_hop(&mut fields);
     let mut head = BytesMut::with_capacity(
         256 + fields
@@ -143,7 +148,11 @@ pub(crate) fn plan(
         if !is_token(name) || unsafe_value(value) {
             return Err(bad(format!("header {name:?} is not a valid field")));
         }
-        let _ = write!(head, "{name}: {value}\r\n");
+        // Values go out byte for byte: obs-text is the origin's to interpret.
+        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value);
+        head.extend_from_slice(b"\r\n");
     }
     if !keep_alive {
         head.extend_from_slice(b"Connection: close\r\n");

@@ -8,7 +8,7 @@
 
 use std::io;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use super::conn::Conn;
 use super::{OriginResponse, ProxyError, ResponseSink};
@@ -30,7 +30,8 @@ pub(crate) struct Head {
     pub(crate) status: u16,
     /// HTTP/1.x minor version.
     pub(crate) minor: u8,
-    pub(crate) headers: Vec<(String, String)>,
+    /// Values as sent (obs-text kept), obs-fold unfolded.
+    pub(crate) headers: Vec<(String, Bytes)>,
 }
 
 /// How the response body is delimited on the origin connection.
@@ -55,12 +56,14 @@ pub(crate) enum HeadError {
     Malformed(String),
 }
 
-fn tokens<'a>(headers: &'a [(String, String)], name: &'a str) -> impl Iterator<Item = &'a str> {
+/// The comma-separated tokens of every `name` field. A token that is not UTF-8 reads as NUL,
+/// which matches no keyword and is no number (so a bad Content-Length is still an error).
+fn tokens<'a>(headers: &'a [(String, Bytes)], name: &'a str) -> impl Iterator<Item = &'a str> {
     headers
         .iter()
         .filter(move |h| h.0.eq_ignore_ascii_case(name))
-        .flat_map(|h| h.1.split(','))
-        .map(str::trim)
+        .flat_map(|h| h.1.split(|&b| b == b','))
+        .map(|t| std::str::from_utf8(t.trim_ascii()).unwrap_or("\u{0}"))
         .filter(|t| !t.is_empty())
 }
 
@@ -117,14 +120,17 @@ impl Head {
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, String> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut slots);
+    // Only the first MAX_HEAD_BYTES are looked at: a head that arrives whole in one large
+    // read must not slip past the limit just because it parsed as complete.
+    let window = &buf[..buf.len().min(MAX_HEAD_BYTES)];
     let parsed = httparse::ParserConfig::default()
         .allow_obsolete_multiline_headers_in_responses(true)
         .allow_spaces_after_header_name_in_responses(true)
-        .parse_response(&mut res, buf);
+        .parse_response(&mut res, window);
     let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
-            if buf.len() > MAX_HEAD_BYTES {
+            if buf.len() >= MAX_HEAD_BYTES {
                 return Err(format!("response head over {MAX_HEAD_BYTES} bytes"));
             }
             return Ok(None);
@@ -143,12 +149,23 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, String> {
         .headers
         .iter()
         .map(|h| {
-            let mut v = String::from_utf8_lossy(h.value).into_owned();
-            if v.contains(['\r', '\n']) {
-                // Unfold obs-fold into single spaces.
-                v = v.replace("\r\n", " ").replace(['\r', '\n'], " ");
-            }
-            (h.name.to_owned(), v)
+            let value = if h.value.iter().any(|&b| b == b'\r' || b == b'\n') {
+                // Unfold obs-fold: each CR LF (or lone CR/LF) becomes one space.
+                let mut v = Vec::with_capacity(h.value.len());
+                let mut prev_cr = false;
+                for &b in h.value {
+                    match b {
+                        b'\n' if prev_cr => {}
+                        b'\r' | b'\n' => v.push(b' '),
+                        _ => v.push(b),
+                    }
+                    prev_cr = b == b'\r';
+                }
+                Bytes::from(v)
+            } else {
+                Bytes::copy_from_slice(h.value)
+            };
+            (h.name.to_owned(), value)
         })
         .collect();
     let _ = buf.split_to(len);

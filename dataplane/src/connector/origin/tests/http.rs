@@ -541,3 +541,44 @@ fn header_injection_is_refused_before_connecting() {
         assert!(matches!(err, ProxyError::BadRequest { .. }), "{err:?}");
     }
 }
+
+#[test]
+fn a_response_head_over_the_limit_is_refused_even_when_it_arrives_whole() {
+    // 100 KB of fields written in one go: the connector once forwarded it, because the
+    // limit was checked only while the head was still incomplete.
+    let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for i in 0..100 {
+        head.extend_from_slice(format!("X-Big-{i}: {}\r\n", "v".repeat(1000)).as_bytes());
+    }
+    head.extend_from_slice(b"Content-Length: 2\r\n\r\nok");
+    let origin = Origin::tcp(move |_| Action::Reply(head.clone()));
+    let target = origin.target();
+    let client = OriginClient::new();
+    let (res, rec) = run(call(&client, &target, get("/"), VecBody::empty()));
+    let err = res.expect_err("oversized head");
+    assert!(!err.head_sent());
+    assert!(err.to_string().contains("over"), "{err}");
+    assert!(rec.head.is_none(), "nothing reached the sink");
+}
+
+#[test]
+fn header_bytes_that_are_not_utf8_pass_both_ways() {
+    let origin = Origin::tcp(|_| {
+        Action::Reply(b"HTTP/1.1 200 OK\r\nX-Resp: \xe9t\xe9\r\nContent-Length: 0\r\n\r\n".to_vec())
+    });
+    let target = origin.target();
+    let client = OriginClient::new();
+    let mut r = get("/");
+    r.headers
+        .push(("X-Raw".to_owned(), Bytes::from_static(b"caf\xe9 \xff")));
+    let (res, rec) = run(call(&client, &target, r, VecBody::empty()));
+    res.expect("proxy");
+    let head = rec.head.as_ref().expect("head");
+    let resp = head
+        .headers
+        .iter()
+        .find(|h| h.0 == "X-Resp")
+        .expect("X-Resp");
+    assert_eq!(&resp.1[..], b"\xe9t\xe9");
+    assert_eq!(origin.seen()[0].header("x-raw"), Some("caf\u{e9} \u{ff}"));
+}

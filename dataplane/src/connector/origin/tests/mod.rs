@@ -190,12 +190,15 @@ fn serve(stream: Box<dyn Stream>, conn: usize, respond: &Respond, seen: &Mutex<V
     }
 }
 
+/// One line, each byte read as the char of the same number (Latin-1), so header bytes that
+/// are not UTF-8 are recorded exactly: `\xe9` reads as `é` (U+00E9).
 fn read_line(r: &mut impl BufRead) -> io::Result<Option<String>> {
-    let mut line = String::new();
-    if r.read_line(&mut line)? == 0 {
+    let mut line = Vec::new();
+    if r.read_until(b'\n', &mut line)? == 0 {
         return Ok(None);
     }
-    Ok(Some(line.trim_end_matches(['\r', '\n']).to_owned()))
+    let text: String = line.iter().map(|&b| char::from(b)).collect();
+    Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()))
 }
 
 fn read_request(r: &mut impl BufRead) -> io::Result<Option<SeenRequest>> {
@@ -294,7 +297,7 @@ impl Recorded {
             .headers
             .iter()
             .find(|h| h.0.eq_ignore_ascii_case(name))
-            .map(|h| h.1.as_str())
+            .and_then(|h| std::str::from_utf8(&h.1).ok())
     }
 
     pub(super) fn text(&self) -> String {
@@ -334,7 +337,7 @@ pub(super) fn req(method: &str, path: &str, headers: Vec<(&str, &str)>) -> Origi
         host: "app.example.com".to_owned(),
         headers: headers
             .into_iter()
-            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .map(|(n, v)| (n.to_owned(), Bytes::copy_from_slice(v.as_bytes())))
             .collect(),
     }
 }
