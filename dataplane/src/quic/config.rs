@@ -2,8 +2,11 @@
 //!
 //! The defaults follow what cloudflared and the Cloudflare edge use (DESIGN.md, "QUIC
 //! setup"): ALPN `argotunnel`, SNI `quic.cftunnel.com`, datagrams on, idle timeout 5 s,
-//! keep-alive 1 s, receive windows of 6 MiB per stream and 30 MiB per connection.
+//! keep-alive 1 s, a 6 MiB receive window per stream. The connection window is not
+//! cloudflared's 30 MiB: it is sized never to bind before the stream windows do (see
+//! `receive_window`), so one stalled stream cannot take the others' credit.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,10 +104,22 @@ pub struct QuicConfig {
     /// Most connections (handshaking or established) one driver holds; further incoming
     /// connection attempts are refused with CONNECTION_REFUSED.
     pub max_connections: usize,
-    /// Answer incoming Initials without an address-validation token with a Retry (costs a
-    /// round trip, defeats spoofed-source floods). Off by default, as the edge expects
-    /// few, long-lived connections.
-    pub retry: bool,
+    /// When incoming Initials without an address-validation token get a stateless Retry
+    /// instead of a handshake. A Retry costs an honest client one round trip and the server
+    /// no state, so a flood of Initials (spoofed or not) costs a few microseconds each
+    /// instead of a handshake's CPU and memory. `Auto` (the default) sends them only while
+    /// a worker has `retry_threshold` handshakes or more in flight.
+    pub retry: RetryMode,
+    /// Handshakes in flight on one driver from which `RetryMode::Auto` answers with Retry.
+    pub retry_threshold: usize,
+    /// Most incoming connections one driver holds in their handshake (half-open). Past it,
+    /// validated Initials are refused with CONNECTION_REFUSED (unvalidated ones still get a
+    /// Retry, which costs nothing); established connections are never touched.
+    pub max_handshakes: usize,
+    /// An incoming connection still handshaking this long after it was accepted is closed,
+    /// so clients that stall after their first flight free their slot (and memory) before
+    /// the idle timeout would.
+    pub handshake_timeout: Duration,
     /// Seed for quinn's endpoint RNG (packet-number skipping, stateless-reset padding).
     /// `None` (the default) seeds from the OS; tests set it for reproducible runs.
     pub rng_seed: Option<[u8; 32]>,
@@ -122,7 +137,12 @@ impl Default for QuicConfig {
             idle_timeout: Duration::from_secs(5),
             keep_alive: Some(Duration::from_secs(1)),
             stream_receive_window: 6 * MIB,
-            receive_window: 30 * MIB,
+            // Never the binding limit: a stream whose reader stalls keeps its own window's
+            // worth of credit, and the others keep theirs (30 MiB let five stalled downloads
+            // starve every other stream). Memory is bounded by the stream window times the
+            // streams open at once (`max_concurrent_bidi_streams`, and the edge's per-tunnel
+            // cap: `edge::limits`).
+            receive_window: 6 * MIB * 10_000,
             send_window: 30 * MIB,
             max_concurrent_bidi_streams: 10_000,
             max_concurrent_uni_streams: 0,
@@ -135,9 +155,52 @@ impl Default for QuicConfig {
             // (65 507 B payload limit). Fewer, larger sends are the cheapest lever on CPU/GB.
             gso_segments: 44,
             max_connections: 10_000,
-            retry: false,
+            retry: RetryMode::Auto,
+            // A healthy edge has a handful of handshakes in flight (connectors reconnecting);
+            // more than this on one worker is a burst or a flood, and one round trip of
+            // address validation is cheap insurance.
+            retry_threshold: 32,
+            // A validated flood pins at most this many half-open connections per worker
+            // (~1024 × 30 KB; measured in docs/reliability.md).
+            max_handshakes: 1024,
+            handshake_timeout: Duration::from_secs(3),
             rng_seed: None,
         }
+    }
+}
+
+/// When a server answers Initials with a stateless Retry (address validation).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RetryMode {
+    /// While the driver has `retry_threshold` handshakes or more in flight.
+    #[default]
+    Auto,
+    /// Every unvalidated Initial.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl std::str::FromStr for RetryMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "always" => Ok(Self::Always),
+            "never" => Ok(Self::Never),
+            other => Err(format!("{other:?} is not one of auto, always, never")),
+        }
+    }
+}
+
+impl fmt::Display for RetryMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Always => "always",
+            Self::Never => "never",
+        })
     }
 }
 
@@ -233,6 +296,12 @@ impl QuicConfig {
         if self.max_connections == 0 {
             return Err(ConfigError::Zero("max_connections"));
         }
+        if self.max_handshakes == 0 {
+            return Err(ConfigError::Zero("max_handshakes"));
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(ConfigError::Zero("handshake_timeout"));
+        }
         self.transport_config().map(drop)
     }
 }
@@ -250,7 +319,10 @@ mod tests {
         assert_eq!(c.idle_timeout, Duration::from_secs(5));
         assert_eq!(c.keep_alive, Some(Duration::from_secs(1)));
         assert_eq!(c.stream_receive_window, 6 * 1024 * 1024);
-        assert_eq!(c.receive_window, 30 * 1024 * 1024);
+        assert_eq!(
+            c.receive_window,
+            c.stream_receive_window * c.max_concurrent_bidi_streams
+        );
         c.validate().unwrap();
     }
 

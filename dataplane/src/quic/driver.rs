@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use quinn_proto::{
@@ -14,7 +14,7 @@ use quinn_proto::{
 };
 
 use super::cid::WorkerCidGenerator;
-use super::config::{ConfigError, QuicConfig};
+use super::config::{ConfigError, QuicConfig, RetryMode};
 
 /// Most endpoint-level datagrams (stateless resets, version negotiation, refusals, retries)
 /// queued for sending. They are best-effort: a peer that misses one retransmits its
@@ -27,6 +27,13 @@ const MAX_ENDPOINT_TRANSMITS: usize = 256;
 /// retired CID with at most 8 CIDs issued, `Drained`), and the endpoint's answers (new
 /// CIDs) queue none, so 1024 is never reached; it only guarantees the loop ends.
 const MAX_ENDPOINT_EVENTS: usize = 1024;
+
+/// Bidirectional streams a peer may open while its connection is still handshaking; the
+/// configured `max_concurrent_bidi_streams` is granted (MAX_STREAMS) once it is established.
+/// quinn allocates a map entry per stream of credit when it creates a connection, and
+/// 10,000 of them (the default, which tunnels need) were ~560 KB of every half-open
+/// connection, most of what a flood of Initials cost.
+const HANDSHAKE_BIDI_STREAMS: u64 = 16;
 
 /// A connection owned by a [`Driver`]. Stays unique for the driver's lifetime, even after
 /// quinn reuses the underlying slot for a new connection, so a stale id never reaches
@@ -96,14 +103,20 @@ pub struct DriverStats {
     pub accepted: u64,
     /// Accepted, but quinn failed them at once (stale, undecryptable, ...).
     pub accept_failed: u64,
-    /// Refused with CONNECTION_REFUSED (over `max_connections`, or not accepting).
+    /// Refused with CONNECTION_REFUSED (over `max_connections` or `max_handshakes`, or not
+    /// accepting).
     pub refused: u64,
+    /// Of `refused`: those refused because `max_handshakes` connections were half-open.
+    pub refused_handshakes: u64,
     /// Answered with a Retry.
     pub retried: u64,
     /// Ignored without an answer (the endpoint send queue was full).
     pub ignored: u64,
     /// Endpoint-level datagrams dropped because their queue was full.
     pub endpoint_transmits_dropped: u64,
+    /// Incoming connections closed because they were still handshaking after
+    /// `handshake_timeout`.
+    pub handshake_timeouts: u64,
 }
 
 /// Errors from [`Driver::connect`].
@@ -198,6 +211,9 @@ struct Slot {
     conn: Connection,
     id: ConnId,
     connected: bool,
+    /// Accepted from a peer (server side), so counted in `Driver::half_open` until
+    /// established or drained.
+    incoming: bool,
     /// The deadline registered in `Driver::timers`, if any.
     deadline: Option<Instant>,
     /// Whether the slot's index is in `Driver::dirty`.
@@ -245,9 +261,12 @@ struct EndpointTransmit {
 /// into the event queue, so the caller never sees quinn's internal plumbing.
 ///
 /// Incoming connection attempts are decided at once inside `handle_datagram`: refused
-/// when the driver is not accepting or holds `max_connections`, answered with a Retry
-/// when configured and the address is unvalidated, ignored when no answer could be
-/// queued, otherwise accepted. [`stats`](Self::driver_stats) counts each outcome.
+/// when the driver is not accepting or holds `max_connections`; answered with a Retry when
+/// the address is unvalidated and [`QuicConfig::retry`] says so (always, or in `auto` mode
+/// while `retry_threshold` handshakes are in flight); refused when `max_handshakes`
+/// connections are half-open; ignored when no answer could be queued; otherwise accepted.
+/// [`stats`](Self::driver_stats) counts each outcome. An accepted connection still
+/// handshaking after `handshake_timeout` is closed.
 pub struct Driver {
     endpoint: Endpoint,
     client_config: Option<ClientConfig>,
@@ -268,7 +287,21 @@ pub struct Driver {
     scratch: Vec<u8>,
     gso_segments: usize,
     max_connections: usize,
-    retry: bool,
+    retry: RetryMode,
+    retry_threshold: usize,
+    max_handshakes: usize,
+    handshake_timeout: Duration,
+    /// Incoming connections accepted and neither established nor drained yet.
+    half_open: usize,
+    /// When each incoming connection's handshake must be done, in acceptance order (one
+    /// timeout for all, so the deadlines are sorted). Entries of connections that finished
+    /// or went away are skipped when they come due.
+    handshake_deadlines: VecDeque<(Instant, ConnId)>,
+    /// The server configuration incoming connections are accepted with: the endpoint's,
+    /// with only `HANDSHAKE_BIDI_STREAMS` of stream credit until established.
+    handshake_server_config: Option<Arc<ServerConfig>>,
+    /// The stream credit an established incoming connection gets.
+    max_bidi_streams: VarInt,
     accepting: bool,
     stats: DriverStats,
 }
@@ -296,6 +329,20 @@ impl Driver {
     ) -> Result<Self, ConfigError> {
         cfg.validate()?;
         let endpoint_config = cfg.endpoint_config(&cid)?;
+        // The same configuration (certificate, and the Retry token key every worker shares),
+        // less stream credit during the handshake. The transport parameters come from `cfg`.
+        let handshake_server_config = match &server {
+            Some(s) => {
+                let mut transport = cfg.transport_config()?;
+                transport.max_concurrent_bidi_streams(VarInt::from_u32(
+                    cfg.max_concurrent_bidi_streams.min(HANDSHAKE_BIDI_STREAMS) as u32,
+                ));
+                let mut s = ServerConfig::clone(s);
+                s.transport_config(Arc::new(transport));
+                Some(Arc::new(s))
+            }
+            None => None,
+        };
         let endpoint = Endpoint::new(Arc::new(endpoint_config), server, cfg.mtu_discovery, None);
         Ok(Self {
             endpoint,
@@ -314,6 +361,15 @@ impl Driver {
             gso_segments: cfg.gso_segments,
             max_connections: cfg.max_connections,
             retry: cfg.retry,
+            retry_threshold: cfg.retry_threshold,
+            max_handshakes: cfg.max_handshakes,
+            handshake_timeout: cfg.handshake_timeout,
+            half_open: 0,
+            handshake_deadlines: VecDeque::new(),
+            handshake_server_config,
+            // `validate` checked that it fits.
+            max_bidi_streams: VarInt::from_u64(cfg.max_concurrent_bidi_streams)
+                .unwrap_or(VarInt::MAX),
             accepting: true,
             stats: DriverStats::default(),
         })
@@ -332,6 +388,17 @@ impl Driver {
     /// Incoming-connection and queue counters.
     pub fn driver_stats(&self) -> DriverStats {
         self.stats
+    }
+
+    /// Incoming connections still handshaking (accepted, neither established nor drained).
+    pub fn half_open(&self) -> usize {
+        self.half_open
+    }
+
+    /// Whether this driver accepts incoming connections at all (it has a server
+    /// configuration).
+    pub fn is_server(&self) -> bool {
+        self.handshake_server_config.is_some()
     }
 
     /// Stop (or resume) accepting connections; while stopped, attempts are refused.
@@ -355,7 +422,7 @@ impl Driver {
             return Err(ConnectError::TooManyConnections);
         }
         let (handle, conn) = self.endpoint.connect(now, config, remote, server_name)?;
-        let id = self.insert(handle, conn);
+        let id = self.insert(handle, conn, false);
         self.after_input(id.index);
         Ok(id)
     }
@@ -399,23 +466,21 @@ impl Driver {
 
     fn on_incoming(&mut self, now: Instant, incoming: Incoming) {
         self.stats.incoming += 1;
-        // Refusing or retrying needs room for the answer; without it, ignore rather than
-        // build a packet that would be dropped. The peer retransmits its Initial.
-        let queue_full = self.endpoint_transmits.len() >= MAX_ENDPOINT_TRANSMITS;
         if !self.accepting || self.live >= self.max_connections {
-            if queue_full {
-                self.endpoint.ignore(incoming);
-                self.stats.ignored += 1;
-            } else {
-                self.scratch.clear();
-                let transmit = self.endpoint.refuse(incoming, &mut self.scratch);
-                self.queue_endpoint_transmit(&transmit);
-                self.stats.refused += 1;
-            }
+            self.refuse(incoming);
             return;
         }
-        let incoming = if self.retry && !incoming.remote_address_validated() {
-            if queue_full {
+        // Retry first: it is stateless and costs microseconds, so even past the handshake
+        // cap an unvalidated client gets one and may find room when it comes back.
+        let wants_retry = match self.retry {
+            RetryMode::Always => true,
+            RetryMode::Auto => self.half_open >= self.retry_threshold,
+            RetryMode::Never => false,
+        };
+        let incoming = if wants_retry && !incoming.remote_address_validated() {
+            // Refusing or retrying needs room for the answer; without it, ignore rather than
+            // build a packet that would be dropped. The peer retransmits its Initial.
+            if self.endpoint_transmits.len() >= MAX_ENDPOINT_TRANSMITS {
                 self.endpoint.ignore(incoming);
                 self.stats.ignored += 1;
                 return;
@@ -428,17 +493,29 @@ impl Driver {
                     return;
                 }
                 // quinn allows a Retry for every unvalidated Incoming, so this does not
-                // happen; if it ever did, the Incoming must still be disposed of: accept.
+                // happen; if it ever did, the Incoming must still be disposed of.
                 Err(e) => e.into_incoming(),
             }
         } else {
             incoming
         };
+        if self.half_open >= self.max_handshakes {
+            self.stats.refused_handshakes += 1;
+            self.refuse(incoming);
+            return;
+        }
         self.scratch.clear();
-        match self.endpoint.accept(incoming, now, &mut self.scratch, None) {
+        let config = self.handshake_server_config.clone();
+        match self
+            .endpoint
+            .accept(incoming, now, &mut self.scratch, config)
+        {
             Ok((handle, conn)) => {
                 self.stats.accepted += 1;
-                let id = self.insert(handle, conn);
+                let id = self.insert(handle, conn, true);
+                self.half_open += 1;
+                self.handshake_deadlines
+                    .push_back((now + self.handshake_timeout, id));
                 self.after_input(id.index);
             }
             Err(e) => {
@@ -448,6 +525,20 @@ impl Driver {
                     self.queue_endpoint_transmit(&transmit);
                 }
             }
+        }
+    }
+
+    /// Answers an incoming attempt with CONNECTION_REFUSED, or ignores it when the answer
+    /// could not be queued (the peer retransmits its Initial).
+    fn refuse(&mut self, incoming: Incoming) {
+        if self.endpoint_transmits.len() >= MAX_ENDPOINT_TRANSMITS {
+            self.endpoint.ignore(incoming);
+            self.stats.ignored += 1;
+        } else {
+            self.scratch.clear();
+            let transmit = self.endpoint.refuse(incoming, &mut self.scratch);
+            self.queue_endpoint_transmit(&transmit);
+            self.stats.refused += 1;
         }
     }
 
@@ -465,7 +556,7 @@ impl Driver {
         });
     }
 
-    fn insert(&mut self, handle: ConnectionHandle, conn: Connection) -> ConnId {
+    fn insert(&mut self, handle: ConnectionHandle, conn: Connection, incoming: bool) -> ConnId {
         let id = ConnId {
             index: handle.0,
             serial: self.next_serial,
@@ -479,6 +570,7 @@ impl Driver {
             conn,
             id,
             connected: false,
+            incoming,
             deadline: None,
             dirty: false,
             queued: false,
@@ -531,12 +623,19 @@ impl Driver {
             }
         }
         let id = slot.id;
+        let mut granted_streams = false;
         // Bound: `poll` drains a finite queue that only inputs refill, and none happen here.
         while let Some(event) = slot.conn.poll() {
             match event {
                 Event::HandshakeDataReady => {}
                 Event::Connected => {
                     slot.connected = true;
+                    if slot.incoming {
+                        self.half_open -= 1;
+                        slot.conn
+                            .set_max_concurrent_streams(Dir::Bi, self.max_bidi_streams);
+                        granted_streams = true;
+                    }
                     self.events.push_back(DriverEvent::Connected(id));
                 }
                 Event::ConnectionLost { reason } => {
@@ -583,7 +682,15 @@ impl Driver {
                 }
             }
         }
+        if granted_streams && !slot.queued {
+            // The MAX_STREAMS frame needs sending.
+            slot.queued = true;
+            self.send_queue.push_back(index);
+        }
         if drained {
+            if slot.incoming && !slot.connected {
+                self.half_open -= 1;
+            }
             if let Some(deadline) = slot.deadline {
                 self.timers.remove(&(deadline, index));
             }
@@ -679,13 +786,19 @@ impl Driver {
     #[must_use]
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         self.sync_timers();
-        self.timers.first().map(|&(deadline, _)| deadline)
+        let connections = self.timers.first().map(|&(deadline, _)| deadline);
+        let handshakes = self
+            .handshake_deadlines
+            .front()
+            .map(|&(deadline, _)| deadline);
+        connections.into_iter().chain(handshakes).min()
     }
 
     /// Runs the timers of the connections whose deadline is at or before `now` (and only
     /// those).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.sync_timers();
+        self.expire_handshakes(now);
         self.expired.clear();
         // Bound: one entry per connection in `timers`.
         while let Some(&(deadline, index)) = self.timers.first() {
@@ -705,6 +818,32 @@ impl Driver {
                 slot.conn.handle_timeout(now);
                 self.after_input(index);
             }
+        }
+    }
+
+    /// Closes the incoming connections still handshaking past their deadline. Closing (not
+    /// just forgetting) is what quinn allows; the connection drains and frees its state a
+    /// few PTOs later, and stops counting as half-open then.
+    fn expire_handshakes(&mut self, now: Instant) {
+        // Bound: one entry per connection accepted in the last `handshake_timeout`.
+        while let Some(&(deadline, id)) = self.handshake_deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.handshake_deadlines.pop_front();
+            let Some(slot) = self.slot(id) else {
+                continue; // drained already
+            };
+            if slot.connected || slot.conn.is_closed() {
+                continue;
+            }
+            slot.conn.close(
+                now,
+                VarInt::from_u32(0),
+                Bytes::from_static(b"handshake timeout"),
+            );
+            self.stats.handshake_timeouts += 1;
+            self.after_input(id.index);
         }
     }
 
@@ -950,6 +1089,13 @@ mod tests {
             "{:?}",
             pair.client_events()
         );
+        // The server grants its full stream credit once the handshake is done, one flight
+        // later (MAX_STREAMS); the tests open many streams at once.
+        assert!(pair.drive_until(Duration::from_secs(10), |p| {
+            p.client_events()
+                .iter()
+                .any(|e| matches!(e, DriverEvent::StreamsAvailable(c, Dir::Bi) if *c == conn))
+        }));
         (pair, conn)
     }
 
@@ -1733,7 +1879,7 @@ mod tests {
     #[test]
     fn retry_validates_the_address_first_when_configured() {
         let mut config = PairConfig::new(15);
-        config.server.retry = true;
+        config.server.retry = RetryMode::Always;
         let (pair, _) = connected_pair(config);
         let s = pair.servers[0].driver_stats();
         // The X25519MLKEM768 key share makes the ClientHello span two Initial datagrams,

@@ -50,6 +50,19 @@ use crate::udp::{MAX_UDP_PAYLOAD, Transmit as UdpTransmit, UdpIo};
 /// that incoming ACKs are never starved for long.
 const MAX_BATCHES_PER_TURN: usize = 32;
 
+/// First-flight Initials (no connection ID of ours: a new connection attempt) handed to the
+/// driver per I/O turn. Each may cost a Retry (microseconds) or a handshake (hundreds of
+/// microseconds of TLS); bounding them per turn keeps established connections' datagrams,
+/// received in the same turns, from waiting behind a flood.
+const MAX_INITIALS_PER_TURN: usize = 16;
+
+/// First-flight Initials queued for the driver. Past it they are dropped, as a full socket
+/// buffer would drop them; an honest client retransmits. 512 × ~1.3 KB ≈ 650 KB per worker.
+const MAX_PENDING_INITIALS: usize = 512;
+
+/// How often the I/O task logs its handshake counters (at debug level, when they moved).
+const COUNTERS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A datagram that reached the wrong worker, on its way to the owner.
 #[derive(Debug)]
 pub struct ForwardedDatagram {
@@ -77,6 +90,10 @@ pub struct EndpointIoStats {
     pub forwarded_out: u64,
     pub forwarded_in: u64,
     pub send_errors: u64,
+    /// First-flight Initials queued behind established connections' datagrams.
+    pub initials_deferred: u64,
+    /// First-flight Initials dropped because `MAX_PENDING_INITIALS` were queued.
+    pub initials_dropped: u64,
 }
 
 /// Why a connection could not be used.
@@ -183,6 +200,8 @@ struct State {
     shutdown: bool,
     io_error: Option<String>,
     stats: EndpointIoStats,
+    /// First-flight Initials waiting for the driver (see `MAX_INITIALS_PER_TURN`).
+    initials: VecDeque<ForwardedDatagram>,
 }
 
 impl State {
@@ -327,6 +346,7 @@ impl Endpoint {
             shutdown: false,
             io_error: None,
             stats: EndpointIoStats::default(),
+            initials: VecDeque::new(),
         }));
         monoio::spawn(io_task(state.clone(), udp, router));
         Ok(Self { state, local_addr })
@@ -453,8 +473,9 @@ fn feed(
     while !all.is_empty() {
         let seg = all.split_to(stride.min(all.len()));
         st.stats.datagrams_in += 1;
+        let owner = router.and_then(|r| r.key.owner(&seg));
         if let Some(r) = router
-            && let Some(owner) = r.key.owner(&seg)
+            && let Some(owner) = owner
             && owner != r.worker
         {
             let fwd = ForwardedDatagram {
@@ -470,9 +491,60 @@ fn feed(
             }
             continue;
         }
+        if owner.is_none() && is_initial(&seg) && st.driver.is_server() {
+            // A new connection attempt (or the rest of its first flight): after the
+            // datagrams of connections we have, see `process_initials`.
+            if st.initials.len() >= MAX_PENDING_INITIALS {
+                st.stats.initials_dropped += 1;
+            } else {
+                st.stats.initials_deferred += 1;
+                st.initials.push_back(ForwardedDatagram {
+                    remote: meta.addr,
+                    local_ip: meta.dst_ip,
+                    ecn,
+                    data: seg,
+                });
+            }
+            continue;
+        }
         st.driver
             .handle_datagram(now, meta.addr, meta.dst_ip, ecn, seg);
     }
+}
+
+/// A QUIC v1 long-header Initial packet (RFC 9000 §17.2.2: header form 1, type 0).
+fn is_initial(datagram: &[u8]) -> bool {
+    datagram.first().is_some_and(|b| b & 0xB0 == 0x80)
+}
+
+/// Hands at most `MAX_INITIALS_PER_TURN` queued first-flight Initials to the driver.
+fn process_initials(st: &mut State, now: Instant) {
+    for _ in 0..MAX_INITIALS_PER_TURN {
+        let Some(d) = st.initials.pop_front() else {
+            break;
+        };
+        st.driver
+            .handle_datagram(now, d.remote, d.local_ip, d.ecn, d.data);
+    }
+}
+
+/// Logs the driver's handshake counters (debug level), for operators watching a flood.
+fn log_counters(st: &State) {
+    let d = st.driver.driver_stats();
+    tracing::debug!(
+        worker = st.driver.worker(),
+        connections = st.driver.connection_count(),
+        half_open = st.driver.half_open(),
+        incoming = d.incoming,
+        accepted = d.accepted,
+        retried = d.retried,
+        refused = d.refused,
+        refused_handshakes = d.refused_handshakes,
+        handshake_timeouts = d.handshake_timeouts,
+        ignored = d.ignored,
+        initials_dropped = st.stats.initials_dropped,
+        "QUIC handshake counters"
+    );
 }
 
 async fn io_task(state: Rc<RefCell<State>>, mut udp: UdpIo, mut router: Option<Router>) {
@@ -484,15 +556,27 @@ async fn io_task(state: Rc<RefCell<State>>, mut udp: UdpIo, mut router: Option<R
         Instant::now() + std::time::Duration::from_secs(3600),
     )));
     let mut armed: Option<Instant> = None;
+    let mut next_counters = Instant::now() + COUNTERS_EVERY;
+    let mut logged_stats = None;
     loop {
         let now = Instant::now();
-        // Timers, then everything there is to send.
+        // Timers, a bounded share of new connection attempts, then everything there is to
+        // send.
         {
             let mut st = state.borrow_mut();
             if st.driver.poll_timeout().is_some_and(|t| t <= now) {
                 st.driver.handle_timeout(now);
             }
+            process_initials(&mut st, now);
             st.io_wanted = false;
+            if now >= next_counters {
+                next_counters = now + COUNTERS_EVERY;
+                let stats = Some(st.driver.driver_stats());
+                if stats != logged_stats {
+                    logged_stats = stats;
+                    log_counters(&st);
+                }
+            }
         }
         let mut batches = 0;
         loop {
@@ -568,7 +652,25 @@ async fn io_task(state: Rc<RefCell<State>>, mut udp: UdpIo, mut router: Option<R
                 None => std::future::pending().await,
             }
         };
+        // Queued Initials wait for the next turn, but the task must not sleep on them.
+        let initials_pending = !state.borrow().initials.is_empty();
+        let more_initials = async {
+            if !initials_pending {
+                std::future::pending::<()>().await;
+            }
+        };
+        // Biased: datagrams of connections we have (forwarded, then the socket) before
+        // anything else. Timers and queued Initials are handled at the top of every turn
+        // anyway, so they are never starved by a busy socket.
         monoio::select! {
+            biased;
+            fwd = forwarded => {
+                if let Some(f) = fwd {
+                    let mut st = state.borrow_mut();
+                    st.stats.forwarded_in += 1;
+                    st.driver.handle_datagram(Instant::now(), f.remote, f.local_ip, f.ecn, f.data);
+                }
+            }
             res = udp.recv() => {
                 match res {
                     Ok(batch) => {
@@ -598,13 +700,7 @@ async fn io_task(state: Rc<RefCell<State>>, mut udp: UdpIo, mut router: Option<R
             }
             _ = sleep => {}
             _ = wake_on_command => {}
-            fwd = forwarded => {
-                if let Some(f) = fwd {
-                    let mut st = state.borrow_mut();
-                    st.stats.forwarded_in += 1;
-                    st.driver.handle_datagram(Instant::now(), f.remote, f.local_ip, f.ecn, f.data);
-                }
-            }
+            _ = more_initials => {}
         }
         state.borrow_mut().io_waker = None;
     }

@@ -4,7 +4,7 @@
 //! # Layout
 //!
 //! - [`config`]: [`QuicConfig`], cloudflared-compatible defaults (ALPN `argotunnel`,
-//!   idle timeout 5 s, keep-alive 1 s, 6 MiB / 30 MiB receive windows, datagrams on), and
+//!   idle timeout 5 s, keep-alive 1 s, 6 MiB stream windows, datagrams on), and
 //!   the builders of quinn-proto's `TransportConfig`, `EndpointConfig`, `ServerConfig` and
 //!   `ClientConfig`.
 //! - [`tls`]: rustls on aws-lc-rs with X25519MLKEM768, X25519 and P-256; CA and edge
@@ -43,11 +43,15 @@ pub mod config;
 pub mod driver;
 pub mod endpoint;
 pub mod harness;
+#[cfg(test)]
+mod handshake_tests;
 pub mod stream_io;
 pub mod tls;
 
 pub use cid::{CID_LEN, CidError, CidKey, WorkerCidGenerator};
-pub use config::{ALPN_ARGOTUNNEL, ConfigError, DEFAULT_SERVER_NAME, QuicConfig, SILENT_PEER};
+pub use config::{
+    ALPN_ARGOTUNNEL, ConfigError, DEFAULT_SERVER_NAME, QuicConfig, RetryMode, SILENT_PEER,
+};
 pub use driver::{
     ConnId, ConnectError, DatagramError, Driver, DriverEvent, DriverStats, HandshakeInfo,
     ReadError, StreamError, WriteError,
