@@ -66,7 +66,10 @@ pub fn prepare_attempts(target: SocketAddr, ca_pem: &[u8], count: usize) -> Vec<
             };
             datagrams.push(buf[..t.size].to_vec());
         }
-        let scid = datagrams.first().and_then(|d| long_header_scid(d)).unwrap_or_default();
+        let scid = datagrams
+            .first()
+            .and_then(|d| long_header_scid(d))
+            .unwrap_or_default();
         out.push(Attempt { datagrams, scid });
         // Dropping the connection is the point: nothing will ever answer the edge.
     }
@@ -117,6 +120,7 @@ impl FloodReport {
 /// A flood in progress on its own thread: `rate` attempts per second round-robin over
 /// `sockets` UDP sockets (so the edge sees many source ports, spread over its workers),
 /// until [`Flood::stop`] or the attempts run out.
+#[derive(Debug)]
 pub struct Flood {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<FloodReport>>,
@@ -263,6 +267,7 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
 }
 
 /// Samples a process's RSS on its own thread and keeps the peak.
+#[derive(Debug)]
 pub struct RssSampler {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<u64>>,
@@ -328,6 +333,7 @@ impl LoopReport {
 /// A thread doing `GET /loop/N` with `Host: host` through the edge at `addr`, one request
 /// per `pace` at most, each on a fresh connection. A request succeeds when a
 /// [`crate::HashOrigin`] answered it: 2xx, an `X-Origin-Tag`, and the body naming the path.
+#[derive(Debug)]
 pub struct RequestLoop {
     stop: Arc<AtomicBool>,
     report: Arc<Mutex<LoopReport>>,

@@ -41,6 +41,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
+pub mod flood;
+
 /// The `ringway` binary of this workspace, built once per test process.
 pub fn ringway_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -926,6 +928,8 @@ pub struct EdgeOpts {
     pub workers: Option<usize>,
     /// Anything else, appended as given.
     pub extra: Vec<String>,
+    /// The binary to run instead of [`ringway_bin`] (e.g. an older build, to compare).
+    pub bin: Option<PathBuf>,
 }
 
 impl Default for EdgeOpts {
@@ -935,6 +939,7 @@ impl Default for EdgeOpts {
             location: None,
             workers: None,
             extra: Vec::new(),
+            bin: None,
         }
     }
 }
@@ -953,7 +958,7 @@ impl Edge {
     /// Starts an edge following `cp` with its state in `dir`, and waits for `edge ready`.
     pub fn start(cp: &ControlPlane, dir: &Path, opts: EdgeOpts) -> Self {
         std::fs::create_dir_all(dir).expect("edge state dir");
-        let mut cmd = Command::new(ringway_bin());
+        let mut cmd = Command::new(opts.bin.clone().unwrap_or_else(ringway_bin));
         cmd.args(["edge", "run", "--control", &cp.url])
             .args(["--edge-token", &cp.edge_token()])
             .arg("--state-dir")

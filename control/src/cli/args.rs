@@ -71,6 +71,22 @@ pub struct EdgeRunArgs {
     /// Worker threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
+    /// Answer new QUIC connection attempts with a stateless Retry (address validation, one
+    /// round trip): auto (while a worker has --quic-retry-threshold handshakes in flight),
+    /// always, or never.
+    #[arg(long = "quic-retry", default_value = "auto", value_name = "auto|always|never")]
+    pub quic_retry: dataplane::quic::RetryMode,
+    /// Handshakes in flight on one worker from which --quic-retry auto sends Retries.
+    #[arg(long = "quic-retry-threshold", default_value_t = 32)]
+    pub quic_retry_threshold: usize,
+    /// Half-open (still handshaking) QUIC connections per worker; past it, new attempts are
+    /// refused (CONNECTION_REFUSED). Established connections are never affected.
+    #[arg(long = "max-handshakes", default_value_t = 1024)]
+    pub max_handshakes: usize,
+    /// A QUIC connection still handshaking this long after it was accepted is closed (Go
+    /// duration).
+    #[arg(long = "handshake-timeout", default_value = "3s", value_parser = crate::config::parse_go_duration)]
+    pub handshake_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

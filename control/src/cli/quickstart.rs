@@ -87,6 +87,7 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         http_listen: args.http_listen,
         location: "quickstart".into(),
         workers: 0,
+        handshakes: crate::edge::HandshakeLimits::default(),
     })?;
     let connector = crate::connector::start(crate::connector::RunOptions {
         tunnel: Some(tunnel_id.to_string()),

@@ -44,6 +44,30 @@ pub struct EdgeOptions {
     pub location: String,
     /// 0: one per core.
     pub workers: usize,
+    /// Defences of the QUIC listener against handshake floods.
+    pub handshakes: HandshakeLimits,
+}
+
+/// `--quic-retry`, `--quic-retry-threshold`, `--max-handshakes`, `--handshake-timeout`: how
+/// each worker's QUIC endpoint treats new connection attempts (see [`QuicConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeLimits {
+    pub retry: dataplane::quic::RetryMode,
+    pub retry_threshold: usize,
+    pub max_handshakes: usize,
+    pub handshake_timeout: std::time::Duration,
+}
+
+impl Default for HandshakeLimits {
+    fn default() -> Self {
+        let q = QuicConfig::default();
+        Self {
+            retry: q.retry,
+            retry_threshold: q.retry_threshold,
+            max_handshakes: q.max_handshakes,
+            handshake_timeout: q.handshake_timeout,
+        }
+    }
 }
 
 /// Builds the edge's route table from a snapshot.
@@ -126,7 +150,15 @@ pub fn start(opts: EdgeOptions) -> anyhow::Result<RunningEdge> {
     url::Url::parse(&opts.control)
         .with_context(|| format!("--control {} is not a valid URL", opts.control))?;
     let tls = tls_files::load_or_create(&opts.state_dir)?;
-    let quic = QuicConfig::default();
+    let quic = QuicConfig {
+        retry: opts.handshakes.retry,
+        retry_threshold: opts.handshakes.retry_threshold,
+        max_handshakes: opts.handshakes.max_handshakes,
+        handshake_timeout: opts.handshakes.handshake_timeout,
+        ..QuicConfig::default()
+    };
+    quic.validate()
+        .map_err(|e| anyhow::anyhow!("invalid QUIC settings: {e}"))?;
     let crypto = tls
         .material
         .server_crypto(&quic.alpn)
