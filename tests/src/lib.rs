@@ -42,6 +42,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
 pub mod flood;
+pub mod slow_clients;
 
 /// The `ringway` binary of this workspace, built once per test process.
 pub fn ringway_bin() -> PathBuf {

@@ -73,6 +73,27 @@ pub struct EdgeRunArgs {
     pub workers: usize,
     /// Answer new QUIC connection attempts with a stateless Retry (address validation, one
     /// round trip): auto (while a worker has --quic-retry-threshold handshakes in flight),
+    /// A request head must be complete this long after the connection opens (or after its
+    /// first byte, on a keep-alive connection); otherwise 408 and close (Go duration).
+    #[arg(long = "http-head-timeout", default_value = "10s", value_parser = crate::config::parse_go_duration)]
+    pub http_head_timeout: std::time::Duration,
+    /// Idle keep-alive connections (no next request) are closed after this (Go duration).
+    #[arg(long = "http-keepalive-timeout", default_value = "60s", value_parser = crate::config::parse_go_duration)]
+    pub http_keepalive_timeout: std::time::Duration,
+    /// No progress reading a request body from the client or writing a response to it for
+    /// this long: the client is closed and the tunnel stream reset (Go duration).
+    #[arg(long = "http-body-timeout", default_value = "30s", value_parser = crate::config::parse_go_duration)]
+    pub http_body_timeout: std::time::Duration,
+    /// Total time for one request (not for upgraded connections); 0 = unlimited (Go duration).
+    #[arg(long = "http-request-timeout", default_value = "0", value_parser = crate::config::parse_go_duration)]
+    pub http_request_timeout: std::time::Duration,
+    /// Public client connections per worker; past it new clients get 503 with Retry-After
+    /// (lowered at start to fit the descriptor limit).
+    #[arg(long = "http-max-connections", default_value_t = 16_384)]
+    pub http_max_connections: usize,
+    /// Requests in flight per tunnel; past it the edge answers 503 with Retry-After.
+    #[arg(long = "tunnel-max-streams", default_value_t = 1024)]
+    pub tunnel_max_streams: usize,
     /// always, or never.
     #[arg(long = "quic-retry", default_value = "auto", value_name = "auto|always|never")]
     pub quic_retry: dataplane::quic::RetryMode,

@@ -20,6 +20,15 @@ pub fn run(a: EdgeRunArgs) -> anyhow::Result<()> {
         location: a.location,
         workers: a.workers,
         handshakes: edge::HandshakeLimits {
+        public: dataplane::edge::PublicLimits {
+            head_timeout: a.http_head_timeout,
+            keep_alive_timeout: a.http_keepalive_timeout,
+            body_idle_timeout: a.http_body_timeout,
+            request_timeout: (!a.http_request_timeout.is_zero()).then_some(a.http_request_timeout),
+            max_connections_per_worker: a.http_max_connections,
+            max_tunnel_streams: a.tunnel_max_streams,
+            ..dataplane::edge::PublicLimits::default()
+        },
             retry: a.quic_retry,
             retry_threshold: a.quic_retry_threshold,
             max_handshakes: a.max_handshakes,

@@ -87,6 +87,7 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         http_listen: args.http_listen,
         location: "quickstart".into(),
         workers: 0,
+        public: dataplane::edge::PublicLimits::default(),
         handshakes: crate::edge::HandshakeLimits::default(),
     })?;
     let connector = crate::connector::start(crate::connector::RunOptions {

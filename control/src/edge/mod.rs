@@ -46,6 +46,8 @@ pub struct EdgeOptions {
     pub workers: usize,
     /// Defences of the QUIC listener against handshake floods.
     pub handshakes: HandshakeLimits,
+    /// Timeouts and caps of the public listener.
+    pub public: dataplane::edge::PublicLimits,
 }
 
 /// `--quic-retry`, `--quic-retry-threshold`, `--max-handshakes`, `--handshake-timeout`: how
@@ -239,6 +241,9 @@ pub fn start(opts: EdgeOptions) -> anyhow::Result<RunningEdge> {
         tunnel_sockets,
         http_listeners,
         location: opts.location.clone(),
+    // The connection window follows the per-tunnel stream cap (a stalled stream costs only
+    // its own window).
+    let quic = opts.public.edge_quic_config(quic);
         hooks,
         workers: WorkersConfig {
             threads,
@@ -278,3 +283,4 @@ pub fn run(opts: EdgeOptions) -> anyhow::Result<()> {
     edge.wait();
     Ok(())
 }
+        public: opts.public,

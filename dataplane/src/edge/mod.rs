@@ -453,6 +453,7 @@ async fn run_worker(
                             c.peer,
                             c.buffered,
                             Some((c.conn, c.hops)),
+                            worker.client_slot(),
                         ));
                     }
                     Err(e) => warn!(error = %e, "could not adopt a handed-over client"),
@@ -486,12 +487,16 @@ fn spawn_http_accept(
                 }
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
+                    // Counted here, not when the task first runs, so that a burst of accepts
+                    // cannot overshoot the cap.
+                    let slot = w.client_slot();
                     monoio::spawn(proxy::serve_client(
                         w.clone(),
                         stream,
                         peer,
                         BytesMut::new(),
                         None,
+                        slot,
                     ));
                 }
                 Err(e) => {

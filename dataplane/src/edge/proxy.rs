@@ -90,7 +90,9 @@ pub(crate) async fn serve_client(
             Ok(Some(h)) => h,
             Ok(None) => return,
             Err(answer) => {
-                let _ = write_canned(&w, &mut stream, answer).await;
+                if write_canned(&w, &mut stream, answer).await.is_ok() {
+                    linger_close(&mut stream).await;
+                }
                 return;
             }
         };
@@ -137,8 +139,8 @@ pub(crate) async fn serve_client(
     }
 }
 
-/// How long a refused client gets to take its 503 (and how long its request is drained so
-/// that closing does not turn into a reset that destroys the answer).
+/// How long a refused client gets to take its 503, and how long a closing connection's input
+/// is drained (see [`linger_close`]).
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// Most request bytes drained from a refused client before closing anyway.
@@ -158,19 +160,26 @@ pub(crate) async fn refuse_client(w: Rc<EdgeWorker>, mut stream: TcpStream) {
         },
         &ResponseContext::unparsed(),
     );
-    if !matches!(
+    if matches!(
         monoio::time::timeout(REFUSAL_LINGER, write_bytes(&mut stream, answer)).await,
         Ok(Ok(()))
     ) {
-        return;
+        linger_close(&mut stream).await;
     }
+}
+
+/// Closes after an answer the client may still be sending into (a refused connection, a head
+/// that timed out or was rejected): FIN first, then what the client sends is read and dropped
+/// for a moment, because closing a socket with unread input sends a reset, and a reset makes
+/// the client's kernel discard the answer before the client reads it.
+async fn linger_close(stream: &mut TcpStream) {
     let _ = stream.shutdown().await;
     // Bounded by REFUSAL_DRAIN bytes and the linger time.
     let mut buf = BytesMut::new();
     let mut drained = 0;
     let _ = monoio::time::timeout(REFUSAL_LINGER, async {
         while drained < REFUSAL_DRAIN {
-            match read_more(&mut stream, &mut buf).await {
+            match read_more(stream, &mut buf).await {
                 Ok(n) if n > 0 => {
                     drained += n;
                     buf.clear();
@@ -198,6 +207,9 @@ async fn read_head(
     let limits = &w.public;
     let mut head_deadline =
         (first_request || !buf.is_empty()).then(|| Instant::now() + limits.head_timeout);
+    // Whether part of a head arrived (a timed-out read takes `buf` with it, so this is kept
+    // apart).
+    let mut started = !buf.is_empty();
     // Bounded by the head size limit and the deadlines: each turn adds bytes or times out,
     // and `parse_request_head` fails once the limit is buffered without a complete head.
     loop {
@@ -214,19 +226,19 @@ async fn read_head(
             None => limits.keep_alive_timeout,
         };
         match monoio::time::timeout(wait, read_more(stream, buf)).await {
-            Err(_) if buf.is_empty() => {
+            Err(_) if !started => {
                 debug!("idle client connection closed");
                 return Ok(None);
             }
             Err(_) => {
-                debug!(buffered = buf.len(), "request head timed out");
+                debug!("request head timed out");
                 return Err(error_response(
                     EdgeError::RequestTimeout,
                     &ResponseContext::unparsed(),
                 ));
             }
             Ok(Ok(0) | Err(_)) => return Ok(None),
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => started = true,
         }
     }
 }
