@@ -202,13 +202,22 @@ fn flood_run(label: &str, flags: &[&str], rate: u32, secs: u64) {
     );
 }
 
-/// Bytes of edge RSS per half-open handshake, and edge CPU per Retry and per handshake.
-fn per_handshake_costs(label: &str, flags: &[&str], count: usize) {
+/// Bytes of edge RSS per half-open handshake, and edge CPU per Retry and per handshake:
+/// `count` silent attempts at `rate` per second against a one-worker edge. The rate must let
+/// the edge keep up (every attempt answered) and send them all within the 5 s idle timeout.
+fn per_handshake_costs(
+    label: &str,
+    bin: Option<std::path::PathBuf>,
+    flags: &[&str],
+    count: usize,
+    rate: u32,
+) {
     let t = TunnelSetup::with_opts(
         ZONE,
         EdgeOpts {
             workers: Some(1),
             extra: flags.iter().map(|s| s.to_string()).collect(),
+            bin,
             ..EdgeOpts::default()
         },
     );
@@ -219,23 +228,20 @@ fn per_handshake_costs(label: &str, flags: &[&str], count: usize) {
     std::thread::sleep(Duration::from_millis(500));
     let rss0 = vm_rss_kib(pid).unwrap_or(0);
     let cpu0 = cpu_time(pid).unwrap_or_default();
-    // Fast enough that every attempt is still pending when the last is sent (5 s idle
-    // timeout), slow enough that the socket buffers hold every datagram.
-    let rate = 2000;
     let rss = RssSampler::start(pid, Duration::from_millis(20));
     let report = Flood::start(target, attempts, rate, 64).finish();
     let cpu = cpu_time(pid).unwrap_or_default().saturating_sub(cpu0);
     let peak = rss.stop();
     let grown = peak.saturating_sub(rss0) * 1024;
-    let pending = report.answered_attempts.max(1);
     eprintln!(
-        "[measure] {label:<28} {} attempts: {} answered (handshakes), {} retries; RSS +{} KiB \
-         = {} bytes per answered attempt; edge CPU {:.0} µs per attempt",
+        "[measure] {label:<28} {} attempts at {:.0}/s: {} answered (handshakes), {} retries; \
+         RSS +{} KiB = {} bytes per answered attempt; edge CPU {:.0} µs per attempt",
         report.attempts,
+        report.rate(),
         report.answered_attempts,
         report.retries,
         grown / 1024,
-        grown / pending,
+        grown / report.answered_attempts.max(1),
         cpu.as_secs_f64() * 1e6 / report.attempts.max(1) as f64
     );
 }
@@ -243,7 +249,7 @@ fn per_handshake_costs(label: &str, flags: &[&str], count: usize) {
 /// Prints the numbers of `docs/reliability.md`. `RINGWAY_BEFORE_BIN` (a `ringway` binary
 /// built before Retry and the handshake cap) adds its bytes per pending handshake.
 ///
-/// `cargo test --release -p ringway-tests --test edge_flood -- --ignored --nocapture`
+/// `cargo test -p ringway-tests --test edge_flood -- --ignored --nocapture`
 #[test]
 #[ignore]
 fn measure_flood_costs() {
@@ -255,33 +261,17 @@ fn measure_flood_costs() {
         "--handshake-timeout",
         "30s",
     ];
-    per_handshake_costs("full handshakes (never)", &never, 4000);
-    per_handshake_costs("retries (always)", &["--quic-retry", "always"], 4000);
+    per_handshake_costs("full handshakes (never)", None, &never, 4000, 2000);
+    per_handshake_costs("full handshakes (never)", None, &never, 1200, 300);
+    per_handshake_costs(
+        "retries (always)",
+        None,
+        &["--quic-retry", "always"],
+        4000,
+        2000,
+    );
     if let Ok(bin) = std::env::var("RINGWAY_BEFORE_BIN") {
-        let t = TunnelSetup::with_opts(
-            ZONE,
-            EdgeOpts {
-                workers: Some(1),
-                bin: Some(bin.into()),
-                ..EdgeOpts::default()
-            },
-        );
-        let pid = t.edge.proc.proc.pid();
-        let target = t.edge.tunnel_addrs()[0];
-        let attempts = prepare_attempts(target, &ca_pem(&t.edge), 4000);
-        std::thread::sleep(Duration::from_millis(500));
-        let rss0 = vm_rss_kib(pid).unwrap_or(0);
-        let rss = RssSampler::start(pid, Duration::from_millis(20));
-        let report = Flood::start(target, attempts, 2000, 64).finish();
-        let grown = rss.stop().saturating_sub(rss0) * 1024;
-        eprintln!(
-            "[measure] {:<28} {} attempts: {} answered; RSS +{} KiB = {} bytes per answered attempt",
-            "before (old binary)",
-            report.attempts,
-            report.answered_attempts,
-            grown / 1024,
-            grown / report.answered_attempts.max(1)
-        );
+        per_handshake_costs("before (old binary)", Some(bin.into()), &[], 1200, 300);
     }
     for rate in [1000, 3000] {
         flood_run("auto", &[], rate, 5);
