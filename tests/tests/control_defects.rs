@@ -230,7 +230,7 @@ fn bad_request_bodies_get_the_v4_envelope() {
 
 #[test]
 fn edge_snapshot_is_private_and_the_edge_token_stays_off_the_command_line() {
-    let t = TunnelSetup::new("snap.test");
+    let mut t = TunnelSetup::new("snap.test");
     // Edge::start passes --edge-token-file (the control plane's file, newline and all).
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", t.edge.proc.proc.pid())).unwrap();
     assert!(
@@ -246,9 +246,8 @@ fn edge_snapshot_is_private_and_the_edge_token_stays_off_the_command_line() {
     );
 
     // A snapshot an older build left world-readable is tightened at the next start.
-    let (cp, state) = (&t.s.cp, t.edge.state_dir.clone());
-    let mut t = t;
     t.edge.proc.proc.kill9();
+    let (cp, state) = (&t.s.cp, t.edge.state_dir.clone());
     std::fs::set_permissions(&snap, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let edge = Edge::start(cp, &state, EdgeOpts::default());
     assert_eq!(file_mode(&snap) & 0o777, 0o600);
