@@ -150,6 +150,17 @@ impl ControlPlane {
     /// Like [`ControlPlane::start_on`] with `RUST_LOG=rust_log` (e.g. `trace` to check that
     /// not even the most verbose log leaks a secret).
     pub fn start_logging(data_dir: &Path, zones: &[&str], listen: &str, rust_log: &str) -> Self {
+        Self::start_with(data_dir, zones, listen, rust_log, &[])
+    }
+
+    /// Like [`ControlPlane::start_logging`] with `extra` flags for `control serve` (limits).
+    pub fn start_with(
+        data_dir: &Path,
+        zones: &[&str],
+        listen: &str,
+        rust_log: &str,
+        extra: &[&str],
+    ) -> Self {
         std::fs::create_dir_all(data_dir).expect("data dir");
         let log = data_dir.with_extension("log");
         let logf = std::fs::OpenOptions::new()
@@ -164,6 +175,7 @@ impl ControlPlane {
         for z in zones {
             cmd.args(["--zone", z]);
         }
+        cmd.args(extra);
         let mut child = cmd
             .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
@@ -960,9 +972,16 @@ impl Edge {
     pub fn start(cp: &ControlPlane, dir: &Path, opts: EdgeOpts) -> Self {
         std::fs::create_dir_all(dir).expect("edge state dir");
         let mut cmd = Command::new(opts.bin.clone().unwrap_or_else(ringway_bin));
-        cmd.args(["edge", "run", "--control", &cp.url])
-            .args(["--edge-token", &cp.edge_token()])
-            .arg("--state-dir")
+        cmd.args(["edge", "run", "--control", &cp.url]);
+        // The file form keeps the token out of the process list; an older build given as
+        // `bin` may not know it.
+        if opts.bin.is_some() {
+            cmd.args(["--edge-token", &cp.edge_token()]);
+        } else {
+            cmd.arg("--edge-token-file")
+                .arg(cp.data_dir.join("edge-token"));
+        }
+        cmd.arg("--state-dir")
             .arg(dir);
         for _ in 0..opts.tunnel_listeners {
             cmd.args(["--tunnel-listen", "127.0.0.1:0"]);

@@ -49,13 +49,15 @@ pub struct EdgeRunArgs {
     /// Control-plane URL, e.g. http://127.0.0.1:8080.
     #[arg(long, env = "RINGWAY_CONTROL_URL")]
     pub control: String,
-    /// The control plane's edge token (its `edge-token` file).
-    #[arg(
-        long = "edge-token",
-        env = "RINGWAY_EDGE_TOKEN",
-        hide_env_values = true
-    )]
-    pub edge_token: Secret<String>,
+    /// File holding the control plane's edge token (its `edge-token` file; a trailing
+    /// newline is ignored). Recommended: unlike --edge-token it does not show in
+    /// /proc/PID/cmdline. Or set RINGWAY_EDGE_TOKEN. Exactly one of the three is required.
+    #[arg(long = "edge-token-file", value_name = "PATH")]
+    pub edge_token_file: Option<PathBuf>,
+    /// The edge token itself. Visible to every local user in the process list: prefer
+    /// --edge-token-file or RINGWAY_EDGE_TOKEN.
+    #[arg(long = "edge-token")]
+    pub edge_token: Option<Secret<String>>,
     /// Directory for the CA, the edge certificate and the cached snapshot.
     #[arg(long = "state-dir")]
     pub state_dir: PathBuf,
@@ -358,6 +360,26 @@ pub struct ServeArgs {
     /// Suffix of tunnel CNAME targets: `<uuid>.<suffix>`.
     #[arg(long = "tunnel-suffix", default_value = "cfargotunnel.com")]
     pub tunnel_suffix: String,
+    /// A request head must be complete this long after its first byte (or after accept);
+    /// otherwise the connection is closed (Go duration).
+    #[arg(long = "header-timeout", default_value = "10s", value_parser = crate::config::parse_go_duration)]
+    pub header_timeout: std::time::Duration,
+    /// A keep-alive connection with no request for this long is closed (Go duration).
+    #[arg(long = "idle-timeout", default_value = "60s", value_parser = crate::config::parse_go_duration)]
+    pub idle_timeout: std::time::Duration,
+    /// An API request (body included) not answered within this gets 503 (Go duration). The
+    /// snapshot long-poll gets --long-poll-max on top.
+    #[arg(long = "request-timeout", default_value = "30s", value_parser = crate::config::parse_go_duration)]
+    pub request_timeout: std::time::Duration,
+    /// The longest an edge's snapshot long-poll may wait for a change (Go duration).
+    #[arg(long = "long-poll-max", default_value = "30s", value_parser = crate::config::parse_go_duration)]
+    pub long_poll_max: std::time::Duration,
+    /// The largest request body, in bytes; a larger one gets 413.
+    #[arg(long = "max-body", default_value_t = crate::api::DEFAULT_MAX_BODY)]
+    pub max_body: usize,
+    /// Client connections served at once; past it a new one gets 503 and is closed.
+    #[arg(long = "max-connections", default_value_t = 512)]
+    pub max_connections: usize,
 }
 
 #[cfg(test)]

@@ -31,7 +31,9 @@ use tracing::info;
 
 use crate::edge_sync::{EdgeClient, SnapshotCache, SnapshotFollower};
 use crate::secret::ApiToken;
-use crate::store::Snapshot;
+use crate::store::{SNAPSHOT_FORMAT, Snapshot};
+use dataplane::edge::routes::RouteRefusal;
+use std::collections::HashMap;
 
 /// What `ringway edge run` was asked for.
 #[derive(Debug, Clone)]
@@ -44,10 +46,10 @@ pub struct EdgeOptions {
     pub location: String,
     /// 0: one per core.
     pub workers: usize,
-    /// Defences of the QUIC listener against handshake floods.
-    pub handshakes: HandshakeLimits,
     /// Timeouts and caps of the public listener.
     pub public: dataplane::edge::PublicLimits,
+    /// Defences of the QUIC listener against handshake floods.
+    pub handshakes: HandshakeLimits,
 }
 
 /// `--quic-retry`, `--quic-retry-threshold`, `--max-handshakes`, `--handshake-timeout`: how
@@ -72,9 +74,40 @@ impl Default for HandshakeLimits {
     }
 }
 
-/// Builds the edge's route table from a snapshot.
-pub fn route_table(snap: &Snapshot) -> RouteTable {
-    let mut t = RouteTable::new(snap.version);
+/// A record or pool origin in a snapshot that breaks tenant isolation, so it does not route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteViolation {
+    /// `DNS record` or `pool origin`.
+    pub kind: &'static str,
+    /// The record's id, or the pool's.
+    pub id: String,
+    /// The record's hostname, or `pool/origin`.
+    pub name: String,
+    /// The CNAME target or origin address.
+    pub target: String,
+    pub reason: RouteRefusal,
+}
+
+impl std::fmt::Display for RouteViolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} ({}): {}", self.kind, self.id, self.name, self.reason)
+    }
+}
+
+/// Builds the edge's route table from a snapshot and names every record and pool origin that
+/// would route into another account's tunnel (or with the wrong suffix) and so does not.
+/// Records whose tunnel is simply gone (deleted) are not violations: they stop routing.
+///
+/// A snapshot older than [`SNAPSHOT_FORMAT`] cannot say which account a record belongs to:
+/// its tunnels still authenticate, but no host routes until a current snapshot arrives.
+pub fn route_table_checked(snap: &Snapshot) -> (RouteTable, Vec<RouteViolation>) {
+    let suffix = if snap.format >= SNAPSHOT_FORMAT {
+        snap.tunnel_suffix.as_str()
+    } else {
+        ""
+    };
+    let mut t = RouteTable::new(snap.version, suffix);
+    let mut violations = Vec::new();
     for tun in &snap.tunnels {
         let mut sha = [0u8; 32];
         if hex::decode_to_slice(&tun.secret_sha256, &mut sha).is_err() {
@@ -89,19 +122,58 @@ pub fn route_table(snap: &Snapshot) -> RouteTable {
             },
         );
     }
-    for r in &snap.dns_records {
-        if r.proxied {
-            t.add_dns_record(&r.record_type, &r.name, &r.content);
+    let zone_account: HashMap<&str, &str> = snap
+        .zones
+        .iter()
+        .map(|z| (z.id.as_str(), z.account_id.as_str()))
+        .collect();
+    let account_of_zone = |zone: &str| zone_account.get(zone).copied().unwrap_or("");
+    for r in snap.dns_records.iter().filter(|r| r.proxied) {
+        match t.add_dns_record(
+            &r.record_type,
+            &r.name,
+            &r.content,
+            account_of_zone(&r.zone_id),
+        ) {
+            Ok(_) | Err(RouteRefusal::NotTunnel | RouteRefusal::UnknownTunnel(_)) => {}
+            Err(reason) => violations.push(RouteViolation {
+                kind: "DNS record",
+                id: r.id.clone(),
+                name: r.name.clone(),
+                target: r.content.clone(),
+                reason,
+            }),
         }
     }
-    // Load balancers whose pools hold tunnels: pools in failover order, then the fallback.
-    let pools: std::collections::HashMap<&str, &crate::store::Pool> =
+    // Load balancers whose pools hold tunnels: pools in failover order, then the fallback. A
+    // pool counts only when it belongs to the load balancer's account, and an origin only
+    // when its tunnel does too.
+    let pools: HashMap<&str, &crate::store::Pool> =
         snap.pools.iter().map(|p| (p.id.as_str(), p)).collect();
+    let mut checked_pools: HashMap<&str, Vec<(uuid::Uuid, f64)>> = HashMap::new();
+    for p in &snap.pools {
+        let mut origins = Vec::new();
+        for o in p.origins.iter().filter(|o| o.enabled) {
+            match t.tunnel_for(&o.address, &p.account_id) {
+                Ok(id) => origins.push((id, o.weight)),
+                Err(RouteRefusal::NotTunnel | RouteRefusal::UnknownTunnel(_)) => {}
+                Err(reason) => violations.push(RouteViolation {
+                    kind: "pool origin",
+                    id: p.id.clone(),
+                    name: format!("{}/{}", p.name, o.name),
+                    target: o.address.clone(),
+                    reason,
+                }),
+            }
+        }
+        checked_pools.insert(p.id.as_str(), origins);
+    }
     for lb in snap
         .load_balancers
         .iter()
         .filter(|lb| lb.enabled && lb.proxied)
     {
+        let lb_account = account_of_zone(&lb.zone_id);
         let mut order: Vec<&str> = lb.default_pools.iter().map(String::as_str).collect();
         if !lb.fallback_pool.is_empty() && !order.contains(&lb.fallback_pool.as_str()) {
             order.push(&lb.fallback_pool);
@@ -110,19 +182,27 @@ pub fn route_table(snap: &Snapshot) -> RouteTable {
             pools: order
                 .iter()
                 .filter_map(|id| pools.get(id))
-                .filter(|p| p.enabled)
-                .map(|p| {
-                    p.origins
-                        .iter()
-                        .filter(|o| o.enabled)
-                        .filter_map(|o| {
-                            RouteTable::tunnel_of_address(&o.address).map(|t| (t, o.weight))
-                        })
-                        .collect()
-                })
+                .filter(|p| p.enabled && !lb_account.is_empty() && p.account_id == lb_account)
+                .filter_map(|p| checked_pools.get(p.id.as_str()).cloned())
                 .collect(),
         };
         t.add_load_balancer(&lb.name, route);
+    }
+    (t, violations)
+}
+
+/// [`route_table_checked`], logging each violation (ids and names only, never a secret).
+pub fn route_table(snap: &Snapshot) -> RouteTable {
+    if snap.format < SNAPSHOT_FORMAT {
+        tracing::warn!(
+            version = snap.version,
+            format = snap.format,
+            "snapshot predates account checks; no host routes until the control plane sends a current one"
+        );
+    }
+    let (t, violations) = route_table_checked(snap);
+    for v in &violations {
+        tracing::warn!(kind = v.kind, id = %v.id, name = %v.name, reason = %v.reason, "route refused: it would cross accounts");
     }
     t
 }
@@ -161,6 +241,9 @@ pub fn start(opts: EdgeOptions) -> anyhow::Result<RunningEdge> {
     };
     quic.validate()
         .map_err(|e| anyhow::anyhow!("invalid QUIC settings: {e}"))?;
+    // The connection window follows the per-tunnel stream cap (a stalled stream costs only
+    // its own window).
+    let quic = opts.public.edge_quic_config(quic);
     let crypto = tls
         .material
         .server_crypto(&quic.alpn)
@@ -241,9 +324,6 @@ pub fn start(opts: EdgeOptions) -> anyhow::Result<RunningEdge> {
         tunnel_sockets,
         http_listeners,
         location: opts.location.clone(),
-    // The connection window follows the per-tunnel stream cap (a stalled stream costs only
-    // its own window).
-    let quic = opts.public.edge_quic_config(quic);
         hooks,
         workers: WorkersConfig {
             threads,
@@ -251,6 +331,7 @@ pub fn start(opts: EdgeOptions) -> anyhow::Result<RunningEdge> {
             ..WorkersConfig::default()
         },
         limits: Limits::default(),
+        public: opts.public,
     })?;
 
     edge.publish_routes(Arc::new(route_table(&initial)));
@@ -283,4 +364,3 @@ pub fn run(opts: EdgeOptions) -> anyhow::Result<()> {
     edge.wait();
     Ok(())
 }
-        public: opts.public,
