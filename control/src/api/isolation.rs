@@ -72,6 +72,14 @@ pub fn snapshot_for_edges(st: &AppState) -> StoreResult<Snapshot> {
         tracing::debug!(%v, "left out of the edge snapshot");
         match v.kind {
             "DNS record" => snap.dns_records.retain(|r| r.id != v.id),
+            "load balancer" => {
+                if let Some(lb) = snap.load_balancers.iter_mut().find(|l| l.id == v.id) {
+                    lb.default_pools.retain(|p| *p != v.target);
+                    if lb.fallback_pool == v.target {
+                        lb.fallback_pool.clear();
+                    }
+                }
+            }
             _ => {
                 if let Some(p) = snap.pools.iter_mut().find(|p| p.id == v.id) {
                     p.origins.retain(|o| o.address != v.target);

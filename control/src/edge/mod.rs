@@ -77,20 +77,24 @@ impl Default for HandshakeLimits {
 /// A record or pool origin in a snapshot that breaks tenant isolation, so it does not route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteViolation {
-    /// `DNS record` or `pool origin`.
+    /// `DNS record`, `pool origin` or `load balancer`.
     pub kind: &'static str,
-    /// The record's id, or the pool's.
+    /// The record's id, the pool's, or the load balancer's.
     pub id: String,
-    /// The record's hostname, or `pool/origin`.
+    /// The record's hostname, `pool/origin`, or the load balancer's hostname.
     pub name: String,
-    /// The CNAME target or origin address.
+    /// The CNAME target, the origin address, or the pool id.
     pub target: String,
-    pub reason: RouteRefusal,
+    pub reason: String,
 }
 
 impl std::fmt::Display for RouteViolation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {} ({}): {}", self.kind, self.id, self.name, self.reason)
+        write!(
+            f,
+            "{} {} ({}): {}",
+            self.kind, self.id, self.name, self.reason
+        )
     }
 }
 
@@ -141,7 +145,7 @@ pub fn route_table_checked(snap: &Snapshot) -> (RouteTable, Vec<RouteViolation>)
                 id: r.id.clone(),
                 name: r.name.clone(),
                 target: r.content.clone(),
-                reason,
+                reason: reason.to_string(),
             }),
         }
     }
@@ -162,7 +166,7 @@ pub fn route_table_checked(snap: &Snapshot) -> (RouteTable, Vec<RouteViolation>)
                     id: p.id.clone(),
                     name: format!("{}/{}", p.name, o.name),
                     target: o.address.clone(),
-                    reason,
+                    reason: reason.to_string(),
                 }),
             }
         }
@@ -178,14 +182,24 @@ pub fn route_table_checked(snap: &Snapshot) -> (RouteTable, Vec<RouteViolation>)
         if !lb.fallback_pool.is_empty() && !order.contains(&lb.fallback_pool.as_str()) {
             order.push(&lb.fallback_pool);
         }
-        let route = LoadBalancerRoute {
-            pools: order
-                .iter()
-                .filter_map(|id| pools.get(id))
-                .filter(|p| p.enabled && !lb_account.is_empty() && p.account_id == lb_account)
-                .filter_map(|p| checked_pools.get(p.id.as_str()).cloned())
-                .collect(),
-        };
+        let mut route = LoadBalancerRoute { pools: Vec::new() };
+        for p in order.iter().filter_map(|id| pools.get(id)) {
+            if lb_account.is_empty() || p.account_id != lb_account {
+                violations.push(RouteViolation {
+                    kind: "load balancer",
+                    id: lb.id.clone(),
+                    name: lb.name.clone(),
+                    target: p.id.clone(),
+                    reason: format!("pool {} belongs to another account", p.id),
+                });
+                continue;
+            }
+            if p.enabled
+                && let Some(origins) = checked_pools.get(p.id.as_str())
+            {
+                route.pools.push(origins.clone());
+            }
+        }
         t.add_load_balancer(&lb.name, route);
     }
     (t, violations)
@@ -363,4 +377,152 @@ pub fn run(opts: EdgeOptions) -> anyhow::Result<()> {
     println!("edge ready");
     edge.wait();
     Ok(())
+}
+
+#[cfg(test)]
+mod route_table_tests {
+    use super::*;
+    use crate::store::{DnsRecord, LoadBalancer, Pool, PoolOrigin, SnapshotTunnel, SnapshotZone};
+    use dataplane::edge::HostRoute;
+    use time::OffsetDateTime;
+    use uuid::Uuid;
+
+    fn record(id: &str, zone: &str, name: &str, content: &str) -> DnsRecord {
+        DnsRecord {
+            id: id.into(),
+            zone_id: zone.into(),
+            zone_name: String::new(),
+            record_type: "CNAME".into(),
+            name: name.into(),
+            content: content.into(),
+            proxied: true,
+            ttl: 1,
+            created_on: OffsetDateTime::UNIX_EPOCH,
+            modified_on: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn pool(id: &str, account: &str, address: &str) -> Pool {
+        Pool {
+            id: id.into(),
+            account_id: account.into(),
+            name: id.into(),
+            enabled: true,
+            origins: vec![PoolOrigin {
+                name: "o".into(),
+                address: address.into(),
+                enabled: true,
+                weight: 1.0,
+            }],
+            created_on: OffsetDateTime::UNIX_EPOCH,
+            modified_on: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn lb(id: &str, zone: &str, name: &str, pool: &str) -> LoadBalancer {
+        LoadBalancer {
+            id: id.into(),
+            zone_id: zone.into(),
+            name: name.into(),
+            default_pools: vec![pool.into()],
+            fallback_pool: pool.into(),
+            proxied: true,
+            enabled: true,
+            created_on: OffsetDateTime::UNIX_EPOCH,
+            modified_on: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    /// Account A owns zone za and tunnel `a`; account B owns zone zb. B's rows try every way
+    /// into A's tunnel.
+    fn snapshot(a: Uuid) -> Snapshot {
+        let target = format!("{a}.cfargotunnel.com");
+        Snapshot {
+            version: 5,
+            format: SNAPSHOT_FORMAT,
+            tunnel_suffix: "cfargotunnel.com".into(),
+            tunnels: vec![SnapshotTunnel {
+                id: a,
+                account_tag: "A".into(),
+                secret_sha256: "00".repeat(32),
+            }],
+            zones: vec![
+                SnapshotZone {
+                    id: "za".into(),
+                    account_id: "A".into(),
+                },
+                SnapshotZone {
+                    id: "zb".into(),
+                    account_id: "B".into(),
+                },
+            ],
+            dns_records: vec![
+                record("r1", "za", "www.a.test", &target),
+                record("r2", "zb", "hijack.b.test", &target),
+                record(
+                    "r3",
+                    "zb",
+                    "suffix.b.test",
+                    &format!("{a}.anything.invalid"),
+                ),
+                record(
+                    "r4",
+                    "za",
+                    "gone.a.test",
+                    &format!("{}.cfargotunnel.com", Uuid::nil()),
+                ),
+            ],
+            pools: vec![pool("pa", "A", &target), pool("pb", "B", &target)],
+            load_balancers: vec![
+                lb("la", "za", "lb.a.test", "pa"),
+                lb("lb", "zb", "lb.b.test", "pb"),
+                lb("lx", "zb", "lbx.b.test", "pa"),
+            ],
+        }
+    }
+
+    #[test]
+    fn route_table_routes_only_within_the_tunnels_account() {
+        let a = Uuid::new_v4();
+        let (t, violations) = route_table_checked(&snapshot(a));
+        assert_eq!(t.route_for_host("www.a.test"), Some(HostRoute::Tunnel(a)));
+        for host in ["hijack.b.test", "suffix.b.test", "gone.a.test"] {
+            assert_eq!(t.route_for_host(host), None, "{host}");
+        }
+        let healthy = |_: &Uuid| true;
+        let steer = |host: &str| match t.route_for_host(host) {
+            Some(HostRoute::LoadBalancer(lb)) => lb.choose(healthy, 0.5),
+            other => panic!("{host}: {other:?}"),
+        };
+        assert_eq!(steer("lb.a.test"), Some(a));
+        assert_eq!(steer("lb.b.test"), None, "B's pool holding A's tunnel");
+        assert_eq!(
+            steer("lbx.b.test"),
+            None,
+            "B's load balancer using A's pool"
+        );
+        let mut named: Vec<(&str, &str)> =
+            violations.iter().map(|v| (v.kind, v.id.as_str())).collect();
+        named.sort();
+        // A record whose tunnel is gone just stops routing; it is no violation.
+        assert_eq!(
+            named,
+            [
+                ("DNS record", "r2"),
+                ("DNS record", "r3"),
+                ("load balancer", "lx"),
+                ("pool origin", "pb")
+            ]
+        );
+    }
+
+    #[test]
+    fn route_table_of_an_old_format_snapshot_routes_nothing_but_authenticates() {
+        let a = Uuid::new_v4();
+        let mut snap = snapshot(a);
+        snap.format = 0;
+        let (t, _) = route_table_checked(&snap);
+        assert_eq!(t.route_for_host("www.a.test"), None);
+        assert!(t.has_tunnel(&a));
+    }
 }
