@@ -138,7 +138,9 @@ fn bad_request_bodies_get_the_v4_envelope() {
     let a: std::net::SocketAddr = s.cp.addr().parse().unwrap();
     let auth = format!("Bearer {admin}");
     let path = format!("/client/v4/accounts/{}/cfd_tunnel", s.account_id());
-    let cases: [(&str, &[(&str, &str)], &[u8], u16); 5] = [
+    // (what, headers, body, expected status)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [u8], u16);
+    let cases: [Case; 5] = [
         (
             "malformed JSON",
             &[("Content-Type", "application/json")],
