@@ -128,10 +128,25 @@ pub struct Flood {
 
 impl Flood {
     pub fn start(target: SocketAddr, attempts: Vec<Attempt>, rate: u32, sockets: usize) -> Self {
+        let total = attempts.len();
+        Self::start_repeating(target, attempts, rate, sockets, total)
+    }
+
+    /// Like [`Flood::start`], but sends `total` attempts, replaying `attempts` in turn (from
+    /// other source ports, so each replay is a new attempt to the edge): rates beyond what
+    /// building fresh first flights allows.
+    pub fn start_repeating(
+        target: SocketAddr,
+        attempts: Vec<Attempt>,
+        rate: u32,
+        sockets: usize,
+        total: usize,
+    ) -> Self {
+        assert!(!attempts.is_empty(), "nothing to send");
         let stop = Arc::new(AtomicBool::new(false));
         let handle = {
             let stop = stop.clone();
-            std::thread::spawn(move || flood(target, &attempts, rate, sockets, &stop))
+            std::thread::spawn(move || flood(target, &attempts, total, rate, sockets, &stop))
         };
         Self {
             stop,
@@ -173,6 +188,7 @@ impl Drop for Flood {
 fn flood(
     target: SocketAddr,
     attempts: &[Attempt],
+    total: usize,
     rate: u32,
     sockets: usize,
     stop: &AtomicBool,
@@ -217,13 +233,13 @@ fn flood(
             }
         }
     };
-    while next < attempts.len() && !stop.load(Ordering::SeqCst) {
+    while next < total && !stop.load(Ordering::SeqCst) {
         // Every attempt due by now goes out, then a short sleep: the rate holds on average
         // and never exceeds `rate` over any tick.
-        let due = ((start.elapsed().as_secs_f64() * f64::from(rate)) as usize).min(attempts.len());
+        let due = ((start.elapsed().as_secs_f64() * f64::from(rate)) as usize).min(total);
         while next < due {
             let sock = &socks[next % socks.len()];
-            for d in &attempts[next].datagrams {
+            for d in &attempts[next % attempts.len()].datagrams {
                 match sock.send_to(d, target) {
                     Ok(_) => report.datagrams_sent += 1,
                     Err(_) => report.send_errors += 1,

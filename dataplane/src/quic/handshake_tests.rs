@@ -284,3 +284,52 @@ fn established_connections_get_their_full_stream_credit() {
     }
     assert_eq!(opened, 100);
 }
+
+/// CPU cost of answering a first flight with a Retry and with a full handshake (accept,
+/// TLS, the server's first flight), in-process on one thread: no sockets, no scheduler.
+/// Prints; asserts nothing about time.
+///
+/// `cargo test -p dataplane --release --lib quic::handshake_tests::measure -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn measure_retry_and_handshake_cpu() {
+    const N: usize = 2000;
+    for mode in [RetryMode::Always, RetryMode::Never] {
+        let mut config = PairConfig::new(36);
+        config.server.retry = mode;
+        config.server.max_handshakes = N + 1;
+        config.server.max_connections = N + 1;
+        let mut pair = Pair::with_config(config);
+        let mut silent = silent_client(&pair);
+        let now = pair.now;
+        let flights: Vec<Vec<Vec<u8>>> = (0..N)
+            .map(|_| {
+                silent
+                    .connect(now, SERVER_ADDR, DEFAULT_SERVER_NAME)
+                    .expect("connect");
+                drain(&mut silent, now)
+                    .into_iter()
+                    .map(|(_, d)| d)
+                    .collect()
+            })
+            .collect();
+        let datagrams: usize = flights.iter().map(Vec::len).sum();
+        let server = &mut pair.servers[0];
+        let started = Instant::now();
+        for (i, flight) in flights.iter().enumerate() {
+            let remote =
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0A01_0000 + i as u32)), 50_000);
+            deliver(server, now, remote, flight);
+            let _ = drain(server, now);
+        }
+        let took = started.elapsed();
+        let s = server.driver_stats();
+        eprintln!(
+            "[measure] {mode:>6}: {N} first flights ({datagrams} datagrams) in {took:?}: \
+             {:.1} µs per attempt; accepted {}, retried {}",
+            took.as_secs_f64() * 1e6 / N as f64,
+            s.accepted,
+            s.retried
+        );
+    }
+}
