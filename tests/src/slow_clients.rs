@@ -25,11 +25,15 @@ pub struct BulkOriginStats {
     pub abandoned_mid_request: AtomicUsize,
     /// Connections open now.
     pub open: AtomicUsize,
+    /// `/sink` requests parked without reading their bodies.
+    pub sinks_parked: AtomicUsize,
 }
 
 /// A keep-alive HTTP/1.1 origin, one thread per connection:
 /// - `GET /bulk/N`: `200` with `Content-Length: N` and N bytes, written 64 KiB at a time as
 ///   the peer takes them;
+/// - `POST /sink/...`: the head is read and the body never is (an origin that stalls an
+///   upload), until the origin is dropped;
 /// - a request with a `Content-Length` body: the body is read whole, then `200` `got N`;
 /// - anything else: `200` `ok PATH`.
 ///
@@ -61,10 +65,10 @@ impl BulkOrigin {
                     if let Ok(c) = stream.try_clone() {
                         conns.lock().expect("conns").push(c);
                     }
-                    let stats = stats.clone();
+                    let (stats, stop) = (stats.clone(), stop.clone());
                     std::thread::spawn(move || {
                         stats.open.fetch_add(1, Ordering::SeqCst);
-                        serve_bulk_conn(stream, &stats);
+                        serve_bulk_conn(stream, &stats, &stop);
                         stats.open.fetch_sub(1, Ordering::SeqCst);
                     });
                 }
@@ -111,7 +115,7 @@ impl Drop for BulkOrigin {
 
 /// Serves one origin connection until the peer closes it; counts a close in the middle of a
 /// request as abandoned.
-fn serve_bulk_conn(stream: TcpStream, stats: &BulkOriginStats) {
+fn serve_bulk_conn(stream: TcpStream, stats: &BulkOriginStats, stop: &AtomicBool) {
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
@@ -128,6 +132,14 @@ fn serve_bulk_conn(stream: TcpStream, stats: &BulkOriginStats) {
             Ok(n) => n.unwrap_or(0),
             Err(_) => return,
         };
+        if path.starts_with("/sink/") {
+            stats.sinks_parked.fetch_add(1, Ordering::SeqCst);
+            // Bounded by the origin's life: it is dropped at the end of the test.
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            return;
+        }
         if body_len > 0 {
             let mut left = body_len;
             let mut buf = vec![0u8; 64 * 1024];
@@ -232,6 +244,64 @@ impl StalledDownload {
                 }
                 Err(_) => return false,
             }
+        }
+    }
+}
+
+/// A client uploading `bytes` to `POST /sink/N` from its own thread, as fast as the edge takes
+/// them; the origin never reads, so the upload stalls once every buffer on the way is full.
+#[derive(Debug)]
+pub struct StalledUpload {
+    pub sent: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StalledUpload {
+    pub fn start(edge: SocketAddr, host: &str, n: usize, bytes: u64) -> Self {
+        let mut stream = TcpStream::connect(edge).expect("connect to the edge");
+        let head =
+            format!("POST /sink/{n} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {bytes}\r\n\r\n");
+        stream
+            .write_all(head.as_bytes())
+            .expect("send the upload head");
+        // Short write timeouts so the thread sees `stop`; a timed-out write is just retried.
+        let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+        let sent = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (sent, stop) = (sent.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let chunk = vec![b'u'; 64 * 1024];
+                // Bounded by `bytes` and by `stop`.
+                while !stop.load(Ordering::SeqCst) && sent.load(Ordering::SeqCst) < bytes {
+                    match stream.write(&chunk) {
+                        Ok(n) => {
+                            sent.fetch_add(n as u64, Ordering::SeqCst);
+                        }
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) => {}
+                        Err(_) => return,
+                    }
+                }
+            })
+        };
+        Self {
+            sent,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for StalledUpload {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

@@ -7,6 +7,7 @@
 //! and the assertions count outcomes, never time.
 
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,26 +83,17 @@ fn wait_for_stall(origin: &BulkOrigin, limit: Duration) -> u64 {
     }
 }
 
-#[test]
-fn sixteen_clients_that_never_read_do_not_stall_other_requests() {
-    // Stalled clients stay stalled for the whole test.
-    let rig = Rig::start("stall", &["--http-body-timeout", "600s"]);
-    let edge_pid = rig.t.edge.proc.proc.pid();
-    let connector_pid = rig.connector.proc.proc.pid();
-    let rss_before = (vm_rss_kib(edge_pid), vm_rss_kib(connector_pid));
+/// What [`unrelated_requests`] saw.
+struct Unrelated {
+    completed: usize,
+    failures: Vec<String>,
+    p50: Duration,
+    max: Duration,
+}
 
-    const STALLED: usize = 16;
-    let stalled: Vec<StalledDownload> = (0..STALLED)
-        .map(|_| StalledDownload::start(rig.edge(), &rig.host, 64 * MIB))
-        .collect();
-    wait_until(
-        "16 bulk responses started at the origin",
-        Duration::from_secs(30),
-        || rig.origin.bulk_started() >= STALLED,
-    );
-    let written = wait_for_stall(&rig.origin, Duration::from_secs(60));
-
-    // 8 clients × 16 requests each, on fresh connections, through the same tunnel connection.
+/// 8 threads × 16 `GET /small/T/I` on fresh connections through `rig`'s tunnel; each answer
+/// must be the origin's. 20 s per request is a failure limit, far above any healthy answer.
+fn unrelated_requests(rig: &Rig) -> Unrelated {
     const THREADS: usize = 8;
     const EACH: usize = 16;
     let failures = Arc::new(Mutex::new(Vec::new()));
@@ -114,7 +106,6 @@ fn sixteen_clients_that_never_read_do_not_stall_other_requests() {
                 for i in 0..EACH {
                     let path = format!("/small/{t}/{i}");
                     let started = Instant::now();
-                    // 20 s per request is a failure limit, far above any healthy answer.
                     let r = RawClient::connect_timeout(edge, Duration::from_secs(20)).and_then(
                         |mut c| {
                             c.request(&request_bytes("GET", &host, &path, &[], None, true), false)
@@ -138,36 +129,153 @@ fn sixteen_clients_that_never_read_do_not_stall_other_requests() {
     for w in workers {
         w.join().expect("request thread");
     }
+    let mut latencies = latencies.lock().unwrap().clone();
+    latencies.sort();
+    Unrelated {
+        completed: latencies.len(),
+        failures: failures.lock().unwrap().clone(),
+        p50: latencies
+            .get(latencies.len() / 2)
+            .copied()
+            .unwrap_or_default(),
+        max: latencies.last().copied().unwrap_or_default(),
+    }
+}
+
+#[test]
+fn uploads_an_origin_never_reads_do_not_stall_other_requests() {
+    let rig = Rig::start("sink", &["--http-body-timeout", "600s"]);
+    let connector_pid = rig.connector.proc.proc.pid();
+    let rss_before = vm_rss_kib(connector_pid);
+    const STALLED: usize = 16;
+    let uploads: Vec<StalledUpload> = (0..STALLED)
+        .map(|i| StalledUpload::start(rig.edge(), &rig.host, i, 256 * MIB))
+        .collect();
+    wait_until(
+        "16 uploads parked at the origin",
+        Duration::from_secs(30),
+        || rig.origin.stats.sinks_parked.load(Ordering::SeqCst) >= STALLED,
+    );
+    // Setup only: wait until the uploads stop moving (every buffer on the way is full).
+    let total = || -> u64 { uploads.iter().map(|u| u.sent.load(Ordering::SeqCst)).sum() };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = total();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = total();
+        if now == last {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "uploads never settled ({now} bytes)"
+        );
+        last = now;
+    }
+    let u = unrelated_requests(&rig);
+    let rss_after = vm_rss_kib(connector_pid);
+    eprintln!(
+        "upload stall test: {STALLED} stalled uploads ({} MiB sent per upload), 128 unrelated \
+         requests, {} completed, p50 {:?}, max {:?}; connector VmRSS KiB {rss_before:?} -> \
+         {rss_after:?}",
+        last / STALLED as u64 / MIB,
+        u.completed,
+        u.p50,
+        u.max,
+    );
+    assert!(
+        u.failures.is_empty(),
+        "{} unrelated requests failed while {STALLED} uploads stalled: {:#?}\nconnector:\n{}",
+        u.failures.len(),
+        u.failures,
+        rig.connector.logs()
+    );
+    assert_eq!(u.completed, 128);
+    // As at the edge for downloads: at most a 6 MiB stream window per stalled upload, and
+    // quinn-proto's 2.5× before compaction.
+    let connector_rss = rss_after.expect("connector VmRSS");
+    assert!(
+        connector_rss < 512 * 1024,
+        "connector VmRSS {connector_rss} KiB with {STALLED} stalled uploads"
+    );
+    drop(uploads);
+}
+
+#[test]
+fn the_request_timeout_ends_a_long_download() {
+    let rig = Rig::start(
+        "total",
+        &[
+            "--http-request-timeout",
+            "2s",
+            "--http-body-timeout",
+            "600s",
+        ],
+    );
+    let mut d = StalledDownload::start(rig.edge(), &rig.host, 256 * MIB);
+    wait_until(
+        "the origin to see its connection dropped",
+        Duration::from_secs(30),
+        || rig.origin.abandoned() >= 1,
+    );
+    assert!(
+        d.closed_by_edge(Duration::from_secs(20)),
+        "the edge kept a request past its total time"
+    );
+    // Quick requests are unaffected.
+    let r = rig
+        .get("/quick", Duration::from_secs(20))
+        .expect("quick GET");
+    assert_eq!(r.status, 200, "{}", r.summary());
+}
+
+#[test]
+fn sixteen_clients_that_never_read_do_not_stall_other_requests() {
+    // Stalled clients stay stalled for the whole test.
+    let rig = Rig::start("stall", &["--http-body-timeout", "600s"]);
+    let edge_pid = rig.t.edge.proc.proc.pid();
+    let connector_pid = rig.connector.proc.proc.pid();
+    let rss_before = (vm_rss_kib(edge_pid), vm_rss_kib(connector_pid));
+
+    const STALLED: usize = 16;
+    let stalled: Vec<StalledDownload> = (0..STALLED)
+        .map(|_| StalledDownload::start(rig.edge(), &rig.host, 64 * MIB))
+        .collect();
+    wait_until(
+        "16 bulk responses started at the origin",
+        Duration::from_secs(30),
+        || rig.origin.bulk_started() >= STALLED,
+    );
+    let written = wait_for_stall(&rig.origin, Duration::from_secs(60));
+
+    // 128 requests on fresh connections, through the same tunnel connection.
+    let u = unrelated_requests(&rig);
     let rss_after = (vm_rss_kib(edge_pid), vm_rss_kib(connector_pid));
-    let failures = failures.lock().unwrap().clone();
-    let latencies = latencies.lock().unwrap().clone();
-    let max = latencies.iter().max().copied().unwrap_or_default();
-    let mut sorted = latencies.clone();
-    sorted.sort();
-    let p50 = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
     eprintln!(
         "stall test: {STALLED} stalled downloads ({written} bytes taken from the origin, {} MiB \
-         per stream), {} unrelated requests, {} completed, p50 {p50:?}, max {max:?}; \
+         per stream), 128 unrelated requests, {} completed, p50 {:?}, max {:?}; \
          VmRSS KiB edge {:?} -> {:?}, connector {:?} -> {:?}",
         written / STALLED as u64 / MIB,
-        THREADS * EACH,
-        latencies.len(),
+        u.completed,
+        u.p50,
+        u.max,
         rss_before.0,
         rss_after.0,
         rss_before.1,
         rss_after.1,
     );
     assert!(
-        failures.is_empty(),
-        "{} of {} unrelated requests failed while {STALLED} clients stalled: {failures:#?}\nedge:\n{}",
-        failures.len(),
-        THREADS * EACH,
+        u.failures.is_empty(),
+        "{} of 128 unrelated requests failed while {STALLED} clients stalled: {:#?}\nedge:\n{}",
+        u.failures.len(),
+        u.failures,
         rig.t.edge.logs()
     );
-    assert_eq!(latencies.len(), THREADS * EACH);
-    // Each stalled stream may hold its 6 MiB stream window at the edge (plus quinn's bounded
-    // over-allocation); the connector holds only what its origin socket buffers. 16 streams:
-    // 96 MiB of payload. The bounds leave room for a debug build's baseline.
+    assert_eq!(u.completed, 128);
+    // Each stalled stream holds at most its 6 MiB stream window of payload at the edge;
+    // quinn-proto lets a stream's buffers grow to 2.5× what they hold before it compacts
+    // them, so ~15 MiB of RSS per stream: 16 streams ≈ 240 MiB over the baseline. The
+    // connector holds only what sits in its origin socket's buffers.
     let edge_rss = rss_after.0.expect("edge VmRSS");
     let connector_rss = rss_after.1.expect("connector VmRSS");
     assert!(
