@@ -295,3 +295,65 @@ fn measure_flood_high_rates() {
         flood_run("auto", &[], rate, 5);
     }
 }
+
+#[test]
+fn connectors_register_through_retry_always() {
+    // Every connection attempt is address-validated first; connectors answer the Retry.
+    let t = TunnelSetup::with_opts(
+        ZONE,
+        EdgeOpts {
+            extra: vec!["--quic-retry".into(), "always".into()],
+            ..EdgeOpts::default()
+        },
+    );
+    let origin = HashOrigin::start("always");
+    let host = format!("always.{ZONE}");
+    let id = t.tunnel("always", &[&host]);
+    let _connector = t.run_url("always", &id, &origin.url(), &["--ha-connections", "2"], 2);
+    let r = t.wait_served(&host);
+    assert_eq!(r.status, 200, "{}", r.summary());
+}
+
+#[test]
+fn bad_handshake_flags_are_refused_with_one_clear_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cli = Cli::new(dir.path());
+    let state = dir.path().join("edge");
+    let state = state.to_str().expect("utf-8 path");
+    let edge = |extra: &[&str]| {
+        let mut args = vec![
+            "edge",
+            "run",
+            "--control",
+            "http://127.0.0.1:9",
+            "--edge-token",
+            "not-a-real-token",
+            "--state-dir",
+            state,
+        ];
+        args.extend_from_slice(extra);
+        cli.run(&args)
+    };
+    for (flags, needle) in [
+        (
+            &["--max-handshakes", "0"][..],
+            "--max-handshakes must be at least 1",
+        ),
+        (
+            &["--handshake-timeout", "0s"][..],
+            "--handshake-timeout must be longer than 0",
+        ),
+    ] {
+        let line = edge(flags).one_line_error();
+        assert!(line.contains(needle), "{flags:?}: {line}");
+        assert!(!line.contains("not-a-real-token"), "{line}");
+    }
+    // clap's own usage error: exit code 2, naming the flag and the accepted values.
+    let run = edge(&["--quic-retry", "sometimes"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("--quic-retry") && run.stderr.contains("auto, always, never"),
+        "{}",
+        run.stderr
+    );
+}
