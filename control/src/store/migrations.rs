@@ -133,4 +133,22 @@ mod tests {
             .unwrap();
         assert_eq!(n, 1);
     }
+
+    #[test]
+    fn migration_2_bumps_the_snapshot_version_so_edges_refetch() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        // A store as the first release left it.
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch("PRAGMA user_version = 1; UPDATE meta SET value = 41")
+            .unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), MIGRATIONS.len() as u32);
+        let v: i64 = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'snapshot_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(v, 42);
+    }
 }
