@@ -703,6 +703,12 @@ async fn io_task(state: Rc<RefCell<State>>, mut udp: UdpIo, mut router: Option<R
             _ = more_initials => {}
         }
         state.borrow_mut().io_waker = None;
+        if initials_pending {
+            // A flood keeps this task busy turn after turn (the socket and the queue are
+            // always ready); let the worker's other tasks (proxied requests, streams) run
+            // between turns.
+            yield_now().await;
+        }
     }
 }
 
