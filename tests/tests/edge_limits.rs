@@ -488,3 +488,41 @@ fn the_per_tunnel_stream_cap_answers_503() {
         |r| r.status == 200,
     );
 }
+
+#[test]
+fn a_zero_limit_is_one_clear_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cli = Cli::new(tmp.path());
+    let state = tmp.path().join("edge");
+    let state = state.display().to_string();
+    let base = [
+        "edge",
+        "run",
+        "--control",
+        "http://127.0.0.1:9",
+        "--edge-token",
+        "unused",
+        "--state-dir",
+        &state,
+    ];
+    for (flag, value) in [
+        ("--tunnel-max-streams", "0"),
+        ("--http-max-connections", "0"),
+        ("--http-head-timeout", "0s"),
+        ("--http-body-timeout", "0"),
+        ("--http-keepalive-timeout", "0ms"),
+    ] {
+        let mut args = base.to_vec();
+        args.extend([flag, value]);
+        let line = cli.run(&args).one_line_error();
+        assert!(
+            line.contains(flag) && line.contains("greater than 0"),
+            "{flag} {value}: {line}"
+        );
+    }
+    let mut args = base.to_vec();
+    args.extend(["--http-head-timeout", "soon"]);
+    let r = cli.run(&args);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("--http-head-timeout"), "{}", r.stderr);
+}

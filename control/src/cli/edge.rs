@@ -11,6 +11,17 @@ pub fn run(a: EdgeRunArgs) -> anyhow::Result<()> {
     if a.handshake_timeout.is_zero() {
         anyhow::bail!("--handshake-timeout must be longer than 0");
     }
+    for (flag, zero) in [
+        ("--http-head-timeout", a.http_head_timeout.is_zero()),
+        ("--http-keepalive-timeout", a.http_keepalive_timeout.is_zero()),
+        ("--http-body-timeout", a.http_body_timeout.is_zero()),
+        ("--http-max-connections", a.http_max_connections == 0),
+        ("--tunnel-max-streams", a.tunnel_max_streams == 0),
+    ] {
+        if zero {
+            anyhow::bail!("{flag} must be greater than 0");
+        }
+    }
     // Resolved before anything starts, so a missing token is one clear line.
     edge::run(EdgeOptions {
         control: a.control,
