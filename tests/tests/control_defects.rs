@@ -129,6 +129,18 @@ fn misleading_tunnel_names_and_predictable_secrets_are_refused() {
         "{}",
         run.stdout
     );
+    for format in ["json", "yaml"] {
+        let run = s.cli.run(&["tunnel", "list", "-o", format]).ok();
+        no_raw_controls(&format!("tunnel list -o {format}"), &run.stdout);
+    }
+    // JSON still carries the real name, escaped.
+    let listed = s.cli.list_json(&[]);
+    assert!(
+        listed
+            .iter()
+            .any(|t| t["name"] == "old\u{1b}[2J\u{202E}name"),
+        "{listed:?}"
+    );
 }
 
 #[test]

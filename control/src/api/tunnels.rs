@@ -116,12 +116,17 @@ pub fn check_tunnel_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A character a terminal would act on rather than show: a control or bidi character.
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control() || is_bidi_control(c)
+}
+
 /// `name` safe to print on a terminal: control and bidi characters become `\u{..}` escapes
 /// (a name stored before the rule may hold them), everything else stays as it is.
 pub fn escape_name(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for c in name.chars() {
-        if c.is_control() || is_bidi_control(c) {
+        if is_unsafe_char(c) {
             out.push_str(&format!("\\u{{{:x}}}", c as u32));
         } else {
             out.push(c);

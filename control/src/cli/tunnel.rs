@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::args::{OutputFormat, RouteVerb, TunnelCmd, TunnelVerb};
 use super::context::Ctx;
 use super::output::{render, table};
-use crate::api::tunnels::{check_tunnel_name, escape_name};
+use crate::api::tunnels::{check_tunnel_name, escape_name, is_unsafe_char};
 use crate::files::{self, Credentials, TunnelToken};
 use crate::hostname::normalize_hostname;
 use crate::secret::TunnelSecret;
@@ -160,7 +160,7 @@ fn create(
             } else {
                 created
             };
-            print!("{}", render(f, &v)?);
+            print!("{}", terminal_safe(render(f, &v)?));
         }
         None => {
             print!("Tunnel credentials written to {}.", path.display());
@@ -174,6 +174,26 @@ fn create(
         }
     }
     Ok(())
+}
+
+/// `-o json|yaml` output with every control or bidi character that is not layout (a name
+/// stored before the name rule) written as a `\uXXXX` escape: JSON escapes only C0 controls
+/// itself, YAML none of the bidi ones, and a terminal acts on them. In JSON the escape reads
+/// back as the same character; in YAML it stays the escape's text, which beats a terminal
+/// that reorders the rest of the line.
+fn terminal_safe(out: String) -> String {
+    if !out.chars().any(|c| c != '\n' && is_unsafe_char(c)) {
+        return out;
+    }
+    out.chars()
+        .map(|c| {
+            if c != '\n' && is_unsafe_char(c) {
+                format!("\\u{:04X}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Fetches every page of a tunnel list, the way cloudflared pages.
@@ -219,7 +239,7 @@ fn list(t: &TunnelCmd, query: &str, output: Option<OutputFormat>) -> anyhow::Res
     let mut tunnels = list_all(&ctx, query)?;
     tunnels.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     if let Some(f) = output {
-        print!("{}", render(f, &Value::Array(tunnels))?);
+        print!("{}", terminal_safe(render(f, &Value::Array(tunnels))?));
         return Ok(());
     }
     if tunnels.is_empty() {
@@ -291,7 +311,7 @@ fn info(t: &TunnelCmd, input: &str, output: Option<OutputFormat>) -> anyhow::Res
             "createdAt": tunnel["created_at"],
             "conns": clients,
         });
-        print!("{}", render(f, &v)?);
+        print!("{}", terminal_safe(render(f, &v)?));
         return Ok(());
     }
     if clients.is_empty() {
