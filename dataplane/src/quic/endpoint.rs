@@ -557,7 +557,8 @@ async fn io_task(state: Rc<RefCell<State>>, mut udp: UdpIo, mut router: Option<R
     )));
     let mut armed: Option<Instant> = None;
     let mut next_counters = Instant::now() + COUNTERS_EVERY;
-    let mut logged_stats = None;
+    // Nothing is logged until an attempt arrives, and never for a client endpoint.
+    let mut logged_stats = Some(crate::quic::DriverStats::default());
     loop {
         let now = Instant::now();
         // Timers, a bounded share of new connection attempts, then everything there is to
@@ -569,7 +570,7 @@ async fn io_task(state: Rc<RefCell<State>>, mut udp: UdpIo, mut router: Option<R
             }
             process_initials(&mut st, now);
             st.io_wanted = false;
-            if now >= next_counters {
+            if now >= next_counters && st.driver.is_server() {
                 next_counters = now + COUNTERS_EVERY;
                 let stats = Some(st.driver.driver_stats());
                 if stats != logged_stats {
