@@ -230,6 +230,24 @@ fn the_request_timeout_ends_a_long_download() {
 }
 
 #[test]
+fn the_request_timeout_answers_504_when_the_origin_has_not_answered() {
+    let rig = Rig::start("late", &["--http-request-timeout", "1s"]);
+    // `/sink` parks at the origin without answering.
+    let mut c = RawClient::connect(rig.edge());
+    let r = c
+        .request(
+            &request_bytes("POST", &rig.host, "/sink/late", &[], Some(b"x"), false),
+            false,
+        )
+        .expect("an answer from the edge");
+    assert_eq!(r.status, 504, "{}", r.summary());
+    assert!(
+        c.peer_closed(Duration::from_secs(20)),
+        "the connection stayed open"
+    );
+}
+
+#[test]
 fn sixteen_clients_that_never_read_do_not_stall_other_requests() {
     // Stalled clients stay stalled for the whole test.
     let rig = Rig::start("stall", &["--http-body-timeout", "600s"]);

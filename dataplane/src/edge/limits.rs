@@ -173,6 +173,11 @@ impl RequestClock {
         }
     }
 
+    /// The body idle timeout.
+    pub(crate) fn idle(&self) -> Duration {
+        self.idle
+    }
+
     /// Upgraded connections (101) are long-lived by design: no total deadline from here on.
     pub(crate) fn upgraded(&mut self) {
         self.deadline = None;

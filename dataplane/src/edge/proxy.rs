@@ -351,7 +351,7 @@ async fn forward(
         Ok(Ok(s)) => s,
         Err(TimedOut) => {
             debug!("request timed out waiting for a tunnel stream");
-            return Next::Close;
+            return answer_504(stream, &ctx, &clock).await;
         }
         Ok(Err(e)) => {
             let cause = format!("tunnel connection lost: {e}");
@@ -424,7 +424,7 @@ async fn forward(
         Err(TimedOut) => {
             debug!("request timed out waiting for the origin's answer");
             abandon(&mut send, &mut recv);
-            return Next::Close;
+            return answer_504(stream, &ctx, &clock).await;
         }
         Ok(Err(cause)) => {
             return answer_502(stream, &ctx, &cause, BodyKind::None)
@@ -714,6 +714,15 @@ async fn write_502(
         Ok(()) if persist_ok => Next::KeepAlive,
         _ => Next::Close,
     }
+}
+
+/// Answers 504 when the request's total time ran out before any of the answer was sent; the
+/// connection closes (the request body may be unread).
+async fn answer_504(stream: &mut TcpStream, ctx: &ResponseContext, clock: &RequestClock) -> Next {
+    let answer = error_response(EdgeError::GatewayTimeout, ctx);
+    // The total deadline has passed; the write gets the idle timeout on its own.
+    let _ = monoio::time::timeout(clock.idle(), write_bytes(stream, answer)).await;
+    Next::Close
 }
 
 /// Gives up on a stream mid-request: RESET_STREAM on the request half and STOP_SENDING on the

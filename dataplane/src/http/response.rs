@@ -320,6 +320,9 @@ pub enum EdgeError {
     /// 503 with `Retry-After` (seconds): the edge is at a cap (client connections per worker,
     /// concurrent streams per tunnel) and sheds this request instead of queueing it.
     Overloaded { retry_after_secs: u32 },
+    /// 504: the request's total time (`--http-request-timeout`) ran out before the origin's
+    /// answer began.
+    GatewayTimeout,
 }
 
 /// Which side of a 502 failed, as a public client may learn it.
@@ -344,6 +347,7 @@ impl EdgeError {
             EdgeError::TunnelUnavailable => 530,
             EdgeError::RequestTimeout => 408,
             EdgeError::Overloaded { .. } => 503,
+            EdgeError::GatewayTimeout => 504,
         }
     }
 
@@ -359,6 +363,8 @@ impl EdgeError {
                 | EdgeError::RequestTimeout
                 // Shedding load: the connection goes too, so an overloaded edge sheds sockets.
                 | EdgeError::Overloaded { .. }
+                // The tunnel stream was abandoned mid-request; its body may be unread.
+                | EdgeError::GatewayTimeout
         )
     }
 }
