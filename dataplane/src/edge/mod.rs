@@ -13,6 +13,8 @@
 //!   registration and withdrawal.
 //! - `proxy`: one task per public TCP connection: read a request head, route it, open a data
 //!   stream, stream the body up and the response down.
+//! - `listener`: a client connection's head reading under the timeouts, refusals at the
+//!   connection cap, lingering close.
 //! - [`limits`]: the public listener's timeouts and caps ([`PublicLimits`]) and the QUIC
 //!   flow-control sizing that keeps a stalled stream from starving the others.
 //!
@@ -30,6 +32,7 @@ pub mod limits;
 pub mod registry;
 pub mod routes;
 
+mod listener;
 mod proxy;
 mod tunnel;
 
@@ -483,7 +486,7 @@ fn spawn_http_accept(
             match listener.accept().await {
                 Ok((stream, _)) if w.clients.get() >= w.public.max_connections_per_worker => {
                     // Answer instead of letting the descriptor limit make new clients time out.
-                    monoio::spawn(proxy::refuse_client(w.clone(), stream));
+                    monoio::spawn(listener::refuse_client(w.clone(), stream));
                 }
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
