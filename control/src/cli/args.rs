@@ -73,8 +73,6 @@ pub struct EdgeRunArgs {
     /// Worker threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
-    /// Answer new QUIC connection attempts with a stateless Retry (address validation, one
-    /// round trip): auto (while a worker has --quic-retry-threshold handshakes in flight),
     /// A request head must be complete this long after the connection opens (or after its
     /// first byte, on a keep-alive connection); otherwise 408 and close (Go duration).
     #[arg(long = "http-head-timeout", default_value = "10s", value_parser = crate::config::parse_go_duration)]
@@ -96,6 +94,8 @@ pub struct EdgeRunArgs {
     /// Requests in flight per tunnel; past it the edge answers 503 with Retry-After.
     #[arg(long = "tunnel-max-streams", default_value_t = 1024)]
     pub tunnel_max_streams: usize,
+    /// Answer new QUIC connection attempts with a stateless Retry (address validation, one
+    /// round trip): auto (while a worker has --quic-retry-threshold handshakes in flight),
     /// always, or never.
     #[arg(long = "quic-retry", default_value = "auto", value_name = "auto|always|never")]
     pub quic_retry: dataplane::quic::RetryMode,
