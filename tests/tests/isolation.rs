@@ -364,6 +364,52 @@ fn another_account_cannot_route_to_a_tunnel_by_record_pool_or_suffix_games() {
         Some(&cname("own.b.test", &format!("{id_a}.cfargotunnel.com"))),
     );
     refused("PUT record → A's tunnel", status, &ans);
+    // PATCH of just the content, by a raw request (the helpers speak GET/POST/PUT/DELETE).
+    let patch =
+        serde_json::to_vec(&json!({"content": format!("{id_a}.cfargotunnel.com")})).unwrap();
+    let auth = format!("Bearer {}", b.token);
+    let mut c = RawClient::connect(cp.addr().parse().unwrap());
+    let r = c
+        .request(
+            &request_bytes(
+                "PATCH",
+                "x",
+                &format!("/client/v4/zones/{}/dns_records/{own_record}", b.zone),
+                &[
+                    ("Authorization", &auth),
+                    ("Content-Type", "application/json"),
+                ],
+                Some(&patch),
+                true,
+            ),
+            false,
+        )
+        .unwrap();
+    refused(
+        "PATCH record → A's tunnel",
+        r.status,
+        &serde_json::from_slice(&r.body).unwrap_or_default(),
+    );
+    // A PATCH that keeps the record inside B's account is fine.
+    let ok_patch = serde_json::to_vec(&json!({"ttl": 120})).unwrap();
+    let mut c = RawClient::connect(cp.addr().parse().unwrap());
+    let r = c
+        .request(
+            &request_bytes(
+                "PATCH",
+                "x",
+                &format!("/client/v4/zones/{}/dns_records/{own_record}", b.zone),
+                &[
+                    ("Authorization", &auth),
+                    ("Content-Type", "application/json"),
+                ],
+                Some(&ok_patch),
+                true,
+            ),
+            false,
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.summary());
     let listed = dns_records(cp, &b.zone, "own.b.test", &b.token);
     assert_eq!(listed[0]["content"], format!("{id_b}.cfargotunnel.com"));
     // Ordinary CNAMEs elsewhere still work.

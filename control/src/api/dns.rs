@@ -117,6 +117,48 @@ fn name_clash(e: StoreError) -> ApiError {
     }
 }
 
+/// The fields `PATCH /zones/{zone}/dns_records/{id}` may change; absent ones keep their value.
+#[derive(Debug, Deserialize)]
+pub struct DnsPatch {
+    #[serde(rename = "type")]
+    record_type: Option<String>,
+    name: Option<String>,
+    content: Option<String>,
+    proxied: Option<bool>,
+    ttl: Option<u32>,
+}
+
+/// `PATCH /zones/{zone}/dns_records/{id}`: changes some fields of a record, then checks the
+/// result exactly as create does.
+pub async fn patch(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((zone, id)): Path<(String, String)>,
+    Json(p): Json<DnsPatch>,
+) -> ApiResult {
+    let zone = zone_for(&st, &caller, &zone)?;
+    let cur = st
+        .store
+        .list_dns(&zone.id, None)?
+        .into_iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| ApiError::not_found(format!("DNS record {id} not found")))?;
+    let rec = NewDnsRecord {
+        record_type: p.record_type.unwrap_or(cur.record_type),
+        name: p.name.unwrap_or(cur.name),
+        content: p.content.unwrap_or(cur.content),
+        proxied: p.proxied.unwrap_or(cur.proxied),
+        ttl: p.ttl.unwrap_or(cur.ttl),
+    };
+    let rec = check_record(&st, &zone, rec)?;
+    let out = st
+        .store
+        .update_dns(&zone.id, &id, &rec)
+        .map_err(name_clash)?;
+    st.publish();
+    Ok(ok(out))
+}
+
 /// `PUT /zones/{zone}/dns_records/{id}`: replaces a record, with the same checks as create.
 pub async fn update(
     State(st): State<AppState>,

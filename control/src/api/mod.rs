@@ -122,7 +122,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/zones/{zone}/dns_records/{id}",
-            get(dns::get_one).put(dns::update).delete(dns::delete_one),
+            get(dns::get_one)
+                .put(dns::update)
+                .patch(dns::patch)
+                .delete(dns::delete_one),
         )
         .route("/zones/{zone}/tunnels/{id}/routes", put(dns::route))
         .route(
