@@ -981,8 +981,7 @@ impl Edge {
             cmd.arg("--edge-token-file")
                 .arg(cp.data_dir.join("edge-token"));
         }
-        cmd.arg("--state-dir")
-            .arg(dir);
+        cmd.arg("--state-dir").arg(dir);
         for _ in 0..opts.tunnel_listeners {
             cmd.args(["--tunnel-listen", "127.0.0.1:0"]);
         }

@@ -97,7 +97,11 @@ pub struct EdgeRunArgs {
     /// Answer new QUIC connection attempts with a stateless Retry (address validation, one
     /// round trip): auto (while a worker has --quic-retry-threshold handshakes in flight),
     /// always, or never.
-    #[arg(long = "quic-retry", default_value = "auto", value_name = "auto|always|never")]
+    #[arg(
+        long = "quic-retry",
+        default_value = "auto",
+        value_name = "auto|always|never"
+    )]
     pub quic_retry: dataplane::quic::RetryMode,
     /// Handshakes in flight on one worker from which --quic-retry auto sends Retries.
     #[arg(long = "quic-retry-threshold", default_value_t = 32)]

@@ -13,7 +13,10 @@ pub fn run(a: EdgeRunArgs) -> anyhow::Result<()> {
     }
     for (flag, zero) in [
         ("--http-head-timeout", a.http_head_timeout.is_zero()),
-        ("--http-keepalive-timeout", a.http_keepalive_timeout.is_zero()),
+        (
+            "--http-keepalive-timeout",
+            a.http_keepalive_timeout.is_zero(),
+        ),
         ("--http-body-timeout", a.http_body_timeout.is_zero()),
         ("--http-max-connections", a.http_max_connections == 0),
         ("--tunnel-max-streams", a.tunnel_max_streams == 0),

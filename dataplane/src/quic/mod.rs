@@ -42,9 +42,9 @@ pub mod cid;
 pub mod config;
 pub mod driver;
 pub mod endpoint;
-pub mod harness;
 #[cfg(test)]
 mod handshake_tests;
+pub mod harness;
 pub mod stream_io;
 pub mod tls;
 
