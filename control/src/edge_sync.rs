@@ -12,8 +12,7 @@
 //! All of it is blocking (ureq) and runs on the edge's control thread, never on a worker.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -99,24 +98,9 @@ impl SnapshotCache {
         // The state directory also holds the edge's private keys. Best effort: a directory
         // someone else owns keeps its mode, and the files in it are private anyway.
         let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
-        let tmp = self.path.with_extension("json.tmp");
         let body = serde_json::to_vec(snap).map_err(|e| self.err(e))?;
-        // A leftover temp file may have an older, looser mode; start from a fresh one.
-        let _ = fs::remove_file(&tmp);
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| self.err(e))?;
-        f.write_all(&body)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| self.err(e))?;
-        fs::rename(&tmp, &self.path).map_err(|e| self.err(e))?;
-        // The rename itself is durable only once the directory is synced.
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| self.err(e))?;
+        // 0600: the snapshot holds every tenant's tunnel ids and secret hashes.
+        crate::files::replace_atomically(&self.path, &body, 0o600).map_err(|e| self.err(e))?;
         Ok(())
     }
 }

@@ -8,8 +8,7 @@
 //! authenticate.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -36,19 +35,8 @@ pub fn run(cmd: ControlCmd) -> anyhow::Result<()> {
 /// Writes `contents` to `path` with mode 0600 via a temp file and rename, so a reader never
 /// sees a half-written token.
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(contents.as_bytes())
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("cannot create {}", path.display()))?;
-    Ok(())
+    crate::files::replace_atomically(path, contents.as_bytes(), 0o600)
+        .with_context(|| format!("cannot create {}", path.display()))
 }
 
 /// Reads the token file at `path`, or creates one; either way its hash is in the store.

@@ -447,6 +447,31 @@ pub(crate) fn write_file(
     Ok(())
 }
 
+/// Replaces `path` with `data` atomically and durably, with permission bits `mode`: a crash
+/// leaves the old file or the new one, never a torn one, and a reader never sees a partial
+/// write. The temporary file is made fresh (`O_EXCL`) with `mode`, so a leftover with looser
+/// bits cannot be reused, and the directory is synced so that the rename itself survives a
+/// power loss. Used for the control plane's token files and the edge's keys and snapshot.
+pub(crate) fn replace_atomically(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let _ = fs::remove_file(&tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(data).and_then(|()| f.sync_all())?;
+    fs::rename(&tmp, path)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    fs::File::open(dir)?.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -145,7 +145,10 @@ struct ConnState {
     state_waker: Option<Waker>,
     incoming: VecDeque<StreamId>,
     incoming_waker: Option<Waker>,
-    open_waker: Option<Waker>,
+    /// Every task waiting in `open_bi` for stream credit: many tasks may wait at once (one
+    /// per request when the peer's stream limit is reached), and each must be woken when
+    /// credit arrives, not only the last one to register.
+    open_wakers: Vec<Waker>,
     datagrams: VecDeque<Bytes>,
     datagram_waker: Option<Waker>,
     streams: HashMap<StreamId, StreamState>,
@@ -161,7 +164,6 @@ impl ConnState {
         for w in [
             self.state_waker.take(),
             self.incoming_waker.take(),
-            self.open_waker.take(),
             self.datagram_waker.take(),
         ]
         .into_iter()
@@ -169,6 +171,7 @@ impl ConnState {
         {
             w.wake();
         }
+        self.wake_openers();
         for s in self.streams.values_mut() {
             if let Some(w) = s.read_waker.take() {
                 w.wake();
@@ -176,6 +179,22 @@ impl ConnState {
             if let Some(w) = s.write_waker.take() {
                 w.wake();
             }
+        }
+    }
+
+    /// Wakes every `open_bi` waiter; those that find no credit register again.
+    fn wake_openers(&mut self) {
+        for w in self.open_wakers.drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Registers an `open_bi` waiter once (a task polled again replaces its own entry).
+    fn wait_to_open(&mut self, waker: &Waker) {
+        // Bound: the number of tasks waiting on this connection's stream credit.
+        match self.open_wakers.iter_mut().find(|w| w.will_wake(waker)) {
+            Some(w) => w.clone_from(waker),
+            None => self.open_wakers.push(waker.clone()),
         }
     }
 
@@ -264,11 +283,7 @@ impl State {
                         w.wake();
                     }
                 }
-                DriverEvent::StreamsAvailable(c, _) => {
-                    if let Some(w) = self.conn(c).open_waker.take() {
-                        w.wake();
-                    }
-                }
+                DriverEvent::StreamsAvailable(c, _) => self.conn(c).wake_openers(),
                 DriverEvent::StreamReadable(c, s) => {
                     if let Some(w) = self
                         .conn(c)
@@ -775,7 +790,7 @@ impl Connection {
             if let Some(s) = st.driver.open_bi(self.id) {
                 return Poll::Ready(Ok(s));
             }
-            st.conn(self.id).open_waker = Some(cx.waker().clone());
+            st.conn(self.id).wait_to_open(cx.waker());
             Poll::Pending
         })
         .await?;
