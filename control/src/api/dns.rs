@@ -150,13 +150,7 @@ pub async fn patch(
         proxied: p.proxied.unwrap_or(cur.proxied),
         ttl: p.ttl.unwrap_or(cur.ttl),
     };
-    let rec = check_record(&st, &zone, rec)?;
-    let out = st
-        .store
-        .update_dns(&zone.id, &id, &rec)
-        .map_err(name_clash)?;
-    st.publish();
-    Ok(ok(out))
+    replace_record(&st, &zone, &id, rec)
 }
 
 /// `PUT /zones/{zone}/dns_records/{id}`: replaces a record, with the same checks as create.
@@ -167,10 +161,15 @@ pub async fn update(
     Json(rec): Json<NewDnsRecord>,
 ) -> ApiResult {
     let zone = zone_for(&st, &caller, &zone)?;
-    let rec = check_record(&st, &zone, rec)?;
+    replace_record(&st, &zone, &id, rec)
+}
+
+/// Stores `rec` as record `id` after the checks create makes (PUT and PATCH end here).
+fn replace_record(st: &AppState, zone: &Zone, id: &str, rec: NewDnsRecord) -> ApiResult {
+    let rec = check_record(st, zone, rec)?;
     let out = st
         .store
-        .update_dns(&zone.id, &id, &rec)
+        .update_dns(&zone.id, id, &rec)
         .map_err(name_clash)?;
     st.publish();
     Ok(ok(out))
