@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 
 use super::AppState;
 use super::envelope::ApiError;
+use crate::edge::ViolationKind;
 use crate::store::{Snapshot, StoreResult};
 use dataplane::edge::RouteTable;
 use dataplane::edge::routes::RouteRefusal;
@@ -60,10 +61,9 @@ pub fn check_tunnel_target(
 
 /// The snapshot as edges get it: the suffix filled in, and every record or pool origin that
 /// would cross accounts taken out (an up-to-date edge would refuse it anyway; an older edge
-/// must not route it either). Returns what was taken out.
+/// must not route it either). What is taken out is logged at debug level.
 pub fn snapshot_for_edges(st: &AppState) -> StoreResult<Snapshot> {
-    let mut snap = st.store.snapshot()?;
-    snap.tunnel_suffix = st.tunnel_suffix.clone();
+    let mut snap = stored_snapshot(st)?;
     let (_, violations) = crate::edge::route_table_checked(&snap);
     if violations.is_empty() {
         return Ok(snap);
@@ -71,8 +71,8 @@ pub fn snapshot_for_edges(st: &AppState) -> StoreResult<Snapshot> {
     for v in &violations {
         tracing::debug!(%v, "left out of the edge snapshot");
         match v.kind {
-            "DNS record" => snap.dns_records.retain(|r| r.id != v.id),
-            "load balancer" => {
+            ViolationKind::DnsRecord => snap.dns_records.retain(|r| r.id != v.id),
+            ViolationKind::LoadBalancer => {
                 if let Some(lb) = snap.load_balancers.iter_mut().find(|l| l.id == v.id) {
                     lb.default_pools.retain(|p| *p != v.target);
                     if lb.fallback_pool == v.target {
@@ -80,7 +80,7 @@ pub fn snapshot_for_edges(st: &AppState) -> StoreResult<Snapshot> {
                     }
                 }
             }
-            _ => {
+            ViolationKind::PoolOrigin => {
                 if let Some(p) = snap.pools.iter_mut().find(|p| p.id == v.id) {
                     p.origins.retain(|o| o.address != v.target);
                 }
@@ -90,14 +90,20 @@ pub fn snapshot_for_edges(st: &AppState) -> StoreResult<Snapshot> {
     Ok(snap)
 }
 
+/// The store's snapshot with the control plane's tunnel suffix filled in (the store does not
+/// know it), as the isolation rule needs it.
+fn stored_snapshot(st: &AppState) -> StoreResult<Snapshot> {
+    let mut snap = st.store.snapshot()?;
+    snap.tunnel_suffix = st.tunnel_suffix.clone();
+    Ok(snap)
+}
+
 /// Logs (warn) every stored record and pool origin that breaks the rule, by id and name, so
 /// an operator upgrading an old store sees which routes stopped. Run once at start.
 pub fn audit(st: &AppState) -> StoreResult<usize> {
-    let mut snap = st.store.snapshot()?;
-    snap.tunnel_suffix = st.tunnel_suffix.clone();
-    let (_, violations) = crate::edge::route_table_checked(&snap);
+    let (_, violations) = crate::edge::route_table_checked(&stored_snapshot(st)?);
     for v in &violations {
-        tracing::warn!(kind = v.kind, id = %v.id, name = %v.name, reason = %v.reason,
+        tracing::warn!(kind = v.kind.as_str(), id = %v.id, name = %v.name, reason = %v.reason,
             "route does not route: it breaks tenant isolation (delete or fix it)");
     }
     Ok(violations.len())

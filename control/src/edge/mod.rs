@@ -74,11 +74,29 @@ impl Default for HandshakeLimits {
     }
 }
 
+/// What kind of snapshot row a [`RouteViolation`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViolationKind {
+    DnsRecord,
+    PoolOrigin,
+    LoadBalancer,
+}
+
+impl ViolationKind {
+    /// How logs name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DnsRecord => "DNS record",
+            Self::PoolOrigin => "pool origin",
+            Self::LoadBalancer => "load balancer",
+        }
+    }
+}
+
 /// A record or pool origin in a snapshot that breaks tenant isolation, so it does not route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteViolation {
-    /// `DNS record`, `pool origin` or `load balancer`.
-    pub kind: &'static str,
+    pub kind: ViolationKind,
     /// The record's id, the pool's, or the load balancer's.
     pub id: String,
     /// The record's hostname, `pool/origin`, or the load balancer's hostname.
@@ -93,7 +111,10 @@ impl std::fmt::Display for RouteViolation {
         write!(
             f,
             "{} {} ({}): {}",
-            self.kind, self.id, self.name, self.reason
+            self.kind.as_str(),
+            self.id,
+            self.name,
+            self.reason
         )
     }
 }
@@ -141,7 +162,7 @@ pub fn route_table_checked(snap: &Snapshot) -> (RouteTable, Vec<RouteViolation>)
         ) {
             Ok(_) | Err(RouteRefusal::NotTunnel | RouteRefusal::UnknownTunnel(_)) => {}
             Err(reason) => violations.push(RouteViolation {
-                kind: "DNS record",
+                kind: ViolationKind::DnsRecord,
                 id: r.id.clone(),
                 name: r.name.clone(),
                 target: r.content.clone(),
@@ -162,7 +183,7 @@ pub fn route_table_checked(snap: &Snapshot) -> (RouteTable, Vec<RouteViolation>)
                 Ok(id) => origins.push((id, o.weight)),
                 Err(RouteRefusal::NotTunnel | RouteRefusal::UnknownTunnel(_)) => {}
                 Err(reason) => violations.push(RouteViolation {
-                    kind: "pool origin",
+                    kind: ViolationKind::PoolOrigin,
                     id: p.id.clone(),
                     name: format!("{}/{}", p.name, o.name),
                     target: o.address.clone(),
@@ -186,7 +207,7 @@ pub fn route_table_checked(snap: &Snapshot) -> (RouteTable, Vec<RouteViolation>)
         for p in order.iter().filter_map(|id| pools.get(id)) {
             if lb_account.is_empty() || p.account_id != lb_account {
                 violations.push(RouteViolation {
-                    kind: "load balancer",
+                    kind: ViolationKind::LoadBalancer,
                     id: lb.id.clone(),
                     name: lb.name.clone(),
                     target: p.id.clone(),
@@ -216,7 +237,7 @@ pub fn route_table(snap: &Snapshot) -> RouteTable {
     }
     let (t, violations) = route_table_checked(snap);
     for v in &violations {
-        tracing::warn!(kind = v.kind, id = %v.id, name = %v.name, reason = %v.reason, "route refused: it would cross accounts");
+        tracing::warn!(kind = v.kind.as_str(), id = %v.id, name = %v.name, reason = %v.reason, "route refused: it would cross accounts");
     }
     t
 }
@@ -501,8 +522,10 @@ mod route_table_tests {
             None,
             "B's load balancer using A's pool"
         );
-        let mut named: Vec<(&str, &str)> =
-            violations.iter().map(|v| (v.kind, v.id.as_str())).collect();
+        let mut named: Vec<(&str, &str)> = violations
+            .iter()
+            .map(|v| (v.kind.as_str(), v.id.as_str()))
+            .collect();
         named.sort();
         // A record whose tunnel is gone just stops routing; it is no violation.
         assert_eq!(
