@@ -41,5 +41,6 @@ pub mod http;
 pub mod metrics;
 pub mod quic;
 pub mod runtime;
+pub mod tls;
 pub mod udp;
 pub mod wire;

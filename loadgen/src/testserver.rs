@@ -157,7 +157,7 @@ fn tls_acceptor() -> io::Result<(tokio_rustls::TlsAcceptor, String)> {
     let ca = TlsMaterial::generate_ca().map_err(io::Error::other)?;
     let leaf = TlsMaterial::issue_server_cert(&ca, &["127.0.0.1", "localhost"])
         .map_err(io::Error::other)?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = dataplane::tls::default_provider();
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(io::Error::other)?

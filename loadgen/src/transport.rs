@@ -11,17 +11,14 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use dataplane::connector::origin::AcceptAnyCert;
+use dataplane::tls::{ClientConfigError, ClientTrust};
 use monoio::{
     buf::SliceMut,
     io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable},
     net::TcpStream,
 };
 use monoio_compat::StreamWrapper;
-use rustls::{
-    ClientConfig, RootCertStore,
-    pki_types::{CertificateDer, ServerName},
-};
+use rustls::{ClientConfig, pki_types::ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The TLS stream type HTTP/1.1 and HTTP/2 share.
@@ -52,10 +49,10 @@ impl std::fmt::Debug for TlsDialer {
 /// Why the TLS settings could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
-    #[error("cannot read --cacert {path}: {reason}")]
-    CaFile { path: String, reason: String },
-    #[error("--cacert {0}: no certificate in it")]
-    NoCert(String),
+    #[error("--cacert {0}")]
+    CaFile(#[from] dataplane::tls::CertFileError),
+    #[error("TLS configuration rejected: {0}")]
+    Rustls(rustls::Error),
     #[error("{0:?} is not a valid TLS server name")]
     ServerName(String),
 }
@@ -66,42 +63,15 @@ pub fn tls_config(
     insecure: bool,
     alpn: &[&[u8]],
 ) -> Result<Arc<ClientConfig>, TlsSetupError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("aws-lc-rs supports the default protocol versions");
-    let mut config = if insecure {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert::new(provider)))
-            .with_no_client_auth()
+    let trust = if insecure {
+        ClientTrust::AcceptAny
     } else {
-        let mut roots = RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = cacert {
-            let text = std::fs::read(path).map_err(|e| TlsSetupError::CaFile {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            let pems = pem::parse_many(&text).map_err(|e| TlsSetupError::CaFile {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            let mut added = 0;
-            for p in pems.iter().filter(|p| p.tag() == "CERTIFICATE") {
-                if roots
-                    .add(CertificateDer::from(p.contents().to_vec()))
-                    .is_ok()
-                {
-                    added += 1;
-                }
-            }
-            if added == 0 {
-                return Err(TlsSetupError::NoCert(path.display().to_string()));
-            }
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        ClientTrust::WebPki { extra_ca: cacert }
     };
+    let mut config = dataplane::tls::client_config(trust).map_err(|e| match e {
+        ClientConfigError::CaFile(e) => TlsSetupError::CaFile(e),
+        ClientConfigError::Rustls(e) => TlsSetupError::Rustls(e),
+    })?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }

@@ -1,8 +1,8 @@
 //! QUIC settings and the quinn-proto configuration objects built from them.
 //!
-//! The defaults follow what cloudflared and the Cloudflare edge use (DESIGN.md, "QUIC
-//! setup"): ALPN `argotunnel`, SNI `quic.cftunnel.com`, datagrams on, idle timeout 5 s,
-//! keep-alive 1 s, a 6 MiB receive window per stream. The connection window is not
+//! The defaults are the ones a stock cloudflared connector dials the Cloudflare edge with, so
+//! it finds nothing unfamiliar here: ALPN `argotunnel`, SNI `quic.cftunnel.com`, datagrams
+//! on, idle timeout 5 s, keep-alive 1 s, a 6 MiB receive window per stream. The connection window is not
 //! cloudflared's 30 MiB: it is sized never to bind before the stream windows do (see
 //! `receive_window`), so one stalled stream cannot take the others' credit.
 
@@ -25,13 +25,13 @@ pub const DEFAULT_SERVER_NAME: &str = "quic.cftunnel.com";
 
 const MIB: u64 = 1024 * 1024;
 
-/// Errors turning a [`QuicConfig`] into quinn-proto configuration.
 /// A peer silent for this long is treated as gone by the edge and the connector, which close
 /// the connection themselves rather than wait for the 5 s idle timeout. Both ends send a
 /// keep-alive every second (cloudflared's setting) and ACK each other's, so a live peer is never
 /// this quiet; a killed one is noticed in 2.5 s instead of 5.
 pub const SILENT_PEER: Duration = Duration::from_millis(2500);
 
+/// Errors turning a [`QuicConfig`] into quinn-proto configuration.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum ConfigError {
     /// A value does not fit a QUIC variable-length integer (62 bits) or the millisecond

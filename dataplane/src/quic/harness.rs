@@ -197,11 +197,6 @@ fn seed32(seed: u64, salt: u8) -> [u8; 32] {
 }
 
 impl Pair {
-    /// Default pair for `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self::with_config(PairConfig::new(seed))
-    }
-
     /// A pair as `config` says.
     ///
     /// # Panics

@@ -17,8 +17,8 @@
 //!   (socket, timers, cross-worker forwarding) and `Connection` / `SendStream` /
 //!   `RecvStream` handles that pass `Bytes` by ownership.
 //! - [`stream_io`]: `futures` `AsyncRead`/`AsyncWrite` over a stream, for capnp-rpc.
-//! - [`harness`]: an in-memory network with a virtual clock and fault injection, for
-//!   deterministic tests of drivers (used by this crate's tests and by other crates').
+//! - `harness` (tests only): an in-memory network with a virtual clock and fault
+//!   injection, for deterministic tests of drivers.
 //!
 //! # The call order quinn-proto requires
 //!
@@ -44,7 +44,8 @@ pub mod driver;
 pub mod endpoint;
 #[cfg(test)]
 mod handshake_tests;
-pub mod harness;
+#[cfg(test)]
+pub(crate) mod harness;
 pub mod stream_io;
 pub mod tls;
 

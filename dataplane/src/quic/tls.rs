@@ -1,9 +1,6 @@
-//! TLS for QUIC: rustls on the aws-lc-rs provider, plus certificate generation.
-//!
-//! Key exchange groups, in preference order: X25519MLKEM768 (the hybrid post-quantum
-//! group the stock cloudflared offers first and negotiates with the real edge), then
-//! X25519, then secp256r1 (P-256, the classical group cloudflared also offers). TLS 1.3
-//! only, as QUIC requires.
+//! TLS for QUIC: rustls configurations on the shared provider ([`crate::tls`], whose key
+//! exchange groups prefer X25519MLKEM768), TLS 1.3 only as QUIC requires, plus certificate
+//! generation.
 //!
 //! Certificates: the edge needs a certificate covering `quic.cftunnel.com` (the SNI the
 //! connector sends), `probe.cftunnel.com` (cloudflared's pre-flight probes) and
@@ -20,10 +17,11 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
-use rustls::crypto::aws_lc_rs::{self, kx_group};
-use rustls::crypto::{CryptoProvider, SupportedKxGroup};
+use rustls::crypto::SupportedKxGroup;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::tls::{CertsError, crypto_provider, default_kx_groups};
 
 /// Names the edge certificate covers by default.
 pub const EDGE_SERVER_NAMES: &[&str] =
@@ -61,20 +59,14 @@ pub enum TlsError {
     NoCertificate(&'static str),
 }
 
-/// The default key exchange groups: X25519MLKEM768, X25519, P-256.
-pub fn default_kx_groups() -> Vec<&'static dyn SupportedKxGroup> {
-    vec![
-        kx_group::X25519MLKEM768,
-        kx_group::X25519,
-        kx_group::SECP256R1,
-    ]
-}
-
-/// The aws-lc-rs provider restricted to `groups` (in preference order).
-pub fn crypto_provider(groups: Vec<&'static dyn SupportedKxGroup>) -> Arc<CryptoProvider> {
-    let mut provider = aws_lc_rs::default_provider();
-    provider.kx_groups = groups;
-    Arc::new(provider)
+impl TlsError {
+    /// `what`'s certificates could not be parsed.
+    fn certs(what: &'static str, e: CertsError) -> Self {
+        match e {
+            CertsError::Pem(source) => TlsError::Pem { what, source },
+            CertsError::Empty => TlsError::NoCertificate(what),
+        }
+    }
 }
 
 /// A certificate authority held in memory, able to issue server certificates.
@@ -185,15 +177,8 @@ impl TlsMaterial {
 
     /// Material read from PEM files: a chain (leaf first) and a PKCS#8, PKCS#1 or SEC1 key.
     pub fn from_pem(cert_chain_pem: &str, key_pem: &str) -> Result<Self, TlsError> {
-        let cert_chain = CertificateDer::pem_slice_iter(cert_chain_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| TlsError::Pem {
-                what: "certificate chain",
-                source,
-            })?;
-        if cert_chain.is_empty() {
-            return Err(TlsError::NoCertificate("certificate chain"));
-        }
+        let cert_chain = crate::tls::parse_pem_certs(cert_chain_pem.as_bytes())
+            .map_err(|e| TlsError::certs("certificate chain", e))?;
         let key =
             PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|source| TlsError::Pem {
                 what: "private key",
@@ -253,7 +238,8 @@ pub fn client_crypto_with_groups(
     groups: Vec<&'static dyn SupportedKxGroup>,
 ) -> Result<Arc<QuicClientConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in parse_certificates(root_ca)? {
+    let certs = crate::tls::parse_certs(root_ca).map_err(|e| TlsError::certs("root CA", e))?;
+    for cert in certs {
         roots.add(cert)?;
     }
     let mut tls = rustls::ClientConfig::builder_with_provider(crypto_provider(groups))
@@ -264,30 +250,12 @@ pub fn client_crypto_with_groups(
     Ok(Arc::new(QuicClientConfig::try_from(tls)?))
 }
 
-/// PEM (any number of CERTIFICATE blocks) or a single DER certificate.
-fn parse_certificates(input: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    // A DER certificate starts with a SEQUENCE tag (0x30); PEM is text.
-    let certs = if input.first() == Some(&0x30) {
-        vec![CertificateDer::from(input.to_vec())]
-    } else {
-        CertificateDer::pem_slice_iter(input)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| TlsError::Pem {
-                what: "root CA",
-                source,
-            })?
-    };
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate("root CA"));
-    }
-    Ok(certs)
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
 
     use rustls::NamedGroup;
+    use rustls::crypto::aws_lc_rs::kx_group;
     use rustls::crypto::{ActiveKeyExchange, CompletedKeyExchange};
 
     use super::*;

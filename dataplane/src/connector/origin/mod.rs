@@ -64,7 +64,7 @@ use pool::{Pool, PoolKey};
 use request::ReqBody;
 use tls::TlsKey;
 
-pub use tls::{AcceptAnyCert, OriginConfigError};
+pub use tls::OriginConfigError;
 
 /// One configured origin: built once per ingress rule by the control crate, shared as
 /// `Arc` across workers.

@@ -1,6 +1,6 @@
 //! Unix sockets, TLS origins, built-in services, and the pure helpers.
 
-use crate::quic::tls::{crypto_provider, default_kx_groups};
+use crate::tls::{crypto_provider, default_kx_groups};
 use crate::quic::{CertificateAuthority, TlsMaterial};
 
 use super::super::request::path_and_query;
