@@ -3,9 +3,11 @@
 use std::fmt;
 use std::path::Path;
 
+use dataplane::connector::RouteKey;
+use dataplane::http::{Authority, host_without_port};
 use regex::Regex;
 
-use super::origin_request::OriginRequest;
+use super::origin_request::OriginRequestConfig;
 use super::service::{Service, ServiceError};
 use super::{ConfigFile, RawIngressRule};
 
@@ -28,7 +30,7 @@ pub struct Rule {
     pub path: Option<Regex>,
     pub service: Service,
     /// The rule's `originRequest` already laid over the top-level one.
-    pub origin_request: OriginRequest,
+    pub origin_request: OriginRequestConfig,
     /// The ASCII (punycode) form of a non-ASCII hostname: the edge may send
     /// either form, and cloudflared accepts both.
     punycode: Option<String>,
@@ -39,7 +41,7 @@ pub struct Rule {
 pub struct Ingress {
     pub rules: Vec<Rule>,
     /// The top-level `originRequest`, unmerged.
-    pub defaults: OriginRequest,
+    pub defaults: OriginRequestConfig,
 }
 
 /// One problem with the ingress rules. `rule` is 1-based, as users count.
@@ -149,7 +151,7 @@ impl Rule {
         hostname: Option<String>,
         path: Option<Regex>,
         service: Service,
-        origin_request: OriginRequest,
+        origin_request: OriginRequestConfig,
     ) -> Rule {
         let hostname = hostname.filter(|h| !h.is_empty());
         let punycode = hostname
@@ -173,13 +175,16 @@ impl Rule {
         matches!(self.hostname.as_deref(), None | Some("*")) && self.path.is_none()
     }
 
-    /// Whether a request for `host` (port already removed) and `path` (the
-    /// decoded URL path, without the query) is routed by this rule.
+    /// Whether a request for `host` (a [`RouteKey`] host: no port, brackets
+    /// or final dot) and `path` (the decoded URL path, without the query) is
+    /// routed by this rule. The rule's hostname goes through the same
+    /// authority reading, so `[::1]` or `a.example.com.` in config.yml name
+    /// the hosts a request for them carries.
     pub fn matches(&self, host: &str, path: &str) -> bool {
         let host_ok = match self.hostname.as_deref() {
             None | Some("*") => true,
             Some(rule_host) => {
-                match_host(rule_host, host)
+                match_host(host_without_port(rule_host), host)
                     || self
                         .punycode
                         .as_deref()
@@ -220,21 +225,6 @@ fn match_host(rule_host: &str, host: &str) -> bool {
     }
 }
 
-/// Removes a `:port` the way Go's `net.SplitHostPort` does: `[v6]:port`
-/// gives `v6`; a name with no port, or a bare IPv6 address, is left alone.
-fn strip_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        return match rest.split_once(']') {
-            Some((inner, tail)) if tail.starts_with(':') => inner,
-            _ => host,
-        };
-    }
-    match host.split_once(':') {
-        Some((name, port)) if !port.contains(':') => name,
-        _ => host,
-    }
-}
-
 fn valid_wildcard(hostname: &str) -> bool {
     if hostname == "*" {
         return true;
@@ -257,30 +247,6 @@ fn one_line_regex_error(e: &regex::Error) -> String {
         )
 }
 
-/// Percent-decodes a URL path, as Go's `url.URL.Path` holds it; rules are
-/// matched against the decoded form.
-fn percent_decode(path: &str) -> String {
-    let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                bytes.get(i + 1).copied().and_then(hex),
-                bytes.get(i + 2).copied().and_then(hex),
-            )
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 impl Ingress {
     /// Validates config.yml's rules. An empty list is an error
     /// ([`IngressErrors::is_no_rules`]), as in cloudflared; the caller decides
@@ -294,7 +260,7 @@ impl Ingress {
     /// shape. Every error is collected, so one run shows them all.
     pub fn from_raw(
         raw: &[RawIngressRule],
-        defaults: &OriginRequest,
+        defaults: &OriginRequestConfig,
     ) -> Result<Ingress, IngressErrors> {
         if raw.is_empty() {
             return Err(IngressErrors {
@@ -325,7 +291,7 @@ impl Ingress {
 
     /// One catch-all rule, for `--url`, `--hello-world`, `--bastion`,
     /// `--unix-socket`, or the 503 fallback (`Service::HttpStatus(503)`).
-    pub fn single(service: Service, defaults: OriginRequest) -> Ingress {
+    pub fn single(service: Service, defaults: OriginRequestConfig) -> Ingress {
         let mut origin_request = defaults.clone();
         if service == Service::Bastion {
             origin_request.bastion_mode = Some(true);
@@ -336,14 +302,14 @@ impl Ingress {
         }
     }
 
-    /// The first rule that matches, with its 0-based index. `host` may carry
-    /// a `:port`; `path` is the decoded URL path. Falls back to the last rule,
-    /// which validation guarantees is a catch-all.
+    /// The first rule that matches, with its 0-based index. `host` and `path`
+    /// are a [`RouteKey`]'s: the port is already gone and the path decoded,
+    /// by the one function the connector routes live requests with. Falls
+    /// back to the last rule, which validation guarantees is a catch-all.
     ///
     /// # Panics
     /// If `rules` was emptied by hand; the constructors never leave it empty.
     pub fn find(&self, host: &str, path: &str) -> (usize, &Rule) {
-        let host = strip_port(host);
         self.rules
             .iter()
             .enumerate()
@@ -362,21 +328,18 @@ impl Ingress {
         if url.is_empty() {
             return Err(RuleUrlError::Missing);
         }
-        let parsed = match url::Url::parse(url) {
-            Ok(u) => u,
+        match url::Url::parse(url) {
+            Ok(_) => {}
             Err(url::ParseError::RelativeUrlWithoutBase) => {
                 return Err(RuleUrlError::NoHostname(url.to_owned()));
             }
             Err(_) => return Err(RuleUrlError::Invalid(url.to_owned())),
-        };
-        let host = parsed.host_str().unwrap_or("");
-        // Bracketed IPv6 hosts are matched without brackets, like Go's
-        // `URL.Hostname()`.
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        let (i, rule) = self.find(host, &percent_decode(parsed.path()));
+        }
+        // The URL is checked above but matched as written, the way the connector reads a
+        // request's `dest` (no host lowercasing, IPv6 compression or dot-segment removal),
+        // so the rule printed is the rule live traffic reaches.
+        let key = RouteKey::of_url(url);
+        let (i, rule) = self.find(key.host, &key.path);
         Ok(format!("Matched rule #{i}\n{rule}\n"))
     }
 }
@@ -385,7 +348,7 @@ fn validate_rule(
     r: &RawIngressRule,
     n: usize,
     is_last: bool,
-    defaults: &OriginRequest,
+    defaults: &OriginRequestConfig,
     errors: &mut Vec<IngressError>,
 ) -> Option<Rule> {
     let start = errors.len();
@@ -414,9 +377,9 @@ fn validate_rule(
     let path = r.path.as_deref().filter(|p| !p.is_empty());
     // Like cloudflared, a malformed hostname is reported alone: saying it is
     // also not a catch-all would add nothing.
-    // The test is Go's `net.SplitHostPort` succeeding, so a bare IPv6
-    // address is a hostname, while `[::1]:80` and `a.com:` carry a port.
-    if let Some(h) = hostname.filter(|h| strip_port(h) != *h) {
+    // A bare IPv6 address is a hostname, while `[::1]:80` and `a.com:` carry
+    // a port (`dataplane::http::authority`).
+    if let Some(h) = hostname.filter(|h| Authority::parse(h).port.is_some()) {
         errors.push(IngressError::HostnameContainsPort {
             rule: n,
             hostname: h.to_owned(),
@@ -472,6 +435,14 @@ mod tests {
 
     fn ingress(yaml: &str) -> Ingress {
         Ingress::from_config(&cfg(yaml)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The rule the connector routes a live request to: the Host the edge forwards and the
+    /// `dest` it builds for an origin-form target, through the connector's [`RouteKey`].
+    fn live(ing: &Ingress, host: &str, target: &str) -> usize {
+        let dest = format!("http://{host}{target}");
+        let key = RouteKey::of_request(host, &dest);
+        ing.find(key.host, &key.path).0
     }
 
     fn errors(yaml: &str) -> Vec<IngressError> {
@@ -643,7 +614,7 @@ ingress:
         let ing = ingress(
             "ingress:\n  - hostname: '::1'\n    service: http://a\n  - service: http://b\n",
         );
-        assert_eq!(ing.find("[::1]:443", "/").0, 0);
+        assert_eq!(live(&ing, "[::1]:443", "/"), 0);
     }
 
     #[test]
@@ -848,15 +819,12 @@ ingress:
     #[test]
     fn find_ignores_port_and_case() {
         let ing = ingress(THREE_RULES);
-        assert_eq!(ing.find("tunnel-a.example.com:443", "/").0, 0);
+        assert_eq!(live(&ing, "tunnel-a.example.com:443", "/"), 0);
         assert_eq!(ing.find("TUNNEL-A.Example.COM", "/").0, 0);
-        assert_eq!(ing.find("TUNNEL-A.Example.COM:8443", "/").0, 0);
-        assert_eq!(ing.find("[::1]:443", "/").0, 3);
-        assert_eq!(strip_port("[::1]:443"), "::1");
-        assert_eq!(strip_port("[::1]"), "[::1]");
-        assert_eq!(strip_port("::1"), "::1");
-        assert_eq!(strip_port("a.com:"), "a.com");
-        assert_eq!(strip_port("a.com"), "a.com");
+        assert_eq!(live(&ing, "TUNNEL-A.Example.COM:8443", "/"), 0);
+        assert_eq!(live(&ing, "[::1]:443", "/"), 3);
+        assert_eq!(live(&ing, "tunnel-a.example.com.", "/"), 0);
+        assert_eq!(live(&ing, "tunnel-a.example.com.:443", "/"), 0);
     }
 
     #[test]
@@ -864,7 +832,7 @@ ingress:
         let ing = ingress(THREE_RULES);
         assert_eq!(ing.find("a.wild.example.com", "/").0, 2);
         assert_eq!(ing.find("a.b.wild.example.com", "/").0, 2);
-        assert_eq!(ing.find("A.WILD.example.com:22", "/").0, 2);
+        assert_eq!(live(&ing, "A.WILD.example.com:22", "/"), 2);
         assert_eq!(ing.find("wild.example.com", "/").0, 3);
         assert_eq!(ing.find("notwild.example.com", "/").0, 3);
         assert_eq!(ing.find("a.wild.example.com.evil", "/").0, 3);
@@ -891,13 +859,13 @@ ingress:
         );
         assert_eq!(ing.find("môô.cloudflare.com", "/").0, 0);
         assert_eq!(ing.find("xn--m-xgaa.cloudflare.com", "/").0, 0);
-        assert_eq!(ing.find("XN--M-XGAA.cloudflare.com:443", "/").0, 0);
+        assert_eq!(live(&ing, "XN--M-XGAA.cloudflare.com:443", "/"), 0);
         assert_eq!(ing.find("shop.xn--bcher-kva.example", "/").0, 1);
     }
 
     #[test]
     fn single_rule_ingress() {
-        let defaults = OriginRequest {
+        let defaults = OriginRequestConfig {
             no_tls_verify: Some(true),
             ..Default::default()
         };
@@ -908,10 +876,10 @@ ingress:
         assert_eq!(ing.rules.len(), 1);
         assert!(ing.rules[0].is_catch_all());
         assert_eq!(ing.rules[0].origin_request, defaults);
-        assert_eq!(ing.find("whatever.com:1", "/x").0, 0);
-        let ing = Ingress::single(Service::Bastion, OriginRequest::default());
+        assert_eq!(live(&ing, "whatever.com:1", "/x"), 0);
+        let ing = Ingress::single(Service::Bastion, OriginRequestConfig::default());
         assert_eq!(ing.rules[0].origin_request.bastion_mode, Some(true));
-        let ing = Ingress::single(Service::HttpStatus(503), OriginRequest::default());
+        let ing = Ingress::single(Service::HttpStatus(503), OriginRequestConfig::default());
         assert_eq!(
             ing.describe_match("https://a.com/").unwrap(),
             "Matched rule #0\n\tservice: http_status:503\n"
@@ -966,7 +934,7 @@ ingress:
                 .unwrap()
                 .starts_with("Matched rule #0\n")
         );
-        assert_eq!(percent_decode("/a%2Fb%zz%4"), "/a/b%zz%4");
+        assert_eq!(live(&ing, "a.com", "/a%20b"), 0);
     }
 
     #[test]
@@ -992,5 +960,56 @@ ingress:
             report.result.unwrap_err().to_string(),
             "Validation failed: The config file doesn't contain any ingress rules"
         );
+    }
+
+    /// `ingress rule URL` against live routing on the same inputs: the request a client sends
+    /// for the URL is parsed by the edge's codec, the edge routes on its host, and the
+    /// connector matches the Host and `dest` the edge forwards.
+    #[test]
+    fn ingress_rule_picks_the_rule_live_traffic_reaches() {
+        use dataplane::http::{Limits, parse_request_head};
+        let ing = ingress(
+            "ingress:\n  - hostname: '::1'\n    path: ^/v6\n    service: http://a\n  - hostname: '[::1]'\n    service: http://b\n  - hostname: a.example.com\n    path: ^/api/x$\n    service: http://c\n  - hostname: a.example.com\n    service: http://d\n  - hostname: '*.wild.example.com'\n    service: http://e\n  - service: http_status:404\n",
+        );
+        let cases = [
+            ("http://[::1]:8080/x", 1),
+            ("http://[::1]/v6/y", 0),
+            ("http://[::1]:80/v6", 0),
+            ("http://[0:0::1]:8080/x", 5),
+            ("http://a.example.com:8443/api/x", 2),
+            ("http://a.example.com/api/x?q=1", 2),
+            ("http://A.Example.COM./api/%78", 2),
+            ("http://a.example.com/a/../api/x", 3),
+            ("http://a.example.com:/", 3),
+            ("http://x.y.wild.example.com:1/", 4),
+            ("http://wild.example.com/", 5),
+        ];
+        for (url, want) in cases {
+            let cli = ing.describe_match(url).unwrap();
+            let cli: usize = cli
+                .strip_prefix("Matched rule #")
+                .and_then(|r| r.split('\n').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{url}: {cli}"));
+
+            let rest = url.strip_prefix("http://").unwrap();
+            let (authority, target) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+            let (head, _) = parse_request_head(raw.as_bytes(), &Limits::default())
+                .unwrap()
+                .unwrap();
+            let host = head.host.clone().unwrap();
+            // As the edge builds `dest` for an origin-form target.
+            let dest = format!("http://{host}{}", head.target);
+            let key = RouteKey::of_request(&host, &dest);
+            assert_eq!(
+                head.host_name(),
+                Some(key.host),
+                "{url}: edge and connector host"
+            );
+            let connector = ing.find(key.host, &key.path).0;
+
+            assert_eq!((cli, connector), (want, want), "{url}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! One task per stream the edge opens: a data stream (`ConnectRequest` → origin →
 //! `ConnectResponse` + body) or an RPC stream (`updateConfiguration`).
 
+use std::borrow::Cow;
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use tracing::{debug, warn};
 
 use super::ConnectorShared;
 use super::origin::{OriginRequest, OriginResponse, RequestBody, ResponseSink};
+use crate::http::host_without_port;
 use crate::metrics::TunnelMetrics;
 use crate::quic::VarInt;
 use crate::quic::endpoint::{RecvStream, SendStream};
@@ -79,13 +81,13 @@ async fn serve_http(
             return;
         }
     };
+    let key = RouteKey::of_request(&meta.host, &req.dest);
+    let target = shared.ingress.route(key.host, &key.path);
     let host = if meta.host.is_empty() {
-        host_of(&req.dest).to_owned()
+        authority_of(&req.dest).to_owned()
     } else {
         meta.host.clone()
     };
-    let path = path_of(&req.dest);
-    let target = shared.ingress.route(strip_port(&host), path);
     let request = OriginRequest {
         method: meta.method,
         dest: req.dest,
@@ -217,7 +219,39 @@ impl ConfigurationHandler for RemoteConfig {
     }
 }
 
-fn host_of(url: &str) -> &str {
+/// What the ingress rules match a request on. Live traffic and `ringway tunnel ingress rule`
+/// both build it here, so the CLI prints the rule a request for the same URL reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteKey<'a> {
+    /// The routing host ([`crate::http::Authority::host`]): no port, brackets or final dot.
+    pub host: &'a str,
+    /// The URL path without query or fragment, percent-decoded as Go's `URL.Path` holds it
+    /// (cloudflared matches path rules against that form).
+    pub path: Cow<'a, str>,
+}
+
+impl<'a> RouteKey<'a> {
+    /// For a request from the edge: the `Host` it forwarded, else `dest`'s authority (an
+    /// HTTP/1.0 request may have neither, and then the host is empty); the path from `dest`.
+    pub fn of_request(host: &'a str, dest: &'a str) -> Self {
+        let authority = if host.is_empty() {
+            authority_of(dest)
+        } else {
+            host
+        };
+        Self {
+            host: host_without_port(authority),
+            path: percent_decode(path_of(dest)),
+        }
+    }
+
+    /// For a URL as `ingress rule` takes it: the request a client sends for that URL.
+    pub fn of_url(url: &'a str) -> Self {
+        Self::of_request("", url)
+    }
+}
+
+fn authority_of(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     rest.split(['/', '?', '#']).next().unwrap_or("")
 }
@@ -233,16 +267,31 @@ fn path_of(url: &str) -> &str {
     }
 }
 
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host
-            .split(']')
-            .next()
-            .map_or(host, |h| &host[..h.len() + 1]);
+/// `%XX` → the byte; a `%` not followed by two hex digits stays as written. Borrowed when
+/// there is nothing to decode, which is nearly always.
+fn percent_decode(path: &str) -> Cow<'_, str> {
+    if !path.contains('%') {
+        return Cow::Borrowed(path);
     }
-    host.rsplit_once(':')
-        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(host, |(h, _)| h)
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[cfg(test)]
@@ -252,14 +301,52 @@ mod tests {
     #[test]
     fn connector_stream_url_parts() {
         assert_eq!(
-            host_of("http://a.example.com:8080/x?y"),
+            authority_of("http://a.example.com:8080/x?y"),
             "a.example.com:8080"
         );
         assert_eq!(path_of("http://a.example.com/x/y?q=1"), "/x/y");
         assert_eq!(path_of("http://a.example.com"), "/");
         assert_eq!(path_of("http://a.example.com?q"), "/");
-        assert_eq!(strip_port("a.example.com:8080"), "a.example.com");
-        assert_eq!(strip_port("[::1]:80"), "[::1]");
-        assert_eq!(strip_port("a.example.com"), "a.example.com");
+        assert_eq!(path_of("http://a.example.com/x#f"), "/x");
+    }
+
+    #[test]
+    fn connector_stream_route_key() {
+        let k = |host, dest| {
+            let k = RouteKey::of_request(host, dest);
+            (k.host, k.path.into_owned())
+        };
+        // The forwarded Host wins over dest's authority.
+        assert_eq!(
+            k("a.example.com:8080", "http://b.example.com/x"),
+            ("a.example.com", "/x".to_owned())
+        );
+        assert_eq!(
+            k("", "http://b.example.com:81/x?q"),
+            ("b.example.com", "/x".to_owned())
+        );
+        assert_eq!(
+            k("[::1]:8080", "http://[::1]:8080/"),
+            ("::1", "/".to_owned())
+        );
+        assert_eq!(k("[::1]", "http://[::1]/"), ("::1", "/".to_owned()));
+        assert_eq!(
+            k("A.Example.com.", "http://x/"),
+            ("A.Example.com", "/".to_owned())
+        );
+        assert_eq!(k("", "/only/a/path"), ("", "/only/a/path".to_owned()));
+        assert_eq!(
+            RouteKey::of_url("http://[::1]:8080/x"),
+            RouteKey::of_request("[::1]:8080", "http://[::1]:8080/x")
+        );
+    }
+
+    #[test]
+    fn connector_stream_path_is_decoded_like_go() {
+        assert!(matches!(percent_decode("/plain"), Cow::Borrowed("/plain")));
+        assert_eq!(percent_decode("/a%20b"), "/a b");
+        assert_eq!(percent_decode("/a%2Fb%zz%4"), "/a/b%zz%4");
+        assert_eq!(percent_decode("/%E2%82%AC"), "/\u{20ac}");
+        assert_eq!(percent_decode("/%FF"), "/\u{fffd}");
     }
 }

@@ -41,10 +41,12 @@
 //! §5), which is a 4xx rejection carrying the precise reason. [`HeadError::status`] is the
 //! single place to change if a client test insists on 400.
 
+pub mod authority;
 pub mod body;
 pub mod request;
 pub mod response;
 
+pub use authority::{Authority, host_without_port};
 pub use body::{
     BodyDecoder, BodyError, ChunkedDecoder, ChunkedEncoder, ChunkedLimits, DecodeEvent,
     LengthDecoder,
