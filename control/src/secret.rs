@@ -224,6 +224,10 @@ impl TunnelSecret {
     pub fn expose(&self) -> &[u8] {
         self.0.expose()
     }
+    /// The bytes as registration sends them in `TunnelAuth.tunnelSecret`.
+    pub fn to_wire(&self) -> dataplane::wire::rpc::RawTunnelSecret {
+        dataplane::wire::rpc::RawTunnelSecret::new(self.0.expose().clone())
+    }
 }
 
 impl Drop for TunnelSecret {

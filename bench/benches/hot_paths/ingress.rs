@@ -4,7 +4,7 @@
 
 use std::hint::black_box;
 
-use control::config::{Ingress, OriginRequest, RawIngressRule};
+use control::config::{Ingress, OriginRequestConfig, RawIngressRule};
 use control::connector::ingress::{CompiledIngress, SwappableIngress};
 use criterion::{Criterion, Throughput};
 use dataplane::connector::IngressRouter;
@@ -25,7 +25,7 @@ fn rule(i: usize) -> RawIngressRule {
         hostname: Some(hostname),
         path,
         service: Some(format!("http://127.0.0.1:{}", 8000 + i % 1000)),
-        origin_request: OriginRequest::default(),
+        origin_request: OriginRequestConfig::default(),
     }
 }
 
@@ -46,7 +46,7 @@ pub fn ingress(n: usize) -> Ingress {
         service: Some("http_status:404".to_owned()),
         ..RawIngressRule::default()
     });
-    Ingress::from_raw(&raw, &OriginRequest::default()).expect("valid rules")
+    Ingress::from_raw(&raw, &OriginRequestConfig::default()).expect("valid rules")
 }
 
 pub fn bench(c: &mut Criterion) {

@@ -139,7 +139,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%addr, data_dir = %args.data_dir.display(), "control plane listening");
         // Tests and scripts read this line to learn the port when --listen used port 0.
         println!("ringway control plane listening on http://{addr}");
-        serve_with(listener, state, limits, shutdown_signal()).await
+        serve_with(listener, state, limits, crate::signal::shutdown_signal()).await
     })
 }
 
@@ -180,17 +180,4 @@ pub async fn serve_with(
         .context("control plane server failed");
     expiry.abort();
     res
-}
-
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("shutting down");
 }

@@ -1,7 +1,6 @@
 //! The `ringway` command line, shaped like cloudflared's so existing scripts keep working.
 //!
 //! - `args`: the clap definitions (every verb and flag in one place).
-//! - `context`: what most tunnel verbs need first: cert.pem, the API client, NAME → UUID.
 //! - `tunnel`: the `ringway tunnel ...` verbs that talk to the control plane.
 //! - `ingress`: `tunnel ingress validate|rule`, purely local.
 //! - `login`: `tunnel login`, browser and non-interactive.
@@ -12,7 +11,6 @@
 //! - `output`: cloudflared's table, JSON and YAML renderings.
 
 pub mod args;
-pub mod context;
 pub mod control;
 pub mod edge;
 pub mod ingress;

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use super::args::{OutputFormat, QuickstartArgs, RouteVerb, TunnelCmd, TunnelVerb};
-use super::control::{bind, bootstrap, runtime, serve_on, shutdown_signal};
+use super::control::{bind, bootstrap, runtime, serve_on};
+use crate::signal::shutdown_signal;
 use crate::api::{AppState, login::mint_cert};
 use crate::files::OriginCert;
 use crate::secret::ApiToken;
@@ -58,7 +59,7 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         verb,
     };
     let api_url = format!("{url}/client/v4");
-    let have = super::context::Ctx::from_flags(Some(&cert_path), Some(&api_url))?
+    let have = crate::context::Ctx::from_flags(Some(&cert_path), Some(&api_url))?
         .find_id(TUNNEL)
         .is_ok();
     if !have {
@@ -75,7 +76,7 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         overwrite_dns: true,
     })))?;
 
-    let ctx = super::context::Ctx::from_flags(Some(&cert_path), Some(&api_url))?;
+    let ctx = crate::context::Ctx::from_flags(Some(&cert_path), Some(&api_url))?;
     let tunnel_id = ctx.find_id(TUNNEL)?;
     let edge_token = std::fs::read_to_string(data_dir.join("edge-token"))
         .context("cannot read the control plane's edge-token")?;
@@ -151,7 +152,7 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     println!("(Ctrl-C stops everything.)");
     let outcome = connector.wait();
     server.abort();
-    outcome
+    Ok(outcome?)
 }
 
 fn origin_name(url: &Option<String>) -> String {

@@ -11,9 +11,9 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use super::args::{OutputFormat, RouteVerb, TunnelCmd, TunnelVerb};
-use super::context::Ctx;
 use super::output::{render, table};
 use crate::api::tunnels::{check_tunnel_name, escape_name, is_unsafe_char};
+use crate::context::{ContextError, Ctx};
 use crate::files::{self, Credentials, TunnelToken};
 use crate::hostname::normalize_hostname;
 use crate::secret::TunnelSecret;
@@ -102,7 +102,7 @@ fn create(
         }
         None => TunnelSecret::generate(),
     };
-    let ctx = Ctx::load(t)?;
+    let ctx = load_ctx(t)?;
     let default_path = credentials_file.is_none();
     let body = json!({"name": name, "tunnel_secret": secret.to_base64()});
     let created = ctx
@@ -197,6 +197,11 @@ fn terminal_safe(out: String) -> String {
 }
 
 /// Fetches every page of a tunnel list, the way cloudflared pages.
+/// cert.pem and the API client from the `tunnel` command's `--origincert` and `--api-url`.
+fn load_ctx(t: &TunnelCmd) -> Result<Ctx, ContextError> {
+    Ctx::from_flags(t.origincert.as_deref(), t.api_url.as_deref())
+}
+
 fn list_all(ctx: &Ctx, query: &str) -> anyhow::Result<Vec<Value>> {
     let mut out = Vec::new();
     // A hard bound on pages: a misbehaving server cannot make the CLI loop forever.
@@ -235,7 +240,7 @@ fn colo_counts(conns: &[Value]) -> String {
 }
 
 fn list(t: &TunnelCmd, query: &str, output: Option<OutputFormat>) -> anyhow::Result<()> {
-    let ctx = Ctx::load(t)?;
+    let ctx = load_ctx(t)?;
     let mut tunnels = list_all(&ctx, query)?;
     tunnels.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     if let Some(f) = output {
@@ -286,7 +291,7 @@ fn go_time(s: &str) -> String {
 }
 
 fn info(t: &TunnelCmd, input: &str, output: Option<OutputFormat>) -> anyhow::Result<()> {
-    let ctx = Ctx::load(t)?;
+    let ctx = load_ctx(t)?;
     let id = ctx.find_id(input)?;
     let clients = ctx
         .client
@@ -379,7 +384,7 @@ fn delete(
     force: bool,
     credentials_file: Option<&PathBuf>,
 ) -> anyhow::Result<()> {
-    let ctx = Ctx::load(t)?;
+    let ctx = load_ctx(t)?;
     for id in find_ids(&ctx, inputs)? {
         let tn = ctx
             .client
@@ -426,7 +431,7 @@ fn cleanup(t: &TunnelCmd, inputs: &[String], connector: Option<&str>) -> anyhow:
         }
         None => String::new(),
     };
-    let ctx = Ctx::load(t)?;
+    let ctx = load_ctx(t)?;
     for id in find_ids(&ctx, inputs)? {
         tracing::info!("Cleanup connection for tunnel {id}");
         ctx.client
@@ -437,7 +442,7 @@ fn cleanup(t: &TunnelCmd, inputs: &[String], connector: Option<&str>) -> anyhow:
 }
 
 fn token(t: &TunnelCmd, input: &str, cred_file: Option<&PathBuf>) -> anyhow::Result<()> {
-    let ctx = Ctx::load(t)?;
+    let ctx = load_ctx(t)?;
     let id = ctx.find_id(input)?;
     let ans = ctx
         .client
@@ -459,7 +464,7 @@ fn token(t: &TunnelCmd, input: &str, cred_file: Option<&PathBuf>) -> anyhow::Res
 }
 
 fn route(t: &TunnelCmd, r: &RouteVerb) -> anyhow::Result<()> {
-    let ctx = Ctx::load(t)?;
+    let ctx = load_ctx(t)?;
     match r {
         RouteVerb::Dns {
             tunnel,

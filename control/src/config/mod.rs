@@ -34,7 +34,7 @@ pub use self::ingress::{
     Ingress, IngressError, IngressErrors, NO_INGRESS_RULES_CLI, Rule, RuleUrlError,
     URL_INCOMPATIBLE_WITH_INGRESS, ValidateReport, ValidationFailed, validate_report,
 };
-pub use self::origin_request::{AccessConfig, IpNet, IpRule, OriginRequest};
+pub use self::origin_request::{AccessConfig, IpNet, IpRule, OriginRequestConfig};
 pub use self::service::{Service, ServiceError};
 
 /// A parsed config.yml, before ingress validation.
@@ -53,7 +53,7 @@ pub struct ConfigFile {
         rename = "originRequest",
         deserialize_with = "null_as_default"
     )]
-    pub origin_request: OriginRequest,
+    pub origin_request: OriginRequestConfig,
     /// Settings for private-network (WARP) routing; cloudflared reads this
     /// key as a structure, not as a flag.
     #[serde(default, rename = "warp-routing", deserialize_with = "null_as_default")]
@@ -84,7 +84,7 @@ pub struct RawIngressRule {
         rename = "originRequest",
         deserialize_with = "null_as_default"
     )]
-    pub origin_request: OriginRequest,
+    pub origin_request: OriginRequestConfig,
 }
 
 /// The `warp-routing` block.
@@ -365,9 +365,9 @@ ingress:
         assert!(parse("# only a comment\n").unwrap().ingress.is_empty());
         let c = parse("ingress:\noriginRequest:\nwarp-routing:\n").unwrap();
         assert!(c.ingress.is_empty());
-        assert_eq!(c.origin_request, OriginRequest::default());
+        assert_eq!(c.origin_request, OriginRequestConfig::default());
         let c = parse("ingress:\n  - service: http://a\n    originRequest:\n").unwrap();
-        assert_eq!(c.ingress[0].origin_request, OriginRequest::default());
+        assert_eq!(c.ingress[0].origin_request, OriginRequestConfig::default());
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub const DEFAULT_PROXY_ADDRESS: &str = "127.0.0.1";
 /// The `originRequest` block, with cloudflared's YAML key names.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct OriginRequest {
+pub struct OriginRequestConfig {
     /// Timeout for establishing a new connection to the origin.
     #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub connect_timeout: Option<Duration>,
@@ -184,18 +184,18 @@ impl AccessConfig {
     }
 }
 
-impl OriginRequest {
+impl OriginRequestConfig {
     /// `self` (a rule's block) laid over `parent` (the top-level block): each
     /// field set here wins, each field left out is inherited.
     ///
     /// `ipRules` and `access` are replaced whole, never combined, and an empty
     /// `ipRules` list counts as unset: cloudflared behaves the same way, so a
     /// rule cannot clear the inherited list by writing `ipRules: []`.
-    pub fn merged(&self, parent: &OriginRequest) -> OriginRequest {
+    pub fn merged(&self, parent: &OriginRequestConfig) -> OriginRequestConfig {
         fn pick<T: Clone>(child: &Option<T>, parent: &Option<T>) -> Option<T> {
             child.as_ref().or(parent.as_ref()).cloned()
         }
-        OriginRequest {
+        OriginRequestConfig {
             connect_timeout: self.connect_timeout.or(parent.connect_timeout),
             tls_timeout: self.tls_timeout.or(parent.tls_timeout),
             tcp_keep_alive: self.tcp_keep_alive.or(parent.tcp_keep_alive),
@@ -258,7 +258,7 @@ impl OriginRequest {
 mod tests {
     use super::*;
 
-    fn parse(yaml: &str) -> OriginRequest {
+    fn parse(yaml: &str) -> OriginRequestConfig {
         serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -332,14 +332,14 @@ access:
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let e = serde_yaml::from_str::<OriginRequest>("connectTimout: 3s")
+        let e = serde_yaml::from_str::<OriginRequestConfig>("connectTimout: 3s")
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("unknown field `connectTimout`"), "{e}");
         // Go's field names are case sensitive in YAML too.
-        assert!(serde_yaml::from_str::<OriginRequest>("noTlsVerify: true").is_err());
-        assert!(serde_yaml::from_str::<OriginRequest>("access: {teamname: x}").is_err());
-        assert!(serde_yaml::from_str::<OriginRequest>("ipRules: [{cidr: x}]").is_err());
+        assert!(serde_yaml::from_str::<OriginRequestConfig>("noTlsVerify: true").is_err());
+        assert!(serde_yaml::from_str::<OriginRequestConfig>("access: {teamname: x}").is_err());
+        assert!(serde_yaml::from_str::<OriginRequestConfig>("ipRules: [{cidr: x}]").is_err());
     }
 
     #[test]
@@ -363,13 +363,13 @@ access:
         assert_eq!(m.no_tls_verify, Some(false));
         assert_eq!(m.access.map(|a| a.required), Some(false));
 
-        assert_eq!(OriginRequest::default().merged(&parent), parent);
-        assert_eq!(parent.merged(&OriginRequest::default()), parent);
+        assert_eq!(OriginRequestConfig::default().merged(&parent), parent);
+        assert_eq!(parent.merged(&OriginRequestConfig::default()), parent);
     }
 
     #[test]
     fn defaults_apply_only_when_unset() {
-        let o = OriginRequest::default();
+        let o = OriginRequestConfig::default();
         assert_eq!(o.effective_connect_timeout(), Duration::from_secs(30));
         assert_eq!(o.effective_tls_timeout(), Duration::from_secs(10));
         assert_eq!(o.effective_tcp_keep_alive(), Duration::from_secs(30));

@@ -6,24 +6,25 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use anyhow::bail;
-use dataplane::connector::ConnectorHooks;
+use dataplane::connector::{ConnectionError, ConnectorHooks};
 use dataplane::wire::rpc::ConnectionDetails;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tracing::{error, info, warn};
 use uuid::Uuid;
+
+use super::error::ConnectorError;
 
 /// What the control thread waits for.
 #[derive(Debug)]
 pub enum Event {
     GaveUp {
         index: u8,
-        error: String,
+        error: ConnectionError,
     },
     /// `--max-failures`: every connection failed that many attempts in a row.
     MaxFailures {
         max: u32,
-        error: String,
+        error: ConnectionError,
     },
 }
 
@@ -78,14 +79,20 @@ impl ConnectorHooks for LoggingHooks {
         );
     }
 
-    fn disconnected(&self, index: u8, edge: SocketAddr, reason: &str) {
+    fn disconnected(&self, index: u8, edge: SocketAddr, reason: &ConnectionError) {
         warn!(
             "Connection terminated connIndex={index} ip={} error=\"{reason}\"; reconnecting",
             edge.ip()
         );
     }
 
-    fn attempt_failed(&self, index: u8, edge: SocketAddr, error: &str, retry_in: Duration) {
+    fn attempt_failed(
+        &self,
+        index: u8,
+        edge: SocketAddr,
+        error: &ConnectionError,
+        retry_in: Duration,
+    ) {
         if let (Some(max), Some(f)) = (self.max_failures, self.failures.get(index as usize)) {
             f.fetch_add(1, Ordering::Relaxed);
             let all = self
@@ -95,7 +102,7 @@ impl ConnectorHooks for LoggingHooks {
             if all && !self.exhausted.swap(true, Ordering::Relaxed) {
                 let _ = self.tx.send(Event::MaxFailures {
                     max,
-                    error: error.to_owned(),
+                    error: error.clone(),
                 });
             }
         }
@@ -106,30 +113,29 @@ impl ConnectorHooks for LoggingHooks {
         );
     }
 
-    fn failing(&self, index: u8, error: &str, attempts: u32) {
+    fn failing(&self, index: u8, error: &ConnectionError, attempts: u32) {
         error!(
             "Connection connIndex={index} failed {attempts} attempts in a row: {error}; retrying at the backoff cap"
         );
     }
 
-    fn gave_up(&self, index: u8, error: &str) {
+    fn gave_up(&self, index: u8, error: &ConnectionError) {
         error!("Connection connIndex={index} gave up: {error}");
         let _ = self.tx.send(Event::GaveUp {
             index,
-            error: error.to_owned(),
+            error: error.clone(),
         });
     }
 }
 
 /// Blocks until SIGINT/SIGTERM (`Ok`) or until every connection gave up (`Err` naming why).
-pub fn wait(mut events: Events, reload: impl Fn()) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+pub fn wait(mut events: Events, reload: impl Fn()) -> Result<(), ConnectorError> {
+    let rt = signal_runtime()?;
     rt.block_on(async move {
-        let signal = crate::cli::control::shutdown_signal();
+        let signal = crate::signal::shutdown_signal();
         tokio::pin!(signal);
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(ConnectorError::Signals)?;
         let mut gave_up = 0u8;
         loop {
             tokio::select! {
@@ -143,11 +149,11 @@ pub fn wait(mut events: Events, reload: impl Fn()) -> anyhow::Result<()> {
                         gave_up += 1;
                         tracing::debug!(index, "connection gave up");
                         if gave_up >= events.connections {
-                            bail!("tunnel {}: no connection could be registered: {error}", events.tunnel);
+                            return Err(ConnectorError::GaveUp { tunnel: events.tunnel, cause: error });
                         }
                     }
                     Some(Event::MaxFailures { max, error }) => {
-                        bail!("tunnel {}: every connection failed {max} attempts in a row (--max-failures); last error: {error}", events.tunnel);
+                        return Err(ConnectorError::MaxFailures { tunnel: events.tunnel, max, cause: error });
                     }
                     None => return Ok(()),
                 },
@@ -158,22 +164,30 @@ pub fn wait(mut events: Events, reload: impl Fn()) -> anyhow::Result<()> {
 
 /// Waits for the workers to finish their graceful shutdown; a second SIGINT/SIGTERM exits the
 /// process at once.
-pub fn join_or_second_signal(connector: dataplane::connector::Connector) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+pub fn join_or_second_signal(
+    connector: dataplane::connector::Connector,
+) -> Result<(), ConnectorError> {
+    let rt = signal_runtime()?;
     rt.block_on(async move {
         let join = tokio::task::spawn_blocking(move || connector.join());
         tokio::select! {
-            () = crate::cli::control::shutdown_signal() => {
+            () = crate::signal::shutdown_signal() => {
                 warn!("second signal: exiting now");
                 std::process::exit(1);
             }
             r = join => match r {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(anyhow::anyhow!("connector workers failed: {e}")),
-                Err(e) => Err(anyhow::anyhow!("connector shutdown failed: {e}")),
+                Ok(Err(e)) => Err(ConnectorError::Workers(e)),
+                Err(e) => Err(ConnectorError::Shutdown(e)),
             },
         }
     })
+}
+
+/// The control thread's small runtime: it only waits on signals and events.
+fn signal_runtime() -> Result<tokio::runtime::Runtime, ConnectorError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ConnectorError::Signals)
 }

@@ -5,11 +5,12 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
 use dataplane::connector::IngressRouter;
 use dataplane::connector::origin::{OriginOptions, OriginService, OriginTarget};
 
-use crate::config::{Ingress, OriginRequest, Service};
+use super::ConnectorError;
+use super::error::Unsupported;
+use crate::config::{Ingress, OriginRequestConfig, Service};
 
 /// Compiled rules: `targets[i]` serves `ingress.rules[i]`.
 #[derive(Debug)]
@@ -19,17 +20,17 @@ pub struct CompiledIngress {
 }
 
 impl CompiledIngress {
-    pub fn new(ingress: Ingress) -> anyhow::Result<Self> {
+    pub fn new(ingress: Ingress) -> Result<Self, ConnectorError> {
         let mut targets = Vec::with_capacity(ingress.rules.len());
         for (i, rule) in ingress.rules.iter().enumerate() {
             let target = OriginTarget {
                 service: service(&rule.service)
-                    .with_context(|| format!("ingress rule #{}", i + 1))?,
+                    .map_err(|what| ConnectorError::UnsupportedService { rule: i + 1, what })?,
                 options: options(&rule.origin_request),
             };
             target
                 .validate()
-                .with_context(|| format!("ingress rule #{}", i + 1))?;
+                .map_err(|cause| ConnectorError::Origin { rule: i + 1, cause })?;
             targets.push(Arc::new(target));
         }
         Ok(Self { ingress, targets })
@@ -69,7 +70,8 @@ impl IngressRouter for SwappableIngress {
     }
 }
 
-fn service(s: &Service) -> anyhow::Result<OriginService> {
+/// The data path's service for a rule; `Err` names what ringway does not serve.
+fn service(s: &Service) -> Result<OriginService, Unsupported> {
     Ok(match s {
         Service::Http(url) => {
             let https = matches!(url.scheme(), "https" | "wss");
@@ -88,13 +90,13 @@ fn service(s: &Service) -> anyhow::Result<OriginService> {
         },
         Service::HttpStatus(code) => OriginService::HttpStatus(*code),
         Service::HelloWorld => OriginService::HelloWorld,
-        Service::Tcp(url) => bail!("service {url}: TCP services are not supported by ringway yet"),
-        Service::Bastion => bail!("bastion mode is not supported by ringway yet"),
-        Service::SocksProxy => bail!("socks-proxy is not supported by ringway yet"),
+        Service::Tcp(url) => return Err(Unsupported::Tcp(url.to_string())),
+        Service::Bastion => return Err(Unsupported::Bastion),
+        Service::SocksProxy => return Err(Unsupported::SocksProxy),
     })
 }
 
-fn options(o: &OriginRequest) -> OriginOptions {
+fn options(o: &OriginRequestConfig) -> OriginOptions {
     OriginOptions {
         connect_timeout: o.effective_connect_timeout(),
         tls_timeout: o.effective_tls_timeout(),

@@ -8,27 +8,28 @@
 //!   wait for a signal or for every connection to give up.
 //! - `ingress`: config.yml rules → origin targets for the data path.
 //! - `hooks`: connection events → cloudflared-style log lines and the exit decision.
+//! - `error`: why the connector could not start or stopped, by side and retryability.
 
+mod error;
 pub mod hooks;
 pub mod ingress;
+
+pub use error::{ConnectorError, Side};
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, anyhow, bail};
 use dataplane::connector::{Backoff, Connector, ConnectorSetup, IngressRouter};
 use dataplane::metrics::TunnelMetrics;
 use dataplane::quic::{QuicConfig, tls};
 use dataplane::runtime::WorkersConfig;
 use dataplane::udp::{UdpBackend, UdpConfig};
-use dataplane::wire::rpc::{ConnectionOptions, TunnelAuth, TunnelSecret as WireSecret};
+use dataplane::wire::rpc::{ConnectionOptions, TunnelAuth};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::config::{
-    ConfigFile, Ingress, NO_INGRESS_RULES_CLI, Service, URL_INCOMPATIBLE_WITH_INGRESS,
-};
+use crate::config::{ConfigFile, Ingress, NO_INGRESS_RULES_CLI, Service};
 use crate::files::{self, Credentials, TunnelToken};
 use crate::metrics_server::{self, MetricsServer};
 use ingress::CompiledIngress;
@@ -95,7 +96,7 @@ fn flag_list(cfg: Option<&ConfigFile>, name: &str) -> Vec<String> {
 }
 
 /// Resolves credentials, ingress and edges; every failure is one clear error.
-pub fn prepare(opts: &RunOptions) -> anyhow::Result<Prepared> {
+pub fn prepare(opts: &RunOptions) -> Result<Prepared, ConnectorError> {
     let dirs = files::default_search_dirs();
     let config_path = match &opts.config {
         Some(p) => Some(files::search::expand_home(p)),
@@ -124,25 +125,30 @@ pub fn prepare(opts: &RunOptions) -> anyhow::Result<Prepared> {
         edge_names = flag_list(cfg.as_ref(), "edge");
     }
     if edge_names.is_empty() {
-        bail!("no edge address: pass --edge HOST:PORT (repeatable) or set `edge:` in config.yml");
+        return Err(ConnectorError::NoEdge);
     }
     let mut edges = Vec::new();
     for e in &edge_names {
         let addr = e
             .to_socket_addrs()
-            .with_context(|| format!("--edge {e}: not a HOST:PORT address"))?
+            .map_err(|cause| ConnectorError::EdgeAddress {
+                edge: e.clone(),
+                cause,
+            })?
             .next()
-            .ok_or_else(|| anyhow!("--edge {e}: the name resolves to no address"))?;
+            .ok_or_else(|| ConnectorError::EdgeUnresolved(e.clone()))?;
         edges.push(addr);
     }
     let cacert = opts
         .cacert
         .clone()
         .or_else(|| flag_str(cfg.as_ref(), "cacert").map(PathBuf::from))
-        .ok_or_else(|| anyhow!("no CA for the edge: pass --cacert FILE (the edge's ca.pem)"))?;
+        .ok_or(ConnectorError::NoCa)?;
     let cacert = files::search::expand_home(&cacert);
-    let ca_pem = std::fs::read(&cacert)
-        .with_context(|| format!("cannot read --cacert {}", cacert.display()))?;
+    let ca_pem = std::fs::read(&cacert).map_err(|cause| ConnectorError::ReadCa {
+        path: cacert.clone(),
+        cause,
+    })?;
     Ok(Prepared {
         credentials,
         ingress: Arc::new(ingress::SwappableIngress::new(compiled)),
@@ -155,18 +161,24 @@ pub fn prepare(opts: &RunOptions) -> anyhow::Result<Prepared> {
 
 /// Ingress from config.yml rules, or `--url` / `--hello-world`, never both; with none, cloudflared's
 /// 503 catch-all and its warning.
-fn load_ingress(opts: &RunOptions, cfg: Option<&ConfigFile>) -> anyhow::Result<CompiledIngress> {
+fn load_ingress(
+    opts: &RunOptions,
+    cfg: Option<&ConfigFile>,
+) -> Result<CompiledIngress, ConnectorError> {
     let has_rules = cfg.is_some_and(|c| !c.ingress.is_empty());
     let url = opts.url.clone().or_else(|| flag_str(cfg, "url"));
     let defaults = cfg.map(|c| c.origin_request.clone()).unwrap_or_default();
     let ingress = if has_rules {
         if url.is_some() || opts.hello_world {
-            bail!("{URL_INCOMPATIBLE_WITH_INGRESS}");
+            return Err(ConnectorError::UrlWithIngress);
         }
         let cfg = cfg.expect("has_rules implies a config");
-        Ingress::from_config(cfg).map_err(|e| anyhow!("Validation failed: {e}"))?
+        Ingress::from_config(cfg)?
     } else if let Some(u) = &url {
-        let service = Service::parse(u).map_err(|e| anyhow!("--url {u}: {e}"))?;
+        let service = Service::parse(u).map_err(|cause| ConnectorError::BadUrl {
+            url: u.clone(),
+            cause,
+        })?;
         Ingress::single(service, defaults)
     } else if opts.hello_world {
         Ingress::single(Service::HelloWorld, defaults)
@@ -183,7 +195,7 @@ pub fn reload(
     opts: &RunOptions,
     path: Option<&std::path::Path>,
     target: &ingress::SwappableIngress,
-) -> anyhow::Result<usize> {
+) -> Result<usize, ConnectorError> {
     let cfg = match path {
         Some(p) => Some(ConfigFile::load(p)?),
         None => None,
@@ -198,9 +210,9 @@ fn resolve_credentials(
     opts: &RunOptions,
     cfg: Option<&ConfigFile>,
     dirs: &[PathBuf],
-) -> anyhow::Result<Credentials> {
+) -> Result<Credentials, ConnectorError> {
     if let Some(t) = &opts.token {
-        let token = TunnelToken::decode(t.trim()).map_err(|e| anyhow!("--token: {e}"))?;
+        let token = TunnelToken::decode(t.trim()).map_err(ConnectorError::Token)?;
         return Ok(token.to_credentials());
     }
     let named = opts
@@ -221,25 +233,17 @@ fn resolve_credentials(
         let id = named
             .as_deref()
             .and_then(|n| Uuid::parse_str(n).ok())
-            .ok_or_else(|| {
-                anyhow!(
-                    "{} has no TunnelID; run it as `tunnel run UUID`",
-                    p.display()
-                )
-            })?;
+            .ok_or(ConnectorError::CredentialsWithoutTunnelId(p))?;
         return Ok(creds.with_tunnel_id(id));
     }
     let Some(named) = named else {
-        bail!(
-            "\"cloudflared tunnel run\" requires the ID or name of the tunnel to run as the last \
-             command line argument or in the configuration file."
-        );
+        return Err(ConnectorError::NoTunnel);
     };
     let id = match Uuid::parse_str(&named) {
         Ok(id) => id,
         Err(_) => {
             // A name needs cert.pem to be resolved through the control plane.
-            let ctx = crate::cli::context::Ctx::from_flags(
+            let ctx = crate::context::Ctx::from_flags(
                 opts.origincert.as_deref(),
                 opts.api_url.as_deref(),
             )?;
@@ -268,7 +272,7 @@ pub struct RunningConnector {
 impl RunningConnector {
     /// Blocks until SIGINT/SIGTERM, then shuts down gracefully (`Ok`; a second signal exits at
     /// once), or until every connection gave up (`Err`).
-    pub fn wait(self) -> anyhow::Result<()> {
+    pub fn wait(self) -> Result<(), ConnectorError> {
         let reload = {
             let (opts, path, ingress) = (
                 self.opts.clone(),
@@ -280,7 +284,7 @@ impl RunningConnector {
                     info!("Reloaded configuration: {n} ingress rules in force for new requests")
                 }
                 Err(e) => tracing::error!(
-                    "Configuration reload rejected, previous rules stay in force: {e:#}"
+                    "Configuration reload rejected, previous rules stay in force: {e}"
                 ),
             }
         };
@@ -298,27 +302,26 @@ impl RunningConnector {
 }
 
 /// Runs the connector until a signal, or until every connection gave up.
-pub fn run(opts: RunOptions) -> anyhow::Result<()> {
+pub fn run(opts: RunOptions) -> Result<(), ConnectorError> {
     start(opts)?.wait()
 }
 
 /// Resolves everything and starts the metrics server and the workers.
-pub fn start(opts: RunOptions) -> anyhow::Result<RunningConnector> {
+pub fn start(opts: RunOptions) -> Result<RunningConnector, ConnectorError> {
     let prepared = prepare(&opts)?;
     let creds = &prepared.credentials;
     let connector_id = Uuid::new_v4();
     let metrics = Arc::new(TunnelMetrics::new());
     let listener = metrics_server::bind(opts.metrics.as_deref())?;
     let server = MetricsServer::start(listener, metrics.clone(), connector_id)
-        .context("cannot start the metrics server")?;
+        .map_err(ConnectorError::MetricsStart)?;
     info!("Starting metrics server on {}/metrics", server.local_addr());
 
     let quic = QuicConfig::default();
-    let crypto = tls::client_crypto(&prepared.ca_pem, &quic.alpn)
-        .context("cannot use --cacert as the edge's CA")?;
+    let crypto = tls::client_crypto(&prepared.ca_pem, &quic.alpn).map_err(ConnectorError::BadCa)?;
     let client_config = quic
         .client_config(crypto)
-        .context("cannot build the QUIC client configuration")?;
+        .map_err(ConnectorError::QuicClient)?;
     let ha = opts.ha_connections.max(1);
     let (hooks, events) = hooks::LoggingHooks::new(ha, creds.tunnel_id, opts.max_failures);
     info!(
@@ -336,7 +339,7 @@ pub fn start(opts: RunOptions) -> anyhow::Result<RunningConnector> {
         tunnel_id: creds.tunnel_id,
         auth: TunnelAuth {
             account_tag: creds.account_tag.clone(),
-            tunnel_secret: WireSecret::new(creds.tunnel_secret.expose().to_vec()),
+            tunnel_secret: creds.tunnel_secret.to_wire(),
         },
         options: ConnectionOptions {
             client_id: connector_id,

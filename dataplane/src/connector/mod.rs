@@ -19,8 +19,11 @@
 //! failed address is skipped on the next try. Connection 0 registers first; the others wait
 //! for its first outcome, as cloudflared does, so a bad credential shows up once.
 
+mod error;
 pub mod origin;
 mod stream;
+
+pub use error::{ConnectionError, FailedSide};
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -68,21 +71,27 @@ pub trait ConnectorHooks: Send + Sync + 'static {
     fn registered(&self, index: u8, edge: SocketAddr, details: &ConnectionDetails) {
         let _ = (index, edge, details);
     }
-    fn disconnected(&self, index: u8, edge: SocketAddr, reason: &str) {
+    fn disconnected(&self, index: u8, edge: SocketAddr, reason: &ConnectionError) {
         let _ = (index, edge, reason);
     }
     /// An attempt failed; the next one starts after `retry_in`.
-    fn attempt_failed(&self, index: u8, edge: SocketAddr, error: &str, retry_in: Duration) {
+    fn attempt_failed(
+        &self,
+        index: u8,
+        edge: SocketAddr,
+        error: &ConnectionError,
+        retry_in: Duration,
+    ) {
         let _ = (index, edge, error, retry_in);
     }
     /// `attempts` attempts in a row failed (e.g. the edge is unreachable); the connection keeps
     /// trying at the backoff cap.
-    fn failing(&self, index: u8, error: &str, attempts: u32) {
+    fn failing(&self, index: u8, error: &ConnectionError, attempts: u32) {
         let _ = (index, error, attempts);
     }
     /// The edge refused this connection `retries` times in a row with a refusal it says
     /// retrying will not fix (e.g. a wrong secret): the connection stops trying.
-    fn gave_up(&self, index: u8, error: &str) {
+    fn gave_up(&self, index: u8, error: &ConnectionError) {
         let _ = (index, error);
     }
 }
@@ -295,7 +304,11 @@ async fn supervise(common: Arc<Common>, shared: Rc<ConnectorShared>, worker: usi
             common.first.store(FIRST_DONE, Ordering::Release);
         }
         match outcome {
-            Outcome::Served(reason) => {
+            Outcome::Served(None) => {
+                setup.metrics.ha_connection_down();
+                return;
+            }
+            Outcome::Served(Some(reason)) => {
                 setup.metrics.ha_connection_down();
                 if shared.is_stopping() {
                     return;
@@ -304,8 +317,8 @@ async fn supervise(common: Arc<Common>, shared: Rc<ConnectorShared>, worker: usi
                 attempt = 0;
                 refusals = 0;
             }
-            Outcome::Failed { error, permanent } => {
-                if permanent {
+            Outcome::Failed(error) => {
+                if !error.retryable() {
                     refusals += 1;
                     if refusals >= setup.retries.max(1) {
                         setup.hooks.gave_up(index, &error);
@@ -407,21 +420,12 @@ async fn edge_silent(conn: &crate::quic::endpoint::Connection) {
 /// How long `unregisterConnection` may take before the connector closes anyway.
 const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
 
-impl Outcome {
-    /// A failure that retrying may fix.
-    fn transient(error: String) -> Self {
-        Outcome::Failed {
-            error,
-            permanent: false,
-        }
-    }
-}
-
 enum Outcome {
-    /// Registered and served until the connection ended, for this reason.
-    Served(String),
-    /// Never registered.
-    Failed { error: String, permanent: bool },
+    /// Registered and served until the connection ended, for this reason (`None`: the
+    /// connector is shutting down).
+    Served(Option<ConnectionError>),
+    /// Never registered; the error says whether to retry.
+    Failed(ConnectionError),
 }
 
 async fn run_connection(
@@ -433,7 +437,7 @@ async fn run_connection(
     attempt: u32,
 ) -> Outcome {
     let setup = &common.setup;
-    let failed = Outcome::transient;
+    let failed = Outcome::Failed;
     let bind: SocketAddr = if edge.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {
@@ -441,19 +445,19 @@ async fn run_connection(
     };
     let udp = match UdpIo::bind(bind, &setup.udp, setup.udp_backend) {
         Ok(u) => u,
-        Err(e) => return failed(format!("cannot open a UDP socket: {e}")),
+        Err(e) => return failed(ConnectionError::Socket(Arc::new(e))),
     };
     let cid = match WorkerCidGenerator::new(common.cid_key.clone(), worker) {
         Ok(c) => c,
-        Err(e) => return failed(e.to_string()),
+        Err(e) => return failed(e.into()),
     };
     let driver = match Driver::new(&setup.quic, None, Some(setup.client_config.clone()), cid) {
         Ok(d) => d,
-        Err(e) => return failed(e.to_string()),
+        Err(e) => return failed(e.into()),
     };
     let ep = match Endpoint::start(driver, udp, None) {
         Ok(ep) => ep,
-        Err(e) => return failed(format!("cannot start the QUIC endpoint: {e}")),
+        Err(e) => return failed(ConnectionError::Endpoint(Arc::new(e))),
     };
     let outcome = connect_and_serve(common, shared, &ep, index, edge, attempt).await;
     ep.shutdown(VarInt::from_u32(0), b"");
@@ -469,14 +473,14 @@ async fn connect_and_serve(
     attempt: u32,
 ) -> Outcome {
     let setup = &common.setup;
-    let failed = Outcome::transient;
+    let failed = Outcome::Failed;
     let conn = match ep.connect(edge, &setup.server_name).await {
         Ok(c) => c,
-        Err(e) => return failed(format!("edge {edge} unreachable: {e}")),
+        Err(cause) => return failed(ConnectionError::Unreachable { edge, cause }),
     };
     let (send, recv) = match conn.open_bi().await {
         Ok(s) => s,
-        Err(e) => return failed(format!("cannot open the control stream: {e}")),
+        Err(e) => return failed(ConnectionError::ControlStream(e)),
     };
     let (client, rpc) = registration_client(StreamReader::new(recv), StreamWriter::new(send));
     let rpc_task = monoio::spawn(async move {
@@ -494,15 +498,12 @@ async fn connect_and_serve(
         Err(RegisterError::Refused(r)) => {
             conn.close(VarInt::from_u32(0), b"registration refused");
             drop(rpc_task);
-            return Outcome::Failed {
-                error: format!("the edge refused the registration: {}", r.cause),
-                permanent: !r.should_retry,
-            };
+            return failed(ConnectionError::Refused(r));
         }
         Err(RegisterError::Rpc(e)) => {
             conn.close(VarInt::from_u32(0), b"registration failed");
             drop(rpc_task);
-            return failed(format!("registration RPC failed: {e}"));
+            return failed(ConnectionError::RegistrationRpc(e));
         }
     };
     setup.metrics.ha_connection_up();
@@ -527,16 +528,16 @@ async fn connect_and_serve(
         futures::select! {
             s = next => match s {
                 Ok((send, recv)) => spawn_stream(shared, &active, send, recv),
-                Err(e) => break e.to_string(),
+                Err(e) => break Some(ConnectionError::Lost(e)),
             },
-            e = closed => break e.to_string(),
+            e = closed => break Some(ConnectionError::Closed(e)),
             () = silent => {
                 conn.close(VarInt::from_u32(0), b"edge silent");
-                break format!("edge {edge} silent for {:.1}s", crate::quic::SILENT_PEER.as_secs_f64());
+                break Some(ConnectionError::Silent { edge, silent_for: crate::quic::SILENT_PEER });
             }
             () = stop => {
                 drain(shared, &client, &conn, &active, setup.grace_period, index).await;
-                break "connector shutting down".to_owned();
+                break None;
             }
         }
     };

@@ -1,0 +1,78 @@
+//! Why a tunnel connection could not be made, or ended: which side failed and whether the
+//! supervisor may retry. The supervisor's reconnect loop decides from [`ConnectionError::retryable`],
+//! and [`super::ConnectorHooks`] receive the typed error, never a rendered message.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::quic::endpoint::ConnectionFailed;
+use crate::quic::{CidError, ConfigError};
+use crate::wire::rpc::RegistrationError;
+
+/// Where a connection failure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailedSide {
+    /// This host: its UDP socket or QUIC setup.
+    Local,
+    /// The edge: unreachable, refused, or the connection to it broke.
+    Edge,
+}
+
+/// Why one connection to the edge failed or ended. Cheap to clone (hooks keep copies).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("cannot open a UDP socket: {0}")]
+    Socket(Arc<io::Error>),
+    #[error("cannot set up QUIC: {0}")]
+    Cid(#[from] CidError),
+    #[error("cannot set up QUIC: {0}")]
+    Quic(#[from] ConfigError),
+    #[error("cannot start the QUIC endpoint: {0}")]
+    Endpoint(Arc<io::Error>),
+    #[error("edge {edge} unreachable: {cause}")]
+    Unreachable {
+        edge: SocketAddr,
+        cause: ConnectionFailed,
+    },
+    #[error("cannot open the control stream: {0}")]
+    ControlStream(ConnectionFailed),
+    /// The edge answered `registerConnection` with a refusal; it says whether to retry.
+    #[error("the edge refused the registration: {}", .0.cause)]
+    Refused(RegistrationError),
+    #[error("registration RPC failed: {0}")]
+    RegistrationRpc(capnp::Error),
+    /// A registered connection ended (the edge closed it, or the path broke).
+    #[error("{0}")]
+    Lost(ConnectionFailed),
+    #[error("{0}")]
+    Closed(crate::quic::ConnectionError),
+    #[error("edge {edge} silent for {:.1}s", .silent_for.as_secs_f64())]
+    Silent {
+        edge: SocketAddr,
+        silent_for: Duration,
+    },
+}
+
+impl ConnectionError {
+    /// The side that failed.
+    pub fn side(&self) -> FailedSide {
+        match self {
+            ConnectionError::Socket(_)
+            | ConnectionError::Cid(_)
+            | ConnectionError::Quic(_)
+            | ConnectionError::Endpoint(_) => FailedSide::Local,
+            _ => FailedSide::Edge,
+        }
+    }
+
+    /// Whether another attempt may succeed. Only the edge's explicit "do not retry" refusal (a
+    /// wrong secret, an unknown tunnel) is permanent; everything else is worth redialling.
+    pub fn retryable(&self) -> bool {
+        match self {
+            ConnectionError::Refused(r) => r.should_retry,
+            _ => true,
+        }
+    }
+}
