@@ -24,6 +24,7 @@ pub mod origin;
 mod stream;
 
 pub use error::{ConnectionError, FailedSide};
+pub use stream::RouteKey;
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
