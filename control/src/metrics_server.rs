@@ -10,8 +10,9 @@
 //! Each client is served on a short-lived thread, at most [`MAX_CONNECTIONS`] at a time (a
 //! connection beyond that is closed unanswered), with a deadline for the request head and a
 //! write timeout, so a slow or silent client holds one slot for a few seconds and never blocks
-//! the others. Only the
-//! request line is parsed; the head is read up to its blank line, at most 8 KiB.
+//! the others. The head is
+//! read up to its blank line, at most 8 KiB, and parsed by [`dataplane::http`], the one HTTP/1.1
+//! codec; only the method and the origin-form path are used.
 //!
 //! Answers:
 //! - `GET /metrics`: 200, `text/plain; version=0.0.4; charset=utf-8`,
@@ -21,7 +22,9 @@
 //!   body, byte for byte);
 //! - `GET /healthcheck`: 200 `OK\n`;
 //! - `HEAD` of these: the same head, no body; another method on them: 405;
-//! - any other path: 404; a malformed request line: 400; a head over 8 KiB: 431.
+//! - any other path: 404; a head over 8 KiB, or with too many fields: 431; any other head the
+//!   codec rejects (an HTTP/1.1 request without Host among them, as Go's server answers), an
+//!   empty request line, or a target that is not a path: 400.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -30,6 +33,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use dataplane::http::response::reason_phrase;
+use dataplane::http::{RequestHeadError, parse_request_head};
 use dataplane::metrics::TunnelMetrics;
 use uuid::Uuid;
 
@@ -277,88 +282,74 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Arc<AtomicBool>
     }
 }
 
-/// Why no request head was read.
-enum HeadError {
-    TooLarge,
+/// Why no request was read.
+enum ReadError {
+    /// The head was rejected: answered with this status.
+    Rejected(u16),
+    /// Nothing to answer: the client went away, or its time ran out.
     Io(io::Error),
 }
 
-/// Reads up to the end of the request head (the blank line), at most [`MAX_HEAD`] bytes,
-/// within `timeout` in all.
-fn read_head(stream: &mut TcpStream, timeout: Duration) -> Result<Vec<u8>, HeadError> {
+/// What a request asks for: the method and the path, query and fragment removed.
+#[derive(Debug, PartialEq, Eq)]
+struct Request {
+    method: String,
+    path: String,
+}
+
+/// Reads the request head, at most [`MAX_HEAD`] bytes, within `timeout` in all, and parses it
+/// with the codec.
+fn read_request(stream: &mut TcpStream, timeout: Duration) -> Result<Request, ReadError> {
     let deadline = Instant::now() + timeout;
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(HeadError::Io(io::ErrorKind::TimedOut.into()));
+            return Err(ReadError::Io(io::ErrorKind::TimedOut.into()));
         }
-        stream.set_read_timeout(Some(left)).map_err(HeadError::Io)?;
+        stream.set_read_timeout(Some(left)).map_err(ReadError::Io)?;
         let n = match stream.read(&mut chunk) {
-            Ok(0) => return Err(HeadError::Io(io::ErrorKind::UnexpectedEof.into())),
+            Ok(0) => return Err(ReadError::Io(io::ErrorKind::UnexpectedEof.into())),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(HeadError::Io(e)),
+            Err(e) => return Err(ReadError::Io(e)),
         };
-        let from = head.len().saturating_sub(3);
         head.extend_from_slice(&chunk[..n]);
-        if let Some(end) = find_head_end(&head[from..]) {
-            if from + end > MAX_HEAD {
-                return Err(HeadError::TooLarge);
-            }
-            head.truncate(from + end);
-            return Ok(head);
-        }
-        if head.len() >= MAX_HEAD {
-            return Err(HeadError::TooLarge);
+        if let Some(request) = parse_request(&head)? {
+            return Ok(request);
         }
     }
 }
 
-/// The length of the head up to and including its blank line (`\r\n\r\n`, or a bare `\n\n`).
-fn find_head_end(buf: &[u8]) -> Option<usize> {
-    (0..buf.len()).find_map(|i| {
-        if buf[i..].starts_with(b"\r\n\r\n") {
-            Some(i + 4)
-        } else if buf[i..].starts_with(b"\n\n") {
-            Some(i + 2)
-        } else {
-            None
+/// `Ok(None)` while the head is incomplete.
+fn parse_request(head: &[u8]) -> Result<Option<Request>, ReadError> {
+    // The codec skips empty lines before a request (RFC 9112 §2.2 allows it); cloudflared's
+    // Go server answers them with 400, and so does this one.
+    if head.starts_with(b"\n") || head.starts_with(b"\r\n") {
+        return Err(ReadError::Rejected(400));
+    }
+    let limits = dataplane::http::Limits {
+        max_head_bytes: MAX_HEAD,
+        ..Default::default()
+    };
+    let parsed = match parse_request_head(head, &limits) {
+        Ok(None) => return Ok(None),
+        Ok(Some((parsed, _))) => parsed,
+        Err(e @ (RequestHeadError::TooLarge { .. } | RequestHeadError::TooManyHeaders { .. })) => {
+            return Err(ReadError::Rejected(e.status()));
         }
-    })
-}
-
-/// A parsed request line.
-#[derive(Debug, PartialEq, Eq)]
-struct RequestLine<'a> {
-    method: &'a str,
-    /// The path, query and fragment removed.
-    path: &'a str,
-}
-
-/// `METHOD SP origin-form SP HTTP/1.x`, or `None` when it is not that.
-fn parse_request_line(head: &[u8]) -> Option<RequestLine<'_>> {
-    let end = head.iter().position(|&b| b == b'\n')?;
-    let line = head[..end].strip_suffix(b"\r").unwrap_or(&head[..end]);
-    let line = std::str::from_utf8(line).ok()?;
-    let mut parts = line.split(' ');
-    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() {
-        return None;
+        // Every other rejection (a version other than 1.x included) is a bad request here.
+        Err(_) => return Err(ReadError::Rejected(400)),
+    };
+    if !parsed.target.starts_with('/') {
+        return Err(ReadError::Rejected(400));
     }
-    let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-    if method.is_empty() || !method.chars().all(is_tchar) {
-        return None;
-    }
-    if !target.starts_with('/') || !target.chars().all(|c| c.is_ascii_graphic()) {
-        return None;
-    }
-    if version != "HTTP/1.1" && version != "HTTP/1.0" {
-        return None;
-    }
-    let path = target.split(['?', '#']).next().unwrap_or(target);
-    Some(RequestLine { method, path })
+    let path = parsed.target.split(['?', '#']).next().unwrap_or("/");
+    Ok(Some(Request {
+        path: path.to_owned(),
+        method: parsed.method,
+    }))
 }
 
 /// An answer to write.
@@ -388,7 +379,7 @@ impl Response {
         let mut out = format!(
             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
             self.status,
-            reason(self.status),
+            reason_phrase(self.status),
             self.content_type,
             self.body.len()
         );
@@ -401,18 +392,6 @@ impl Response {
             out.extend_from_slice(&self.body);
         }
         out
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "",
     }
 }
 
@@ -450,32 +429,24 @@ fn route(method: &str, path: &str, shared: &Shared) -> Response {
 
 /// Serves one client: reads its head, answers, closes.
 fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
-    let (response, head_only) = match read_head(&mut stream, shared.limits.head_timeout) {
-        Ok(head) => match parse_request_line(&head) {
-            Some(line) => {
-                let response = route(line.method, line.path, shared);
-                tracing::debug!(
-                    %peer,
-                    method = line.method,
-                    path = line.path,
-                    status = response.status,
-                    "metrics request"
-                );
-                (response, line.method == "HEAD")
-            }
-            None => {
-                tracing::debug!(%peer, "metrics server: malformed request line");
-                (Response::text(400, "400 Bad Request\n"), false)
-            }
-        },
-        Err(HeadError::TooLarge) => {
-            tracing::debug!(%peer, "metrics server: request head over 8 KiB");
-            (
-                Response::text(431, "431 Request Header Fields Too Large\n"),
-                false,
-            )
+    let (response, head_only) = match read_request(&mut stream, shared.limits.head_timeout) {
+        Ok(request) => {
+            let response = route(&request.method, &request.path, shared);
+            tracing::debug!(
+                %peer,
+                method = request.method,
+                path = request.path,
+                status = response.status,
+                "metrics request"
+            );
+            (response, request.method == "HEAD")
         }
-        Err(HeadError::Io(e)) => {
+        Err(ReadError::Rejected(status)) => {
+            tracing::debug!(%peer, status, "metrics server: request head rejected");
+            let body = format!("{status} {}\n", reason_phrase(status));
+            (Response::text(status, &body), false)
+        }
+        Err(ReadError::Io(e)) => {
             tracing::debug!(%peer, error = %e, "metrics server: no request read");
             return;
         }
@@ -668,7 +639,10 @@ mod tests {
         let answer = exchange(addr, b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(answer.status, 405);
         assert_eq!(answer.header("allow"), Some("GET, HEAD"));
-        assert_eq!(exchange(addr, b"DELETE /nope HTTP/1.1\r\n\r\n").status, 404);
+        assert_eq!(
+            exchange(addr, b"DELETE /nope HTTP/1.1\r\nHost: x\r\n\r\n").status,
+            404
+        );
 
         // HTTP/1.0 and bare newlines are fine.
         assert_eq!(exchange(addr, b"GET /ready HTTP/1.0\n\n").status, 503);
@@ -687,6 +661,11 @@ mod tests {
             b"GET /metrics HTTP/1.1 extra\r\n\r\n",
             b"G\xffT /metrics HTTP/1.1\r\n\r\n",
             b"\r\n\r\n",
+            b"\nGET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+            // HTTP/1.1 requires Host (Go's server, and so cloudflared's, answers 400 too).
+            b"GET /metrics HTTP/1.1\r\n\r\n",
+            b"GET http://x/metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
         ] {
             assert_eq!(
                 exchange(addr, raw).status,
@@ -743,7 +722,7 @@ mod tests {
             .unwrap();
         let mut bytes = Vec::new();
         // Closed without an answer (EOF, or a reset if our request was already there).
-        let _ = over.write_all(b"GET /healthcheck HTTP/1.1\r\n\r\n");
+        let _ = over.write_all(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n");
         let _ = over.read_to_end(&mut bytes);
         assert!(bytes.is_empty());
 
@@ -755,7 +734,7 @@ mod tests {
             stream
                 .set_read_timeout(Some(Duration::from_secs(10)))
                 .unwrap();
-            let _ = stream.write_all(b"GET /healthcheck HTTP/1.1\r\n\r\n");
+            let _ = stream.write_all(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n");
             let mut bytes = Vec::new();
             let _ = stream.read_to_end(&mut bytes);
             if bytes.starts_with(b"HTTP/1.1 200 OK\r\n") {
@@ -834,31 +813,36 @@ mod tests {
     }
 
     #[test]
-    fn request_lines() {
+    fn request_heads() {
+        let ok = |raw: &[u8]| match parse_request(raw) {
+            Ok(Some(r)) => (r.method, r.path),
+            Ok(None) => panic!("incomplete: {}", String::from_utf8_lossy(raw)),
+            Err(_) => panic!("rejected: {}", String::from_utf8_lossy(raw)),
+        };
+        let rejected = |raw: &[u8]| match parse_request(raw) {
+            Err(ReadError::Rejected(status)) => status,
+            _ => panic!("not rejected: {}", String::from_utf8_lossy(raw)),
+        };
         assert_eq!(
-            parse_request_line(b"GET /metrics?a=b HTTP/1.1\r\n\r\n"),
-            Some(RequestLine {
-                method: "GET",
-                path: "/metrics"
-            })
+            ok(b"GET /metrics?a=b HTTP/1.1\r\nHost: x\r\n\r\n"),
+            ("GET".into(), "/metrics".into())
         );
         assert_eq!(
-            parse_request_line(b"HEAD /ready#x HTTP/1.0\n\n"),
-            Some(RequestLine {
-                method: "HEAD",
-                path: "/ready"
-            })
+            ok(b"HEAD /ready#x HTTP/1.0\n\n"),
+            ("HEAD".into(), "/ready".into())
         );
+        assert!(matches!(
+            parse_request(b"GET / HTTP/1.1\r\nA: b\r\n"),
+            Ok(None)
+        ));
         assert_eq!(
-            parse_request_line(b"GET http://x/metrics HTTP/1.1\r\n"),
-            None
+            rejected(b"GET http://x/metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            400
         );
-        assert_eq!(parse_request_line(b"GET /metrics\r\n"), None);
-        assert_eq!(parse_request_line(b"GET /a b HTTP/1.1\r\n"), None);
-        assert_eq!(
-            find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest"),
-            Some(24)
-        );
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
+        assert_eq!(rejected(b"GET /metrics\r\n\r\n"), 400);
+        assert_eq!(rejected(b"GET /a b HTTP/1.1\r\n\r\n"), 400);
+        let mut big = b"GET / HTTP/1.1\r\n".to_vec();
+        big.resize(MAX_HEAD, b'a');
+        assert_eq!(rejected(&big), 431);
     }
 }
