@@ -3,8 +3,10 @@
 //! It runs all three roles in this process, on free loopback ports: the control plane (state
 //! under `--dir`), an edge, and a connector for a tunnel named `quickstart` routed from
 //! `hello.quickstart.test` to the built-in hello_world page (or `--url`). It waits until a
-//! request goes through the tunnel, then prints the `curl` command that does the same, and
-//! `serving`. Ctrl-C stops everything. A rerun with the same `--dir` reuses the tunnel.
+//! request goes through the tunnel, then prints commands to try (the CLI lines name this
+//! binary by its real path, since after `cargo run` no `ringway` is on the PATH; every path is
+//! quoted for the shell), the `curl` through the tunnel, and `serving`. Ctrl-C stops
+//! everything. A rerun with the same `--dir` reuses the tunnel.
 
 use std::path::PathBuf;
 
@@ -119,6 +121,11 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         .and_then(|p| p.parent())
         .map(PathBuf::from)
         .unwrap_or_default();
+    let home = shell_quote(&home.display().to_string());
+    // After `cargo run` no `ringway` is on the PATH, so the lines below name this very binary.
+    let ringway = std::env::current_exe()
+        .map(|p| shell_quote(&p.display().to_string()))
+        .unwrap_or_else(|_| "ringway".into());
     println!();
     println!("ringway quickstart is up:");
     println!("  control plane  {url}  (data in {})", data_dir.display());
@@ -137,12 +144,12 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     );
     println!();
     println!("Try the CLI (cloudflared's verbs):");
-    println!("  HOME={} ringway tunnel list", home.display());
-    println!("  HOME={} ringway tunnel info {TUNNEL}", home.display());
+    println!("  HOME={home} {ringway} tunnel list");
+    println!("  HOME={home} {ringway} tunnel info {TUNNEL}");
     println!("Or the v4 API with curl:");
     println!(
         "  curl -s -H \"Authorization: Bearer $(cat {})\" {url}/client/v4/zones",
-        data_dir.join("admin-token").display()
+        shell_quote(&data_dir.join("admin-token").display().to_string())
     );
     println!();
     println!("Through the tunnel:");
@@ -153,6 +160,17 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     let outcome = connector.wait();
     server.abort();
     Ok(outcome?)
+}
+
+/// `word` as one shell word: as is when it holds only characters no shell treats specially,
+/// else in single quotes (a `'` inside becomes `'\''`), so a printed line pastes as is.
+fn shell_quote(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:,@%=".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
 }
 
 fn origin_name(url: &Option<String>) -> String {
@@ -182,4 +200,18 @@ fn wait_until_served(edge: std::net::SocketAddr, host: &str) -> anyhow::Result<(
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     anyhow::bail!("the tunnel did not start serving within 30 s (last answer: {last:?})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn shell_quote_leaves_plain_paths_and_quotes_the_rest() {
+        assert_eq!(shell_quote("/tmp/ringway-qs/home"), "/tmp/ringway-qs/home");
+        assert_eq!(shell_quote("/tmp/my dir/ringway"), "'/tmp/my dir/ringway'");
+        assert_eq!(shell_quote("/tmp/it's"), r"'/tmp/it'\''s'");
+        assert_eq!(shell_quote("/tmp/$HOME"), "'/tmp/$HOME'");
+        assert_eq!(shell_quote(""), "''");
+    }
 }
