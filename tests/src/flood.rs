@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use dataplane::quic::{DEFAULT_SERVER_NAME, QuicConfig, tls};
 
-use crate::{RawClient, request_bytes};
+use crate::raw_client::{RawClient, request_bytes};
 
 /// Long-header packet types of QUIC v1 (RFC 9000 §17.2), bits 4-5 of the first byte.
 const LONG_HEADER: u8 = 0x80;
@@ -348,7 +348,7 @@ impl LoopReport {
 
 /// A thread doing `GET /loop/N` with `Host: host` through the edge at `addr`, one request
 /// per `pace` at most, each on a fresh connection. A request succeeds when a
-/// [`crate::HashOrigin`] answered it: 2xx, an `X-Origin-Tag`, and the body naming the path.
+/// [`crate::origins::HashOrigin`] answered it: 2xx, an `X-Origin-Tag`, and the body naming the path.
 #[derive(Debug)]
 pub struct RequestLoop {
     stop: Arc<AtomicBool>,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::{content_length, read_head_lines};
+use crate::http1::{content_length, read_head_lines};
 
 /// What [`BulkOrigin`] has seen.
 #[derive(Debug, Default)]
@@ -353,5 +353,5 @@ pub fn status_of(raw: &[u8]) -> Option<u16> {
 
 /// Polls `f` every 20 ms until it holds; fails after `limit` with `what`.
 pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    crate::wait_for(what, limit, || f().then_some(()));
+    crate::process::wait_for(what, limit, || f().then_some(()));
 }

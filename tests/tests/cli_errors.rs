@@ -6,7 +6,10 @@ use std::fs;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use ringway_tests::*;
+use ringway_tests::cli::{assert_no_secrets, file_mode, write_file};
+use ringway_tests::control_plane::{http_raw, post_form, register_connection};
+use ringway_tests::prelude::*;
+use ringway_tests::process::closed_port_url;
 use serde_json::json;
 
 /// Runs `args`, expects one error line that contains every `needles` and none of `secrets`,
@@ -358,11 +361,7 @@ fn bad_cert_pem_gets_one_line() {
 fn bad_config_yml_names_file_line_and_column() {
     let tmp = tempfile::tempdir().unwrap();
     let cli = Cli::new(&tmp.path().join("home"));
-    let write = |name: &str, text: &str| {
-        let p = tmp.path().join(name);
-        fs::write(&p, text).unwrap();
-        p.to_str().unwrap().to_string()
-    };
+    let write = |name: &str, text: &str| write_file(tmp.path(), name, text);
     let unknown_key = write(
         "unknown.yml",
         "tunnel: abc\ningress:\n  - hostname: a.example.com\n    servce: http://localhost:8000\n  - service: http_status:404\n",

@@ -1,12 +1,15 @@
-//! Regression tests for the control plane's smaller defects of issue 11: misleading tunnel
-//! names, predictable secrets, plain-text errors for bad bodies, a world-readable edge
-//! snapshot, and an edge token that had to be on the command line.
+//! The control plane's smaller guarantees: tunnel names that cannot mislead, unpredictable
+//! secrets, JSON errors for bad bodies, an edge snapshot only its owner can read, and an edge
+//! token that need not be on the command line.
 
 use std::process::Command;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use ringway_tests::*;
+use ringway_tests::cli::file_mode;
+use ringway_tests::edge::{Edge, EdgeOpts};
+use ringway_tests::prelude::*;
+use ringway_tests::process::{LoggedProc, ringway_bin};
 use serde_json::{Value, json};
 
 fn envelope_error(what: &str, status: u16, body: &str) -> Value {

@@ -8,7 +8,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use ringway_tests::*;
+use ringway_tests::prelude::*;
+use ringway_tests::process::ringway_bin;
+use ringway_tests::raw_client::HttpResponse;
 use serde_json::Value;
 
 fn start(extra: &[&str]) -> (tempfile::TempDir, ControlPlane) {

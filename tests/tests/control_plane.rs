@@ -5,7 +5,12 @@ use std::fs;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use ringway_tests::*;
+use ringway_tests::cli::{cell, created_id, decode_token, file_mode, list_table};
+use ringway_tests::control_plane::{
+    assert_tunnel_cname, dns_records, find, get_result, keys, pool_origins, register_connection,
+    zone_by_name,
+};
+use ringway_tests::prelude::*;
 use serde_json::{Value, json};
 #[test]
 fn lifecycle_through_the_cli() {
@@ -293,15 +298,12 @@ fn lifecycle_through_the_cli() {
         &format!("/accounts/{acct}/load_balancers/pools"),
         &api_token,
     );
-    let pools = pools.as_array().unwrap();
-    let pool = find(pools, "name", "pool1").expect("pool1");
-    let addrs: Vec<&str> = pool["origins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["address"].as_str().unwrap())
-        .collect();
-    assert_eq!(addrs, [format!("{id1}.cfargotunnel.com")], "{pool}");
+    let pool = find(pools.as_array().unwrap(), "name", "pool1").expect("pool1");
+    assert_eq!(
+        pool_origins(pool),
+        [format!("{id1}.cfargotunnel.com")],
+        "{pool}"
+    );
     let lbs = get_result(cp, &format!("/zones/{zone_id}/load_balancers"), &api_token);
     let lb = find(lbs.as_array().unwrap(), "name", "lb.a.test").expect("lb.a.test");
     assert_eq!(lb["default_pools"], json!([pool["id"]]), "{lb}");
@@ -323,16 +325,8 @@ fn lifecycle_through_the_cli() {
         &format!("/accounts/{acct}/load_balancers/pools"),
         &api_token,
     );
-    let pool = find(pools.as_array().unwrap(), "name", "pool1")
-        .unwrap()
-        .clone();
-    let mut addrs: Vec<String> = pool["origins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["address"].as_str().unwrap().to_string())
-        .collect();
-    addrs.sort();
+    let pool = find(pools.as_array().unwrap(), "name", "pool1").unwrap();
+    let addrs = pool_origins(pool);
     let mut want = vec![
         format!("{id1}.cfargotunnel.com"),
         format!("{id2}.cfargotunnel.com"),

@@ -3,7 +3,10 @@
 
 use std::fs;
 
-use ringway_tests::*;
+use ringway_tests::control_plane::{
+    assert_tunnel_cname, dns_records, find, get_result, zone_by_name,
+};
+use ringway_tests::prelude::*;
 use serde_json::{Value, json};
 #[test]
 fn acknowledged_writes_survive_kill_9() {

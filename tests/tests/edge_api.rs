@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use ringway_tests::*;
+use ringway_tests::control_plane::{http_raw, register_connection};
+use ringway_tests::prelude::*;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 

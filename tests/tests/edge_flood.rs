@@ -1,4 +1,4 @@
-//! QUIC handshake floods (issue 11): a flooder sends valid QUIC Initials from many source
+//! QUIC handshake floods: a flooder sends valid QUIC Initials from many source
 //! ports at a bounded rate and never answers, while a real connector and origin behind a
 //! real edge serve a request loop. The edge answers the flood with stateless Retries
 //! (`--quic-retry auto`, the default) once a worker has more than a few handshakes in
@@ -12,10 +12,12 @@
 
 use std::time::{Duration, Instant};
 
+use ringway_tests::edge::{Edge, EdgeOpts};
 use ringway_tests::flood::{
     Flood, RequestLoop, RssSampler, cpu_time, prepare_attempts, vm_rss_kib,
 };
-use ringway_tests::*;
+use ringway_tests::origins::HashOrigin;
+use ringway_tests::prelude::*;
 
 const ZONE: &str = "flood.test";
 /// Attempts per second of the asserted flood (two Initial datagrams each).

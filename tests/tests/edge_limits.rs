@@ -11,9 +11,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ringway_tests::connector::Connector;
+use ringway_tests::edge::EdgeOpts;
 use ringway_tests::flood::vm_rss_kib;
-use ringway_tests::slow_clients::*;
-use ringway_tests::*;
+use ringway_tests::prelude::*;
+use ringway_tests::raw_client::HttpResponse;
+use ringway_tests::slow_clients::{
+    BulkOrigin, StalledDownload, StalledUpload, dribble, read_until_closed, status_of, wait_until,
+};
 
 const ZONE: &str = "limits.test";
 

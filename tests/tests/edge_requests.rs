@@ -10,7 +10,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ringway_tests::*;
+use ringway_tests::connector::Connector;
+use ringway_tests::prelude::*;
+use ringway_tests::process::closed_port_url;
 
 const ZONE: &str = "req.test";
 

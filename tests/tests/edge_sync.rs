@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use control::edge_sync::{EdgeClient, SnapshotCache, SnapshotFollower};
 use control::secret::ApiToken;
-use ringway_tests::{Setup, created_id};
+use ringway_tests::cli::{Setup, created_id};
 
 #[test]
 fn follower_gets_dns_changes_and_survives_a_dead_control_plane() {

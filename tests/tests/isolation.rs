@@ -3,7 +3,15 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use ringway_tests::*;
+use ringway_tests::cli::assert_no_secrets;
+use ringway_tests::connector::Connector;
+use ringway_tests::control_plane::{
+    assert_tunnel_cname, dns_records, get_result, register_connection, zone_by_name,
+};
+use ringway_tests::edge::{Edge, EdgeOpts};
+use ringway_tests::origins::HashOrigin;
+use ringway_tests::prelude::*;
+use ringway_tests::raw_client::HttpResponse;
 use serde_json::json;
 use std::time::Duration;
 
@@ -21,32 +29,9 @@ fn accounts_and_zones_are_isolated() {
         .ok();
 
     // The operator creates account b and its zone.
-    let (status, ans) = http(
-        "POST",
-        &format!("{}/accounts", cp.api()),
-        &admin,
-        Some(&json!({"name": "b"})),
-    );
-    assert_eq!(status, 200, "{ans}");
-    let acct_b = ans["result"]["id"]
-        .as_str()
-        .expect("account id")
-        .to_string();
-    assert_ne!(acct_b, acct_a);
-    let (status, ans) = http(
-        "POST",
-        &format!("{}/zones", cp.api()),
-        &admin,
-        Some(&json!({"name": "b.test", "account": {"id": acct_b}})),
-    );
-    assert_eq!(status, 200, "{ans}");
-    assert_eq!(ans["result"]["account"]["id"], acct_b.as_str());
-
-    let cli_b = s.other_home("home-b");
-    cli_b.login(cp, "b.test").ok();
-    let cert_b = cli_b.cert();
-    assert_eq!(cert_b["accountID"], acct_b.as_str());
-    let token_b = cert_b["apiToken"].as_str().unwrap().to_string();
+    let b = account_b(&s);
+    assert_ne!(b.id, acct_a);
+    let (acct_b, token_b, cli_b) = (b.id, b.token, b.cli);
     let id_b = cli_b.create("mine-b", &[]);
     let conn_a = register_connection(
         cp,
@@ -257,10 +242,13 @@ fn account_b(s: &Setup) -> AccountB {
         Some(&json!({"name": "b.test", "account": {"id": id}})),
     );
     assert_eq!(status, 200, "{ans}");
+    assert_eq!(ans["result"]["account"]["id"], id.as_str());
     let zone = ans["result"]["id"].as_str().expect("zone id").to_string();
     let cli = s.other_home("home-b");
     cli.login(cp, "b.test").ok();
-    let token = cli.cert()["apiToken"].as_str().unwrap().to_string();
+    let cert = cli.cert();
+    assert_eq!(cert["accountID"], id.as_str());
+    let token = cert["apiToken"].as_str().unwrap().to_string();
     AccountB {
         id,
         zone,

@@ -5,7 +5,10 @@ use std::fs;
 use std::process::Stdio;
 use std::time::Duration;
 
-use ringway_tests::*;
+use ringway_tests::cli::{created_id, file_mode, write_file};
+use ringway_tests::control_plane::{http_raw, post_form};
+use ringway_tests::prelude::*;
+use ringway_tests::process::{Proc, line_reader};
 
 /// Starts `tunnel login --no-browser` and returns the process, its stderr lines and the
 /// session id from the URL it printed.
@@ -313,11 +316,7 @@ fn ingress_validate_and_rule() {
 fn invalid_ingress_names_every_rule() {
     let tmp = tempfile::tempdir().unwrap();
     let cli = Cli::new(&tmp.path().join("home"));
-    let write = |name: &str, text: &str| {
-        let p = tmp.path().join(name);
-        fs::write(&p, text).unwrap();
-        p.to_str().unwrap().to_string()
-    };
+    let write = |name: &str, text: &str| write_file(tmp.path(), name, text);
 
     // A catch-all that is not last, and a last rule that is not a catch-all.
     let c = write(

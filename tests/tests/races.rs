@@ -9,7 +9,8 @@ use std::sync::{Arc, Barrier};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use ringway_tests::*;
+use ringway_tests::control_plane::{agent, http_with, pool_origins};
+use ringway_tests::prelude::*;
 use serde_json::{Value, json};
 
 /// Rounds per race: one interleaving rarely hits a check-then-write window, hundreds nearly
@@ -216,15 +217,9 @@ fn concurrent_lb_routes_keep_every_origin() {
             .iter()
             .find(|p| p["name"] == pool.as_str())
             .unwrap_or_else(|| panic!("{pool} exists"));
-        let mut addrs: Vec<String> = p["origins"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o["address"].as_str().unwrap().to_string())
-            .collect();
-        addrs.sort();
         assert_eq!(
-            addrs, want,
+            pool_origins(p),
+            want,
             "every tunnel routed to {pool} is one of its origins"
         );
         assert_eq!(lb_names.get(&lb), Some(&1), "one load balancer {lb}");

@@ -5,7 +5,12 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use ringway_tests::*;
+use ringway_tests::cli::{assert_no_secrets, shell_words};
+use ringway_tests::connector::Connector;
+use ringway_tests::origins::HashOrigin;
+use ringway_tests::prelude::*;
+use ringway_tests::process::{LoggedProc, closed_port_url, ringway_bin};
+use ringway_tests::raw_client::http_get;
 use serde_json::Value;
 
 const ZONE: &str = "cfg.test";

@@ -6,7 +6,11 @@ use std::io::Write;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use ringway_tests::*;
+use ringway_tests::origins::{HashOrigin, Nginx};
+use ringway_tests::payload::{describe_difference, pseudo_random_bytes, sha256_hex};
+use ringway_tests::prelude::*;
+use ringway_tests::process::closed_port_url;
+use ringway_tests::raw_client::{HttpResponse, chunked_body, http_get};
 use serde_json::Value;
 
 const ZONE: &str = "e2e.test";

@@ -1,4 +1,4 @@
-//! Faults under load (issue 5): a background client sends GETs through the edge at a fixed
+//! Faults under load: a background client sends GETs through the edge at a fixed
 //! pace while connectors, the control plane or the edge are killed, restarted or stopped.
 //! Each test prints sent/ok/failed and its recovery time; deadlines are failure limits only,
 //! the assertions are on counts.
@@ -10,7 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ringway_tests::*;
+use ringway_tests::connector::{Connector, REGISTERED};
+use ringway_tests::control_plane::{assert_tunnel_cname, dns_records, find, get_result};
+use ringway_tests::edge::Edge;
+use ringway_tests::origins::HashOrigin;
+use ringway_tests::prelude::*;
+use ringway_tests::process::closed_port_url;
 use serde_json::Value;
 
 const ZONE: &str = "faults.test";
@@ -452,7 +457,7 @@ fn edge_restart_while_control_plane_down() {
     let killed = Instant::now();
     t.edge.proc.proc.kill9();
     let state_dir = t.edge.state_dir.clone();
-    t.edge = edge_start_at(&t.s.cp, &state_dir, &tunnel_addrs, http_addr);
+    t.edge = Edge::start_at(&t.s.cp, &state_dir, &tunnel_addrs, http_addr);
     let restarted = Instant::now();
     eprintln!(
         "[{test}] edge back up (from its cached snapshot) {:?} after kill -9",

@@ -8,7 +8,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ringway_tests::*;
+use ringway_tests::connector::Connector;
+use ringway_tests::lossy_relay::LossyRelay;
+use ringway_tests::origins::Nginx;
+use ringway_tests::payload::{pseudo_random_bytes, sha256_hex};
+use ringway_tests::prelude::*;
 
 const ZONE: &str = "loss.test";
 /// Small GETs, each on a fresh connection to the edge.

@@ -5,7 +5,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ringway_tests::*;
+use ringway_tests::control_plane::{assert_tunnel_cname, dns_records, find};
+use ringway_tests::edge::{Edge, EdgeOpts};
+use ringway_tests::origins::HashOrigin;
+use ringway_tests::prelude::*;
+use ringway_tests::raw_client::HttpResponse;
 
 const ZONE: &str = "rep.test";
 
