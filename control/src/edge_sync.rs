@@ -1,7 +1,8 @@
 //! The edge's side of the control plane: following the config snapshot and reporting
 //! connections.
 //!
-//! The edge must serve without the control plane (DESIGN.md, idea 2), so:
+//! The edge keeps serving the tunnels it knows while the control plane is down or unreachable,
+//! and an edge restarted in that state serves them too, so:
 //! - [`SnapshotCache`] keeps the last snapshot on disk, written atomically (temp file, fsync,
 //!   rename, fsync of the directory), and is read at start before any network call;
 //! - [`SnapshotFollower`] long-polls `/edge/v1/snapshot?since=V`, persists each newer version,

@@ -1,6 +1,7 @@
 //! `cargo run --release -p bench --bin e2e`: the end-to-end bench. The same origin is loaded
 //! directly, through a ringway tunnel and through rathole, by `loadgen`, in one run on
-//! loopback (DESIGN: every figure is a ratio against a baseline started by the same program).
+//! loopback. Every figure is a ratio against a baseline the same program started in the same
+//! run, so machine and load differences cancel out.
 //!
 //! # Usage
 //!

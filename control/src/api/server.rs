@@ -1,5 +1,5 @@
 //! The control plane's HTTP/1.1 server: an accept loop over hyper with the limits axum::serve
-//! cannot set (issue 11: the control plane held idle connections forever).
+//! cannot set: without them, idle and slow clients would hold connections forever.
 //!
 //! - **Connection cap**: a semaphore of `max_connections` slots taken at accept. A client over
 //!   the cap gets an immediate `503` in the v4 envelope and a close, instead of piling up until

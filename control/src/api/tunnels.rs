@@ -73,6 +73,20 @@ fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
 }
 
+/// Why a tunnel name is refused. The name appears only escaped (see [`escape_name`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TunnelNameError {
+    #[error("tunnel name required")]
+    Empty,
+    #[error("you cannot use UUIDs as tunnel names")]
+    Uuid,
+    #[error(
+        "tunnel name {escaped} is not allowed: {why}; a tunnel name is 1-255 printable \
+         characters without '/' or '\\', and does not start with '-'"
+    )]
+    NotAllowed { escaped: String, why: &'static str },
+}
+
 /// The tunnel-name rule, shared by the API and the CLI (which checks before sending).
 /// cloudflared and Cloudflare's API accept almost any printable name (spaces and non-ASCII
 /// letters included), so this refuses only what misleads or breaks: control and bidi
@@ -80,20 +94,18 @@ fn is_bidi_control(c: char) -> bool {
 /// a flag by every CLI it is pasted into), `.` and `..`, a UUID (names and ids share one
 /// argument), and more than 255 characters. The error says the rule; it shows the name
 /// escaped, never raw.
-pub fn check_tunnel_name(name: &str) -> Result<(), String> {
-    const RULE: &str = "a tunnel name is 1-255 printable characters without '/' or '\\', \
-                        and does not start with '-'";
-    let refuse = |why: &str| {
-        Err(format!(
-            "tunnel name {} is not allowed: {why}; {RULE}",
-            escape_name(name)
-        ))
+pub fn check_tunnel_name(name: &str) -> Result<(), TunnelNameError> {
+    let refuse = |why: &'static str| {
+        Err(TunnelNameError::NotAllowed {
+            escaped: escape_name(name),
+            why,
+        })
     };
     if name.is_empty() {
-        return Err("tunnel name required".into());
+        return Err(TunnelNameError::Empty);
     }
     if Uuid::parse_str(name).is_ok() {
-        return Err("you cannot use UUIDs as tunnel names".into());
+        return Err(TunnelNameError::Uuid);
     }
     if name.chars().count() > MAX_TUNNEL_NAME_CHARS {
         return refuse("it is too long");
@@ -168,7 +180,7 @@ pub async fn create(
 ) -> ApiResult {
     account_for(&st, &caller, &acct)?;
     let name = body.name.as_deref().unwrap_or("").trim().to_string();
-    check_tunnel_name(&name).map_err(ApiError::bad_request)?;
+    check_tunnel_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let secret = match body.tunnel_secret.as_deref() {
         // Cloudflare generates a secret when none is sent (remotely managed tunnels).
         None | Some("") => TunnelSecret::generate().expose().to_vec(),
@@ -400,7 +412,7 @@ mod tests {
             &"x".repeat(256),
             "5e7a8c7e-8d4b-4b8e-9c9e-1a2b3c4d5e6f",
         ] {
-            let e = check_tunnel_name(bad).unwrap_err();
+            let e = check_tunnel_name(bad).unwrap_err().to_string();
             assert!(
                 !e.chars().any(|c| c.is_control() || is_bidi_control(c)),
                 "{e:?}"

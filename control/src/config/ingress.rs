@@ -7,7 +7,7 @@ use dataplane::connector::RouteKey;
 use dataplane::http::{Authority, host_without_port};
 use regex::Regex;
 
-use super::origin_request::OriginRequestConfig;
+use super::origin_request::{AccessError, IpRuleError, OriginRequestConfig};
 use super::service::{Service, ServiceError};
 use super::{ConfigFile, RawIngressRule};
 
@@ -72,12 +72,12 @@ pub enum IngressError {
     #[error("Rule #{rule}: {source}")]
     InvalidService { rule: usize, source: ServiceError },
     #[error("Rule #{rule}: unable to create ip rule for socks-proxy: {reason}")]
-    InvalidIpRule { rule: usize, reason: String },
+    InvalidIpRule { rule: usize, reason: IpRuleError },
     #[error("Rule #{rule}: {reason}")]
-    InvalidAccess { rule: usize, reason: String },
+    InvalidAccess { rule: usize, reason: AccessError },
     /// The top-level `originRequest.access` is reported once, not per rule.
     #[error("originRequest: {reason}")]
-    InvalidDefaultAccess { reason: String },
+    InvalidDefaultAccess { reason: AccessError },
 }
 
 /// Every problem found in the rules, in rule order, one per line.
@@ -734,11 +734,11 @@ ingress:
             [
                 IngressError::InvalidIpRule {
                     rule: 1,
-                    reason: "unable to parse cidr: 1.1.1.0".into()
+                    reason: IpRuleError::BadCidr("1.1.1.0".into())
                 },
                 IngressError::InvalidIpRule {
                     rule: 1,
-                    reason: "no prefix provided".into()
+                    reason: IpRuleError::NoPrefix
                 },
             ]
         );
@@ -757,13 +757,11 @@ ingress:
             e,
             [
                 IngressError::InvalidDefaultAccess {
-                    reason: "access.TeamName cannot be blank when access.audTags are present"
-                        .into()
+                    reason: AccessError::TagsWithoutTeam
                 },
                 IngressError::InvalidAccess {
                     rule: 1,
-                    reason: "access.TeamName cannot be blank when access.audTags are present"
-                        .into()
+                    reason: AccessError::TagsWithoutTeam
                 },
             ]
         );

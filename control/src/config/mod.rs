@@ -34,7 +34,9 @@ pub use self::ingress::{
     Ingress, IngressError, IngressErrors, NO_INGRESS_RULES_CLI, Rule, RuleUrlError,
     URL_INCOMPATIBLE_WITH_INGRESS, ValidateReport, ValidationFailed, validate_report,
 };
-pub use self::origin_request::{AccessConfig, IpNet, IpRule, OriginRequestConfig};
+pub use self::origin_request::{
+    AccessConfig, AccessError, IpNet, IpRule, IpRuleError, OriginRequestConfig,
+};
 pub use self::service::{Service, ServiceError};
 
 /// A parsed config.yml, before ingress validation.

@@ -135,15 +135,33 @@ fn mask_v6(v: u128, len: u8) -> u128 {
     v & u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0)
 }
 
+/// Why an `ipRules` entry is invalid, in cloudflared's wording.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IpRuleError {
+    #[error("no prefix provided")]
+    NoPrefix,
+    #[error("unable to parse cidr: {0}")]
+    BadCidr(String),
+    #[error("invalid port 0, needs to be between 1 and 65535")]
+    PortZero,
+}
+
+/// Why an `access` block is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    #[error("access.TeamName cannot be blank when access.audTags are present")]
+    TagsWithoutTeam,
+}
+
 impl IpRule {
     /// Parses `prefix` the way Go's `net.ParseCIDR` does, with cloudflared's
     /// error wording.
-    pub fn network(&self) -> Result<IpNet, String> {
+    pub fn network(&self) -> Result<IpNet, IpRuleError> {
         let prefix = match self.prefix.as_deref() {
-            None | Some("") => return Err("no prefix provided".to_owned()),
+            None | Some("") => return Err(IpRuleError::NoPrefix),
             Some(p) => p,
         };
-        let bad = || format!("unable to parse cidr: {prefix}");
+        let bad = || IpRuleError::BadCidr(prefix.to_owned());
         let (addr, len) = prefix.split_once('/').ok_or_else(bad)?;
         let addr: IpAddr = addr.parse().map_err(|_| bad())?;
         // Go rejects signs and leading '+' in the length; `u8::from_str`
@@ -164,10 +182,10 @@ impl IpRule {
     }
 
     /// Checks the rule the way cloudflared's `ipaccess` package does.
-    pub fn validate(&self) -> Result<IpNet, String> {
+    pub fn validate(&self) -> Result<IpNet, IpRuleError> {
         let net = self.network()?;
         if self.ports.contains(&0) {
-            return Err("invalid port 0, needs to be between 1 and 65535".to_owned());
+            return Err(IpRuleError::PortZero);
         }
         Ok(net)
     }
@@ -176,9 +194,9 @@ impl IpRule {
 impl AccessConfig {
     /// cloudflared lets `required: true` stand alone (a first setup step),
     /// but audience tags without a team cannot be checked, so that is refused.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), AccessError> {
         if self.required && self.team_name.is_empty() && !self.aud_tag.is_empty() {
-            return Err("access.TeamName cannot be blank when access.audTags are present".into());
+            return Err(AccessError::TagsWithoutTeam);
         }
         Ok(())
     }
@@ -402,23 +420,23 @@ access:
         assert!(!v6.contains("2001:db9::1".parse().unwrap()));
 
         assert_eq!(
-            rule("1.1.1.1").network().unwrap_err(),
+            rule("1.1.1.1").network().unwrap_err().to_string(),
             "unable to parse cidr: 1.1.1.1"
         );
         assert_eq!(
-            rule("1.1.1.1/33").network().unwrap_err(),
+            rule("1.1.1.1/33").network().unwrap_err().to_string(),
             "unable to parse cidr: 1.1.1.1/33"
         );
         assert_eq!(
-            rule("1.1.1.1/+8").network().unwrap_err(),
+            rule("1.1.1.1/+8").network().unwrap_err().to_string(),
             "unable to parse cidr: 1.1.1.1/+8"
         );
         assert_eq!(
-            rule("x/8").network().unwrap_err(),
+            rule("x/8").network().unwrap_err().to_string(),
             "unable to parse cidr: x/8"
         );
         assert_eq!(
-            IpRule::default().network().unwrap_err(),
+            IpRule::default().network().unwrap_err().to_string(),
             "no prefix provided"
         );
         let with_zero_port = IpRule {
@@ -426,7 +444,7 @@ access:
             ..rule("10.0.0.0/8")
         };
         assert_eq!(
-            with_zero_port.validate().unwrap_err(),
+            with_zero_port.validate().unwrap_err().to_string(),
             "invalid port 0, needs to be between 1 and 65535"
         );
     }
@@ -440,7 +458,7 @@ access:
         assert!(a.validate().is_ok());
         a.aud_tag = vec!["x".into()];
         assert_eq!(
-            a.validate().unwrap_err(),
+            a.validate().unwrap_err().to_string(),
             "access.TeamName cannot be blank when access.audTags are present"
         );
         a.team_name = "t".into();

@@ -13,8 +13,8 @@
 //!
 //! # Connections
 //!
-//! HA connection `i` belongs to worker `i % workers` and uses its own UDP socket (DESIGN: each
-//! worker dials its own connections, each from its own socket). Attempt `k` of connection `i`
+//! HA connection `i` belongs to worker `i % workers` and uses its own UDP socket, so each
+//! connection's packets stay on the worker that owns it. Attempt `k` of connection `i`
 //! dials `edges[(i + k) % edges.len()]`, so connections spread over the edge addresses and a
 //! failed address is skipped on the next try. Connection 0 registers first; the others wait
 //! for its first outcome, as cloudflared does, so a bad credential shows up once.

@@ -1,0 +1,156 @@
+//! Helpers that run inside a caller's transaction: the DNS address-record rules, and the
+//! pool and load-balancer upserts that routing shares with the CRUD calls.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::super::*;
+use super::rows::*;
+
+pub(super) fn is_address_type(t: &str) -> bool {
+    matches!(t, "A" | "AAAA" | "CNAME")
+}
+
+pub(super) fn address_conflict(name: &str) -> String {
+    format!("An A, AAAA, or CNAME record with that host already exists: {name}")
+}
+
+pub(super) fn address_records_tx(
+    tx: &Connection,
+    zone_id: &str,
+    name: &str,
+) -> rusqlite::Result<Vec<DnsRecord>> {
+    let mut st = tx.prepare(&format!(
+        "SELECT {DNS_COLS} FROM dns_records d JOIN zones z ON z.id = d.zone_id \
+         WHERE d.zone_id = ?1 AND d.name = ?2 AND d.type IN ('A', 'AAAA', 'CNAME') ORDER BY d.id"
+    ))?;
+    st.query_map(params![zone_id, name.to_ascii_lowercase()], dns_row)?
+        .collect()
+}
+
+pub(super) fn dns_by_id_tx(tx: &Connection, id: &str) -> rusqlite::Result<DnsRecord> {
+    tx.query_row(
+        &format!(
+            "SELECT {DNS_COLS} FROM dns_records d JOIN zones z ON z.id = d.zone_id WHERE d.id = ?1"
+        ),
+        [id],
+        dns_row,
+    )
+}
+
+pub(super) fn insert_dns_tx(
+    tx: &Connection,
+    zone_id: &str,
+    rec: &NewDnsRecord,
+) -> rusqlite::Result<String> {
+    let id = new_object_id();
+    tx.execute(
+        "INSERT INTO dns_records \
+         (id, zone_id, type, name, content, proxied, ttl, created_on, modified_on) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+        params![
+            id,
+            zone_id,
+            rec.record_type,
+            rec.name.to_ascii_lowercase(),
+            rec.content,
+            rec.proxied,
+            rec.ttl,
+            fmt_time(now())
+        ],
+    )?;
+    Ok(id)
+}
+
+pub(super) fn update_dns_tx(
+    tx: &Connection,
+    zone_id: &str,
+    id: &str,
+    rec: &NewDnsRecord,
+) -> rusqlite::Result<usize> {
+    tx.execute(
+        "UPDATE dns_records SET type = ?3, name = ?4, content = ?5, proxied = ?6, \
+         ttl = ?7, modified_on = ?8 WHERE zone_id = ?1 AND id = ?2",
+        params![
+            zone_id,
+            id,
+            rec.record_type,
+            rec.name.to_ascii_lowercase(),
+            rec.content,
+            rec.proxied,
+            rec.ttl,
+            fmt_time(now())
+        ],
+    )
+}
+
+pub(super) fn upsert_pool_tx(
+    tx: &Connection,
+    account_id: &str,
+    name: &str,
+    origins: &[PoolOrigin],
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO pools (id, account_id, name, enabled, origins, created_on, modified_on) \
+         VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5) \
+         ON CONFLICT (account_id, name) DO UPDATE SET origins = excluded.origins, \
+         modified_on = excluded.modified_on",
+        params![
+            new_object_id(),
+            account_id,
+            name,
+            to_json(&origins),
+            fmt_time(now())
+        ],
+    )?;
+    Ok(())
+}
+
+pub(super) fn pool_by_name_tx(
+    tx: &Connection,
+    account_id: &str,
+    name: &str,
+) -> rusqlite::Result<Option<Pool>> {
+    tx.query_row(
+        &format!("SELECT {POOL_COLS} FROM pools WHERE account_id = ?1 AND name = ?2"),
+        params![account_id, name],
+        pool_row,
+    )
+    .optional()
+}
+
+pub(super) fn upsert_lb_tx(
+    tx: &Connection,
+    zone_id: &str,
+    name: &str,
+    default_pools: &[String],
+    fallback_pool: &str,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO load_balancers (id, zone_id, name, default_pools, fallback_pool, \
+         proxied, enabled, created_on, modified_on) VALUES (?1, ?2, ?3, ?4, ?5, 1, 1, ?6, ?6) \
+         ON CONFLICT (zone_id, name) DO UPDATE SET default_pools = excluded.default_pools, \
+         fallback_pool = excluded.fallback_pool, modified_on = excluded.modified_on",
+        params![
+            new_object_id(),
+            zone_id,
+            name.to_ascii_lowercase(),
+            to_json(&default_pools),
+            fallback_pool,
+            fmt_time(now())
+        ],
+    )?;
+    Ok(())
+}
+
+pub(super) fn lb_by_name_tx(
+    tx: &Connection,
+    zone_id: &str,
+    name: &str,
+) -> rusqlite::Result<Option<LoadBalancer>> {
+    tx.query_row(
+        &format!("SELECT {LB_COLS} FROM load_balancers WHERE zone_id = ?1 AND name = ?2"),
+        params![zone_id, name.to_ascii_lowercase()],
+        lb_row,
+    )
+    .optional()
+}
