@@ -12,6 +12,10 @@ use std::mem::MaybeUninit;
 use bytes::Bytes;
 use thiserror::Error;
 
+use super::fields::{
+    HARD_MAX_HEADERS, HeaderField, Limits, Version, connection_tokens, parse_content_length,
+    slice_of_copy, strip_hop_by_hop, trim_ows,
+};
 
 /// How the request body is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +40,6 @@ impl BodyKind {
         }
     }
 }
-
 
 /// A parsed, validated request head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,14 +78,16 @@ impl RequestHead {
     /// The host to route on: no port, no `[v6]` brackets, no final dot
     /// ([`super::authority`]).
     pub fn host_name(&self) -> Option<&str> {
-        self.host.as_deref().map(super::authority::host_without_port)
+        self.host
+            .as_deref()
+            .map(super::authority::host_without_port)
     }
 
     /// Removes hop-by-hop fields before the head is forwarded (see [`strip_hop_by_hop`]),
     /// with one exception: a chunked request keeps a single normalized
     /// `Transfer-Encoding: chunked` field at the end. cloudflared forwards a request body only
     /// when the metadata has a non-zero Content-Length or a Transfer-Encoding containing
-    /// `chunked` (DESIGN, Data streams), so dropping it would silently drop the body.
+    /// `chunked`, so dropping it would silently drop the body.
     pub fn strip_hop_by_hop(&mut self) {
         strip_hop_by_hop(&mut self.headers);
         if self.body == BodyKind::Chunked {
@@ -95,10 +100,10 @@ impl RequestHead {
 }
 
 /// Why a head was rejected. Every variant is final: the connection is answered with
-/// [`HeadError::status`] and closed, because after a framing error the rest of the stream
+/// [`RequestHeadError::status`] and closed, because after a framing error the rest of the stream
 /// cannot be trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-pub enum HeadError {
+pub enum RequestHeadError {
     #[error("request head exceeds {limit} bytes")]
     TooLarge { limit: usize },
     #[error("request head has more than {limit} header fields")]
@@ -131,7 +136,7 @@ pub enum HeadError {
     UnsupportedTransferEncoding,
 }
 
-impl HeadError {
+impl RequestHeadError {
     /// The status the edge answers with.
     ///
     /// - 431 for size/count limits (RFC 6585 §5).
@@ -142,20 +147,20 @@ impl HeadError {
     ///   "MUST respond with 400"), CL+TE, duplicate CL and missing Host.
     pub fn status(&self) -> u16 {
         match self {
-            HeadError::TooLarge { .. } | HeadError::TooManyHeaders { .. } => 431,
-            HeadError::UnsupportedVersion => 505,
-            HeadError::UnsupportedTransferEncoding => 501,
-            HeadError::Malformed(_)
-            | HeadError::InvalidTarget
-            | HeadError::MissingHost
-            | HeadError::DuplicateHost
-            | HeadError::InvalidHost
-            | HeadError::LengthAndTransferEncoding
-            | HeadError::DuplicateContentLength
-            | HeadError::InvalidContentLength
-            | HeadError::TransferEncodingInHttp10
-            | HeadError::ChunkedNotFinal
-            | HeadError::InvalidTransferEncoding => 400,
+            RequestHeadError::TooLarge { .. } | RequestHeadError::TooManyHeaders { .. } => 431,
+            RequestHeadError::UnsupportedVersion => 505,
+            RequestHeadError::UnsupportedTransferEncoding => 501,
+            RequestHeadError::Malformed(_)
+            | RequestHeadError::InvalidTarget
+            | RequestHeadError::MissingHost
+            | RequestHeadError::DuplicateHost
+            | RequestHeadError::InvalidHost
+            | RequestHeadError::LengthAndTransferEncoding
+            | RequestHeadError::DuplicateContentLength
+            | RequestHeadError::InvalidContentLength
+            | RequestHeadError::TransferEncodingInHttp10
+            | RequestHeadError::ChunkedNotFinal
+            | RequestHeadError::InvalidTransferEncoding => 400,
         }
     }
 }
@@ -172,7 +177,7 @@ impl HeadError {
 pub fn parse_request_head(
     buf: &[u8],
     limits: &Limits,
-) -> Result<Option<(RequestHead, usize)>, HeadError> {
+) -> Result<Option<(RequestHead, usize)>, RequestHeadError> {
     let max_headers = limits.max_headers.min(HARD_MAX_HEADERS);
     let window = &buf[..buf.len().min(limits.max_head_bytes)];
 
@@ -191,48 +196,40 @@ pub fn parse_request_head(
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             if buf.len() >= limits.max_head_bytes {
-                return Err(HeadError::TooLarge {
+                return Err(RequestHeadError::TooLarge {
                     limit: limits.max_head_bytes,
                 });
             }
             return Ok(None);
         }
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(HeadError::TooManyHeaders { limit: max_headers });
+            return Err(RequestHeadError::TooManyHeaders { limit: max_headers });
         }
-        Err(httparse::Error::Version) => return Err(HeadError::UnsupportedVersion),
-        Err(e) => return Err(HeadError::Malformed(e)),
+        Err(httparse::Error::Version) => return Err(RequestHeadError::UnsupportedVersion),
+        Err(e) => return Err(RequestHeadError::Malformed(e)),
     };
 
     // A complete parse always carries these; a missing one would be an httparse bug, which we
     // turn into a 400 rather than a panic.
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
-        return Err(HeadError::Malformed(httparse::Error::Token));
+        return Err(RequestHeadError::Malformed(httparse::Error::Token));
     };
     let version = match minor {
         0 => Version::Http10,
         1 => Version::Http11,
-        _ => return Err(HeadError::UnsupportedVersion),
+        _ => return Err(RequestHeadError::UnsupportedVersion),
     };
 
     // One copy of the head; every field is a slice of it.
     let head_bytes = Bytes::copy_from_slice(&buf[..consumed]);
-    let base = buf.as_ptr() as usize;
-    let slice_of = |part: &[u8]| -> Bytes {
-        let start = (part.as_ptr() as usize).wrapping_sub(base);
-        match start.checked_add(part.len()) {
-            // httparse hands out subslices of `buf`; the fallback copy only guards against an
-            // empty slice whose pointer is not inside `buf`.
-            Some(end) if !part.is_empty() && end <= consumed => head_bytes.slice(start..end),
-            _ => Bytes::copy_from_slice(part),
-        }
-    };
     let headers: Vec<HeaderField> = req
         .headers
         .iter()
-        .map(|h| HeaderField {
-            name: slice_of(h.name.as_bytes()),
-            value: slice_of(h.value),
+        .map(|h| {
+            HeaderField::new(
+                slice_of_copy(buf, &head_bytes, h.name.as_bytes()),
+                slice_of_copy(buf, &head_bytes, h.value),
+            )
         })
         .collect();
 
@@ -264,7 +261,7 @@ pub fn parse_request_head(
 /// Checks the target's form against the method and returns the absolute-form authority, if
 /// any. The edge builds `dest` (a full URL) from host + target, so a target that is none of
 /// the four RFC 9112 §3.2 forms would produce a URL the connector cannot parse.
-fn validate_target<'a>(method: &str, target: &'a str) -> Result<Option<&'a str>, HeadError> {
+fn validate_target<'a>(method: &str, target: &'a str) -> Result<Option<&'a str>, RequestHeadError> {
     if target.starts_with('/') {
         return Ok(None);
     }
@@ -272,7 +269,7 @@ fn validate_target<'a>(method: &str, target: &'a str) -> Result<Option<&'a str>,
         return if method == "OPTIONS" {
             Ok(None)
         } else {
-            Err(HeadError::InvalidTarget)
+            Err(RequestHeadError::InvalidTarget)
         };
     }
     if method == "CONNECT" {
@@ -280,16 +277,16 @@ fn validate_target<'a>(method: &str, target: &'a str) -> Result<Option<&'a str>,
         return if is_valid_authority(target.as_bytes()) {
             Ok(Some(target))
         } else {
-            Err(HeadError::InvalidTarget)
+            Err(RequestHeadError::InvalidTarget)
         };
     }
     let rest = strip_prefix_ignore_case(target, "http://")
         .or_else(|| strip_prefix_ignore_case(target, "https://"))
-        .ok_or(HeadError::InvalidTarget)?;
+        .ok_or(RequestHeadError::InvalidTarget)?;
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..end];
     if !is_valid_authority(authority.as_bytes()) {
-        return Err(HeadError::InvalidTarget);
+        return Err(RequestHeadError::InvalidTarget);
     }
     Ok(Some(authority))
 }
@@ -305,17 +302,17 @@ fn host_of(
     version: Version,
     headers: &[HeaderField],
     target_host: Option<&str>,
-) -> Result<Option<String>, HeadError> {
+) -> Result<Option<String>, RequestHeadError> {
     let mut hosts = headers
         .iter()
         .filter(|h| h.name().eq_ignore_ascii_case("host"));
     let first = hosts.next();
     if hosts.next().is_some() {
-        return Err(HeadError::DuplicateHost);
+        return Err(RequestHeadError::DuplicateHost);
     }
     let Some(field) = first else {
         return match (version, target_host) {
-            (Version::Http11, _) => Err(HeadError::MissingHost),
+            (Version::Http11, _) => Err(RequestHeadError::MissingHost),
             (Version::Http10, t) => Ok(t.map(str::to_owned)),
         };
     };
@@ -323,7 +320,7 @@ fn host_of(
     // An empty Host is legal only for targets without an authority, and the edge routes on
     // the host, so it cannot serve such a request anyway: reject it as invalid.
     if !is_valid_authority(value) {
-        return Err(HeadError::InvalidHost);
+        return Err(RequestHeadError::InvalidHost);
     }
     if let Some(t) = target_host {
         return Ok(Some(t.to_owned()));
@@ -363,7 +360,7 @@ fn is_valid_authority(v: &[u8]) -> bool {
 }
 
 /// RFC 9112 §6.1–6.3, strictest reading.
-fn body_kind(version: Version, headers: &[HeaderField]) -> Result<BodyKind, HeadError> {
+fn body_kind(version: Version, headers: &[HeaderField]) -> Result<BodyKind, RequestHeadError> {
     let mut te_fields = headers
         .iter()
         .filter(|h| h.name().eq_ignore_ascii_case("transfer-encoding"))
@@ -376,12 +373,12 @@ fn body_kind(version: Version, headers: &[HeaderField]) -> Result<BodyKind, Head
     if te_fields.peek().is_some() {
         if version == Version::Http10 {
             // §6.1: a 1.0 message with Transfer-Encoding has faulty framing.
-            return Err(HeadError::TransferEncodingInHttp10);
+            return Err(RequestHeadError::TransferEncodingInHttp10);
         }
         if cl_fields.peek().is_some() {
-            // §6.1 allows "TE wins, then close"; DESIGN says reject, and rejecting is what
-            // keeps a CL-trusting hop from ever seeing this request.
-            return Err(HeadError::LengthAndTransferEncoding);
+            // §6.1 allows "TE wins, then close"; rejecting is what keeps a CL-trusting hop
+            // from ever seeing this request.
+            return Err(RequestHeadError::LengthAndTransferEncoding);
         }
         // Codings across all TE field lines, in order. Bounded by the number of commas in a
         // head that is itself bounded by max_head_bytes.
@@ -399,7 +396,7 @@ fn body_kind(version: Version, headers: &[HeaderField]) -> Result<BodyKind, Head
             let is_chunked = coding.eq_ignore_ascii_case(b"chunked");
             if is_chunked && saw_chunked {
                 // §7: chunked MUST NOT be applied more than once.
-                return Err(HeadError::InvalidTransferEncoding);
+                return Err(RequestHeadError::InvalidTransferEncoding);
             }
             saw_chunked |= is_chunked;
             // Anything but exactly "chunked" (parameters included) is a coding we do not
@@ -408,13 +405,13 @@ fn body_kind(version: Version, headers: &[HeaderField]) -> Result<BodyKind, Head
             last_is_chunked = is_chunked;
         }
         if !any {
-            return Err(HeadError::InvalidTransferEncoding);
+            return Err(RequestHeadError::InvalidTransferEncoding);
         }
         if !last_is_chunked {
-            return Err(HeadError::ChunkedNotFinal);
+            return Err(RequestHeadError::ChunkedNotFinal);
         }
         if saw_unknown {
-            return Err(HeadError::UnsupportedTransferEncoding);
+            return Err(RequestHeadError::UnsupportedTransferEncoding);
         }
         return Ok(BodyKind::Chunked);
     }
@@ -423,19 +420,18 @@ fn body_kind(version: Version, headers: &[HeaderField]) -> Result<BodyKind, Head
         return Ok(BodyKind::None);
     };
     if cl_fields.next().is_some() {
-        // RFC 9110 §8.6 lets a recipient accept identical duplicates; DESIGN rejects every
-        // duplicate, which also covers "5, 5" below.
-        return Err(HeadError::DuplicateContentLength);
+        // RFC 9110 §8.6 lets a recipient accept identical duplicates; the edge rejects
+        // every duplicate (also "5, 5" below), so no later hop can pick a different one.
+        return Err(RequestHeadError::DuplicateContentLength);
     }
     let value = trim_ows(first.value());
     if value.contains(&b',') {
-        return Err(HeadError::DuplicateContentLength);
+        return Err(RequestHeadError::DuplicateContentLength);
     }
     parse_content_length(value)
         .map(BodyKind::Length)
-        .ok_or(HeadError::InvalidContentLength)
+        .ok_or(RequestHeadError::InvalidContentLength)
 }
-
 
 /// Connection tokens decide persistence (RFC 9112 §9.3): `close` always wins; 1.1 persists by
 /// default; 1.0 only with `keep-alive`.
