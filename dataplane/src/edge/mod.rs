@@ -32,6 +32,7 @@ pub mod limits;
 pub mod registry;
 pub mod routes;
 
+mod error;
 mod listener;
 mod proxy;
 mod tunnel;
@@ -156,8 +157,12 @@ impl std::fmt::Debug for EdgeSetup {
 /// Errors starting the edge.
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeStartError {
-    #[error("edge setup: {0}")]
-    Setup(String),
+    /// The caller's setup is inconsistent: one HTTP listener per worker is required.
+    #[error("edge setup: {workers} workers but {listeners} HTTP listeners")]
+    ListenersPerWorker { workers: usize, listeners: usize },
+    /// The caller's setup is inconsistent: each tunnel address needs one UDP socket per worker.
+    #[error("edge setup: every tunnel address needs one socket per worker")]
+    SocketsPerWorker,
     #[error("edge limits: {0}")]
     Limits(#[from] LimitsError),
     #[error(transparent)]
@@ -191,15 +196,13 @@ impl Edge {
     pub fn start(setup: EdgeSetup) -> Result<Self, EdgeStartError> {
         let n = setup.http_listeners.len();
         if n == 0 || setup.workers.threads != n {
-            return Err(EdgeStartError::Setup(format!(
-                "{} workers but {} HTTP listeners",
-                setup.workers.threads, n
-            )));
+            return Err(EdgeStartError::ListenersPerWorker {
+                workers: setup.workers.threads,
+                listeners: n,
+            });
         }
         if setup.tunnel_sockets.is_empty() || setup.tunnel_sockets.iter().any(|s| s.len() != n) {
-            return Err(EdgeStartError::Setup(
-                "every tunnel address needs one socket per worker".into(),
-            ));
+            return Err(EdgeStartError::SocketsPerWorker);
         }
         // Startup only: each worker takes its own sockets and inboxes exactly once.
         let mut per_worker: Vec<Option<WorkerSockets>> = Vec::with_capacity(n);

@@ -28,6 +28,7 @@ use monoio::net::TcpStream;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
+use super::error::ForwardError;
 use super::limits::{RequestClock, TimedOut};
 use super::listener::{linger_close, read_head, write_canned};
 use super::routes::HostRoute;
@@ -244,13 +245,12 @@ async fn forward(
             return answer_504(stream, &ctx, &clock).await;
         }
         Ok(Err(e)) => {
-            let cause = format!("tunnel connection lost: {e}");
-            return answer_502(stream, &ctx, &cause, body).await;
+            return answer_502(stream, &ctx, &ForwardError::OpenStream(e), body).await;
         }
     };
     let request = connect_request(&mut head, peer);
-    if send.write_all(encode_request(&request)).await.is_err() {
-        return answer_502(stream, &ctx, "tunnel connection lost", body).await;
+    if let Err(e) = send.write_all(encode_request(&request)).await {
+        return answer_502(stream, &ctx, &ForwardError::SendRequest(e), body).await;
     }
 
     // Upload. The body is read from the client only as the stream takes it (flow control
@@ -316,22 +316,23 @@ async fn forward(
             abandon(&mut send, &mut recv);
             return answer_504(stream, &ctx, &clock).await;
         }
-        Ok(Err(cause)) => {
-            return answer_502(stream, &ctx, &cause, BodyKind::None)
+        Ok(Err(e)) => {
+            return answer_502(stream, &ctx, &e, BodyKind::None)
                 .await
                 .and(body_complete);
         }
     };
     if !resp.error.is_empty() {
-        return answer_origin_502(stream, &ctx, &resp.error, BodyKind::None)
+        let e = ForwardError::Origin(resp.error);
+        return answer_502(stream, &ctx, &e, BodyKind::None)
             .await
             .and(body_complete);
     }
     let (status, headers) = match parse_response_metadata(&resp.metadata) {
         Ok(x) => x,
         Err(e) => {
-            let cause = format!("connector sent a bad response: {e}");
-            return answer_502(stream, &ctx, &cause, BodyKind::None)
+            let e = ForwardError::BadResponseMetadata(e);
+            return answer_502(stream, &ctx, &e, BodyKind::None)
                 .await
                 .and(body_complete);
         }
@@ -346,8 +347,8 @@ async fn forward(
     let persist = match write_response_head(&head_out, framing, &ctx, &mut out) {
         Ok(p) => p,
         Err(e) => {
-            let cause = format!("connector sent a bad response: {e}");
-            return answer_502(stream, &ctx, &cause, BodyKind::None)
+            let e = ForwardError::UnforwardableResponse(e);
+            return answer_502(stream, &ctx, &e, BodyKind::None)
                 .await
                 .and(body_complete);
         }
@@ -438,7 +439,9 @@ fn connect_request(head: &mut RequestHead, peer: SocketAddr) -> ConnectRequest {
     }
 }
 
-async fn read_response_header(recv: &mut RecvStream) -> Result<(ConnectResponse, Bytes), String> {
+async fn read_response_header(
+    recv: &mut RecvStream,
+) -> Result<(ConnectResponse, Bytes), ForwardError> {
     let mut dec = StreamHeaderDecoder::<ConnectResponse>::new();
     // Bounded by the decoder's message-size limit: each chunk is consumed or it fails.
     loop {
@@ -446,11 +449,11 @@ async fn read_response_header(recv: &mut RecvStream) -> Result<(ConnectResponse,
             Ok(Some(chunk)) => match dec.feed(chunk) {
                 Ok(Decoded::Done(resp, rest)) => return Ok((resp, rest)),
                 Ok(Decoded::NeedMore) => {}
-                Ok(Decoded::Rpc(_)) => return Err("connector answered with an RPC stream".into()),
-                Err(e) => return Err(format!("connector sent a bad response header: {e}")),
+                Ok(Decoded::Rpc(_)) => return Err(ForwardError::RpcStream),
+                Err(e) => return Err(ForwardError::BadResponseHeader(e)),
             },
-            Ok(None) => return Err("connector closed the stream without answering".into()),
-            Err(e) => return Err(format!("connector stream failed: {e}")),
+            Ok(None) => return Err(ForwardError::NoAnswer),
+            Err(e) => return Err(ForwardError::ReadAnswer(e)),
         }
     }
 }
@@ -565,32 +568,23 @@ async fn send_body(
     }
 }
 
-/// Answers 502 for a failure of the tunnel itself (the stream to the connector, or its
-/// answer). `cause` goes to the log only: public clients learn which side failed, never
-/// addresses or OS errors. Keep-alive only when the request had no body left unread.
+/// Answers 502 for a failed exchange with the connector. The error goes to the log only:
+/// public clients learn which side failed ([`ForwardError::side`]), never addresses or OS
+/// errors (the origin's cause names both). Keep-alive only when the request had no body left
+/// unread.
 async fn answer_502(
     stream: &mut TcpStream,
     ctx: &ResponseContext,
-    cause: &str,
-    body: BodyKind,
-) -> Next {
-    warn!(cause, "502: tunnel stream failed");
-    write_502(stream, ctx, GatewayFailure::Tunnel, body).await
-}
-
-/// Answers 502 for an origin failure the connector reported (`ConnectResponse.error`, which
-/// names the origin's address and the OS error: logged, not shown).
-async fn answer_origin_502(
-    stream: &mut TcpStream,
-    ctx: &ResponseContext,
-    cause: &str,
+    error: &ForwardError,
     body: BodyKind,
 ) -> Next {
     warn!(
-        cause,
-        "502: the connector could not get an answer from the origin"
+        %error,
+        side = ?error.side(),
+        retryable = error.retryable(),
+        "502: no answer through the tunnel"
     );
-    write_502(stream, ctx, GatewayFailure::Origin, body).await
+    write_502(stream, ctx, error.side(), body).await
 }
 
 async fn write_502(

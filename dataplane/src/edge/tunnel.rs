@@ -21,7 +21,8 @@ use crate::quic::VarInt;
 use crate::quic::endpoint::Connection;
 use crate::quic::stream_io::{StreamReader, StreamWriter};
 use crate::wire::rpc::{
-    ConnectionDetails, RegisterRequest, RegistrationError, RegistrationHandler, serve_registration,
+    ConnectionDetails, LocalConfigError, RegisterRequest, RegistrationError, RegistrationHandler,
+    serve_registration,
 };
 
 /// How long a connector waits before retrying a tunnel this edge does not know yet: the
@@ -184,7 +185,7 @@ impl RegistrationHandler for Registration {
         }
     }
 
-    async fn update_local_configuration(&self, config: Vec<u8>) -> Result<(), String> {
+    async fn update_local_configuration(&self, config: Vec<u8>) -> Result<(), LocalConfigError> {
         debug!(
             bytes = config.len(),
             "connector sent its local configuration"

@@ -166,6 +166,37 @@ impl RegistrationError {
     }
 }
 
+/// Why the edge did not take a connector's `updateLocalConfiguration`. It reaches the connector
+/// as an RPC exception whose kind carries the retry decision: `failed` for a configuration the
+/// edge will never take, `overloaded` for one it cannot take now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocalConfigError {
+    /// The configuration itself is unacceptable (empty, malformed, too large); sending it
+    /// again unchanged fails again.
+    #[error("local configuration rejected: {reason}")]
+    Rejected { reason: String },
+    /// The edge cannot take it at the moment; the connector may send it again later.
+    #[error("local configuration not taken now: {reason}")]
+    Unavailable { reason: String },
+}
+
+impl LocalConfigError {
+    /// Whether sending the same configuration again may succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+}
+
+impl From<LocalConfigError> for capnp::Error {
+    fn from(e: LocalConfigError) -> Self {
+        if e.retryable() {
+            capnp::Error::overloaded(e.to_string())
+        } else {
+            capnp::Error::failed(e.to_string())
+        }
+    }
+}
+
 /// Why `register_connection` failed on the client side.
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
@@ -449,11 +480,11 @@ pub trait RegistrationHandler: 'static {
     }
 
     /// `updateLocalConfiguration`: the connector's local configuration. An `Err` becomes an RPC
-    /// exception.
+    /// exception ([`LocalConfigError`] says of which kind).
     fn update_local_configuration(
         &self,
         config: Vec<u8>,
-    ) -> impl Future<Output = Result<(), String>> {
+    ) -> impl Future<Output = Result<(), LocalConfigError>> {
         let _ = config;
         async { Ok(()) }
     }
@@ -501,7 +532,7 @@ impl<H: RegistrationHandler> registration_server::Server for RegistrationServerI
         self.handler
             .update_local_configuration(config)
             .await
-            .map_err(capnp::Error::failed)
+            .map_err(capnp::Error::from)
     }
 }
 

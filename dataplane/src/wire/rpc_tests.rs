@@ -140,9 +140,16 @@ impl RegistrationHandler for TestEdge {
         self.state.borrow_mut().unregistered += 1;
     }
 
-    async fn update_local_configuration(&self, config: Vec<u8>) -> Result<(), String> {
+    async fn update_local_configuration(&self, config: Vec<u8>) -> Result<(), LocalConfigError> {
         if config.is_empty() {
-            return Err("empty configuration".into());
+            return Err(LocalConfigError::Rejected {
+                reason: "empty configuration".into(),
+            });
+        }
+        if config == b"busy" {
+            return Err(LocalConfigError::Unavailable {
+                reason: "busy".into(),
+            });
         }
         self.state.borrow_mut().configs.push(config);
         Ok(())
@@ -326,11 +333,16 @@ fn wire_rpc_update_local_configuration_delivers_bytes() {
     pool.run_until(client.update_local_configuration(config))
         .unwrap();
     assert_eq!(state.borrow().configs, vec![config.to_vec()]);
-    // A handler error is an RPC exception.
-    assert!(
-        pool.run_until(client.update_local_configuration(b""))
-            .is_err()
-    );
+    // A handler error is an RPC exception whose kind says whether to send it again.
+    let e = pool
+        .run_until(client.update_local_configuration(b""))
+        .unwrap_err();
+    assert_eq!(e.kind, capnp::ErrorKind::Failed);
+    assert!(e.extra.contains("empty configuration"), "{e}");
+    let e = pool
+        .run_until(client.update_local_configuration(b"busy"))
+        .unwrap_err();
+    assert_eq!(e.kind, capnp::ErrorKind::Overloaded);
 }
 
 #[test]

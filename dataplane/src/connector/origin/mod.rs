@@ -171,13 +171,20 @@ impl OriginService {
             return Err(invalid("unknown scheme"));
         };
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !p.contains(']') => {
-                (h, p.parse().map_err(|_| invalid("invalid port"))?)
+        let authority = crate::http::Authority::parse(authority);
+        let port = match authority.port {
+            None => {
+                if https {
+                    443
+                } else {
+                    80
+                }
             }
-            _ => (authority, if https { 443 } else { 80 }),
+            Some(_) => authority
+                .port_number()
+                .ok_or_else(|| invalid("invalid port"))?,
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = authority.host;
         if host.is_empty() {
             return Err(invalid("empty host"));
         }
