@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End-to-end HTTP benchmark: nginx direct vs. nginx through a ringway tunnel, with wrk, in one
-# run on this machine (DESIGN: every figure is a ratio against a baseline started by the same
+# run on this machine (as for every ringway figure: a ratio against a baseline started by the same
 # script). Starts everything itself on loopback and cleans up.
 #
 #   bench/e2e_http.sh [--secs 10] [--workers N] [--out bench/results/DATE]

@@ -14,10 +14,10 @@ use anyhow::Context;
 
 use super::args::{OutputFormat, QuickstartArgs, RouteVerb, TunnelCmd, TunnelVerb};
 use super::control::{bind, bootstrap, runtime, serve_on};
-use crate::signal::shutdown_signal;
 use crate::api::{AppState, login::mint_cert};
 use crate::files::OriginCert;
 use crate::secret::ApiToken;
+use crate::signal::shutdown_signal;
 
 const ZONE: &str = "quickstart.test";
 const TUNNEL: &str = "quickstart";
