@@ -292,19 +292,19 @@ impl Conn {
     }
 }
 
-/// Where to connect.
+/// Where an origin listens: a TCP host and port, or a unix socket path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Endpoint {
+pub(crate) enum OriginAddr {
     Tcp { host: String, port: u16 },
     Unix(std::path::PathBuf),
 }
 
-impl std::fmt::Display for Endpoint {
+impl std::fmt::Display for OriginAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Endpoint::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
-            Endpoint::Tcp { host, port } => write!(f, "{host}:{port}"),
-            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+            OriginAddr::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            OriginAddr::Tcp { host, port } => write!(f, "{host}:{port}"),
+            OriginAddr::Unix(p) => write!(f, "unix:{}", p.display()),
         }
     }
 }
@@ -341,24 +341,29 @@ async fn connect_unix(path: &Path) -> io::Result<UnixStream> {
 /// Opens a new connection: transport within `connect_timeout`, then the TLS handshake within
 /// `tls_timeout`.
 pub(crate) async fn connect(
-    endpoint: &Endpoint,
+    addr: &OriginAddr,
     tls: Option<TlsParams>,
     connect_timeout: Duration,
     tls_timeout: Duration,
 ) -> Result<Conn, ProxyError> {
-    let addr = endpoint.to_string();
+    let addr_text = addr.to_string();
     let transport = async {
-        match endpoint {
-            Endpoint::Tcp { host, port } => connect_tcp(host, *port).await.map(Plain::Tcp),
-            Endpoint::Unix(path) => connect_unix(path).await.map(Plain::Unix),
+        match addr {
+            OriginAddr::Tcp { host, port } => connect_tcp(host, *port).await.map(Plain::Tcp),
+            OriginAddr::Unix(path) => connect_unix(path).await.map(Plain::Unix),
         }
     };
     let plain = match monoio::time::timeout(connect_timeout, transport).await {
         Ok(Ok(p)) => p,
-        Ok(Err(source)) => return Err(ProxyError::Connect { addr, source }),
+        Ok(Err(source)) => {
+            return Err(ProxyError::Connect {
+                addr: addr_text,
+                source,
+            });
+        }
         Err(_) => {
             return Err(ProxyError::ConnectTimeout {
-                addr,
+                addr: addr_text,
                 timeout: connect_timeout,
             });
         }
@@ -368,7 +373,7 @@ pub(crate) async fn connect(
     };
     let tls =
         ClientConnection::new(params.config, params.server_name).map_err(|e| ProxyError::Tls {
-            addr: addr.clone(),
+            addr: addr_text.clone(),
             reason: e.to_string(),
         })?;
     let mut conn = Box::new(TlsConn {
@@ -382,11 +387,11 @@ pub(crate) async fn connect(
     match monoio::time::timeout(tls_timeout, conn.handshake()).await {
         Ok(Ok(())) => Ok(Conn::Tls(conn)),
         Ok(Err(e)) => Err(ProxyError::Tls {
-            addr,
+            addr: addr_text,
             reason: e.to_string(),
         }),
         Err(_) => Err(ProxyError::Tls {
-            addr,
+            addr: addr_text,
             reason: format!("handshake timed out after {}s", tls_timeout.as_secs_f64()),
         }),
     }

@@ -1,12 +1,22 @@
 //! One request/response exchange on one origin connection, and the verdict the client
 //! needs afterwards: reuse the connection, retry elsewhere, or fail.
+//!
+//! The HTTP rules are the codec's ([`crate::http::ResponseHeadReader`],
+//! [`crate::http::BodyDecoder`]); this file only moves bytes between the connection, the
+//! codec and the sink, and names which side failed.
 
 use bytes::BytesMut;
 
 use super::conn::Conn;
 use super::request::{Plan, SendError, send};
-use super::response::{Framing, HeadError, READ_SIZE, read_head, stream_body, to_origin_response};
-use super::{ProxyError, RequestBody, ResponseSink};
+use super::{MalformedResponse, OriginResponse, ProxyError, RequestBody, ResponseSink};
+use crate::http::{
+    BodyDecoder, BodyFraming, ChunkedLimits, DecodeEvent, Limits, ParsedResponseHead,
+    ResponseHeadError, ResponseHeadReader,
+};
+
+/// What one read asks for.
+const READ_SIZE: usize = 32 * 1024;
 
 #[derive(Debug)]
 pub(crate) enum ExchangeError {
@@ -15,6 +25,17 @@ pub(crate) enum ExchangeError {
     /// origin having closed it while idle).
     Retryable(ProxyError),
     Fatal(ProxyError),
+}
+
+/// Why no final response head arrived.
+enum HeadFailure {
+    Malformed(ResponseHeadError),
+    /// End-of-stream or an I/O error; `any_bytes` says whether anything of a response had
+    /// arrived (if not, and the connection was pooled, the request can be retried).
+    Closed {
+        any_bytes: bool,
+        source: Option<std::io::Error>,
+    },
 }
 
 /// Sends the request, delivers the response to `sink`. `Ok(true)`: the connection is at a
@@ -36,15 +57,15 @@ pub(crate) async fn exchange(
     };
 
     let mut buf = BytesMut::with_capacity(READ_SIZE);
-    let head = match read_head(conn, &mut buf).await {
+    let head = match read_head(conn, &mut buf, plan.head_request).await {
         Ok(head) => head,
-        Err(HeadError::Malformed(reason)) => {
+        Err(HeadFailure::Malformed(e)) => {
             return Err(ExchangeError::Fatal(ProxyError::Malformed {
-                reason,
+                cause: MalformedResponse::Head(e),
                 head_sent: false,
             }));
         }
-        Err(HeadError::Closed { any_bytes, source }) => {
+        Err(HeadFailure::Closed { any_bytes, source }) => {
             let err = match (write_failed, source) {
                 (Some(source), _) => ProxyError::OriginIo {
                     what: "writing the request",
@@ -73,15 +94,9 @@ pub(crate) async fn exchange(
         }
     };
 
-    let framing = head.framing(plan.head_request).map_err(|reason| {
-        ExchangeError::Fatal(ProxyError::Malformed {
-            reason,
-            head_sent: false,
-        })
-    })?;
-    // 101 hands the connection to another protocol, which this client does not carry on.
-    let reusable = head.keep_alive() && write_failed.is_none() && head.status != 101;
-    sink.send_head(to_origin_response(head))
+    let framing = head.framing;
+    let reusable = head.keep_alive && write_failed.is_none();
+    sink.send_head(origin_response(head))
         .await
         .map_err(|source| {
             ExchangeError::Fatal(ProxyError::Sink {
@@ -92,5 +107,105 @@ pub(crate) async fn exchange(
     let clean = stream_body(conn, &mut buf, framing, sink)
         .await
         .map_err(ExchangeError::Fatal)?;
-    Ok(reusable && clean && framing != Framing::Close)
+    Ok(reusable && clean)
+}
+
+/// Reads until the final (or 101) response head; interim 1xx heads are skipped by the
+/// codec.
+async fn read_head(
+    conn: &mut Conn,
+    buf: &mut BytesMut,
+    head_request: bool,
+) -> Result<ParsedResponseHead, HeadFailure> {
+    let mut reader = ResponseHeadReader::new(head_request, Limits::default());
+    let mut any_bytes = !buf.is_empty();
+    // Bound: each round either parses (the codec bounds interim heads and head size) or
+    // reads more bytes, which ends in data, end-of-stream or an error.
+    loop {
+        if !buf.is_empty()
+            && let Some(head) = reader.read_head(buf).map_err(HeadFailure::Malformed)?
+        {
+            return Ok(head);
+        }
+        match conn.read(buf, READ_SIZE).await {
+            Ok(0) => {
+                return Err(HeadFailure::Closed {
+                    any_bytes,
+                    source: None,
+                });
+            }
+            Ok(_) => any_bytes = true,
+            Err(e) => {
+                return Err(HeadFailure::Closed {
+                    any_bytes,
+                    source: Some(e),
+                });
+            }
+        }
+    }
+}
+
+/// Streams the body to the sink. Returns whether it ended cleanly on a reusable boundary
+/// (complete, not close-delimited, and nothing left over in the buffer).
+async fn stream_body(
+    conn: &mut Conn,
+    buf: &mut BytesMut,
+    framing: BodyFraming,
+    sink: &mut impl ResponseSink,
+) -> Result<bool, ProxyError> {
+    let mut dec = BodyDecoder::for_response(framing, ChunkedLimits::default());
+    // Bound: every round hands the sink bytes, ends, or reads from the origin, which ends
+    // in data, end-of-stream or an error; the body's own length bounds the total.
+    loop {
+        let event = dec.decode(buf).map_err(|e| ProxyError::Malformed {
+            cause: MalformedResponse::Body(e),
+            head_sent: true,
+        })?;
+        match event {
+            DecodeEvent::Data(b) => sink.send_body(b).await.map_err(|source| ProxyError::Sink {
+                source,
+                head_sent: true,
+            })?,
+            DecodeEvent::End => return Ok(buf.is_empty()),
+            DecodeEvent::NeedMore => {
+                let n = conn
+                    .read(buf, READ_SIZE)
+                    .await
+                    .map_err(|source| ProxyError::OriginIo {
+                        what: "reading the response body",
+                        source,
+                        head_sent: true,
+                    })?;
+                if n > 0 {
+                    continue;
+                }
+                if dec.complete_at_eof() {
+                    // Close-delimited: complete, but the connection is gone.
+                    return Ok(false);
+                }
+                let detail = match (&dec, framing) {
+                    (BodyDecoder::Length(d), BodyFraming::Length(total)) => {
+                        format!("after {} of {total} body bytes", total - d.remaining())
+                    }
+                    _ => "inside a chunked body".to_owned(),
+                };
+                return Err(ProxyError::OriginClosed {
+                    detail,
+                    head_sent: true,
+                });
+            }
+        }
+    }
+}
+
+/// The head as the sink gets it: status and every field as received.
+fn origin_response(head: ParsedResponseHead) -> OriginResponse {
+    OriginResponse {
+        status: head.status,
+        headers: head
+            .headers
+            .into_iter()
+            .map(|h| (h.name().to_owned(), h.value_bytes().clone()))
+            .collect(),
+    }
 }

@@ -8,15 +8,15 @@
 //!   plan the request, take a pooled connection or dial one, retry once if a pooled one
 //!   turns out dead.
 //! - `exchange.rs`: one request/response on one connection and its verdict (reuse, retry,
-//!   fail).
+//!   fail); the response head and body are read with the shared codec
+//!   ([`crate::http::ResponseHeadReader`], [`crate::http::BodyDecoder`]) and streamed to the
+//!   sink with chunked framing removed.
 //! - `request.rs`: request head (hop-by-hop fields dropped, Host chosen, injection
 //!   checks), body framing decision, sending the body (Content-Length, chunked, or
 //!   buffered for `disableChunkedEncoding`).
-//! - `response.rs`: response head parsing (httparse), 1xx handling, body framing and
-//!   streaming to the sink with chunked framing removed.
 //! - `conn.rs`: connect (TCP or unix, connect timeout), the TLS adapter over rustls with
 //!   owned buffers (TLS timeout), reads into `BytesMut`, vectored writes of `Bytes`.
-//! - `pool.rs`: keep-alive pools keyed by endpoint and TLS identity, LIFO, bounded, expiry
+//! - `pool.rs`: keep-alive pools keyed by origin address and TLS identity, LIFO, bounded, expiry
 //!   checked on use, dead idle connections detected with a non-blocking peek.
 //! - `tls.rs`: rustls client configurations (webpki roots + `caPool`, `noTLSVerify`),
 //!   [`OriginConfigError`].
@@ -43,7 +43,6 @@ mod conn;
 mod exchange;
 mod pool;
 mod request;
-mod response;
 mod tls;
 
 #[cfg(test)]
@@ -58,7 +57,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use conn::{Endpoint, TlsParams};
+use conn::{OriginAddr, TlsParams};
 use exchange::ExchangeError;
 use pool::{Pool, PoolKey};
 use request::ReqBody;
@@ -259,8 +258,11 @@ pub enum ProxyError {
     Tls { addr: String, reason: String },
     #[error("{0}")]
     TlsConfig(#[from] OriginConfigError),
-    #[error("origin sent a malformed response: {reason}")]
-    Malformed { reason: String, head_sent: bool },
+    #[error("origin sent a malformed response: {cause}")]
+    Malformed {
+        cause: MalformedResponse,
+        head_sent: bool,
+    },
     #[error("origin closed the connection {detail}")]
     OriginClosed { detail: String, head_sent: bool },
     #[error("origin connection failed {what}: {source}")]
@@ -275,6 +277,16 @@ pub enum ProxyError {
     BadRequest { reason: String },
     #[error("client response sink failed: {source}")]
     Sink { source: io::Error, head_sent: bool },
+}
+
+/// What was wrong with the origin's answer: its head or its body's framing. Either way the
+/// origin connection is closed, and the request is not retried (the origin answered).
+#[derive(Debug, thiserror::Error)]
+pub enum MalformedResponse {
+    #[error("{0}")]
+    Head(#[from] crate::http::ResponseHeadError),
+    #[error("chunked body: {0}")]
+    Body(#[from] crate::http::BodyError),
 }
 
 impl ProxyError {
@@ -342,7 +354,7 @@ impl OriginClient {
         mut sink: impl ResponseSink,
     ) -> Result<(), ProxyError> {
         let opts = &target.options;
-        let (endpoint, origin_host) = match &target.service {
+        let (addr, origin_host) = match &target.service {
             OriginService::HttpStatus(status) => {
                 return builtin::http_status(*status, &mut sink).await;
             }
@@ -351,13 +363,13 @@ impl OriginClient {
                 return builtin::hello_world(&req, &mut body, has_body, &mut sink).await;
             }
             OriginService::Http { host, port, .. } => (
-                Endpoint::Tcp {
+                OriginAddr::Tcp {
                     host: host.clone(),
                     port: *port,
                 },
                 Some(host.as_str()),
             ),
-            OriginService::Unix { path, .. } => (Endpoint::Unix(path.clone()), None),
+            OriginService::Unix { path, .. } => (OriginAddr::Unix(path.clone()), None),
         };
         let mut plan = request::plan(
             &req,
@@ -378,7 +390,7 @@ impl OriginClient {
                 _ => plan.host.clone(),
             };
             let server_name = tls::server_name(&name).ok_or_else(|| ProxyError::Tls {
-                addr: endpoint.to_string(),
+                addr: addr.to_string(),
                 reason: format!("invalid server name {name:?}"),
             })?;
             Some((name, server_name, self.tls_config(opts)?))
@@ -386,7 +398,7 @@ impl OriginClient {
             None
         };
         let key = PoolKey {
-            endpoint,
+            addr,
             tls: tls
                 .as_ref()
                 .map(|(name, ..)| (name.clone(), TlsKey::of(opts))),
@@ -412,7 +424,7 @@ impl OriginClient {
                         server_name: server_name.clone(),
                     });
                     conn::connect(
-                        &key.endpoint,
+                        &key.addr,
                         params,
                         opts.connect_timeout,
                         opts.tls_timeout,

@@ -8,13 +8,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::conn::{Conn, Endpoint};
+use super::conn::{Conn, OriginAddr};
 use super::tls::TlsKey;
 
 /// Identity of a pool: a pooled connection may serve any request with the same key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct PoolKey {
-    pub(crate) endpoint: Endpoint,
+    pub(crate) addr: OriginAddr,
     /// `None` for cleartext; else the verified server name and the trust settings.
     pub(crate) tls: Option<(String, TlsKey)>,
 }
