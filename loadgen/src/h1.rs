@@ -2,17 +2,19 @@
 //! `--conn-per-request` says otherwise.
 //!
 //! Per request the hot path is one send of a pre-serialised request (a reference-count
-//! increment, no formatting), reads into a reused buffer, and an in-place head parse; nothing
-//! is allocated.
+//! increment, no formatting), reads into a reused buffer, and an in-place head parse with the
+//! dataplane's codec ([`ResponseHeadReader::read_summary`]: header slots on the stack, only
+//! status, framing and keep-alive kept); body bytes are counted and dropped. Nothing is
+//! allocated per response except the chunk handles of a chunked body.
 
 use std::{cell::RefCell, rc::Rc};
 
 use bytes::{Bytes, BytesMut};
+use dataplane::http::{BodyDecoder, ChunkedLimits, Limits, ResponseHeadReader, ResponseSummary};
 
 use crate::{
     clock::now_ns,
     lane::{Lane, RunShared},
-    response::{Done, Progress, ResponseReader},
     stats::{ErrorKind, Recorder},
     transport::Stream,
     watchdog::Watch,
@@ -26,6 +28,57 @@ const BODY_READ: usize = 128 * 1024;
 /// A failed exchange: what kind, and the first words of why.
 type Failure = (ErrorKind, String);
 
+/// Where one connection is in the current response: reading its head, or skipping its body.
+struct ResponseState {
+    head: ResponseHeadReader,
+    body: Option<(ResponseSummary, BodyDecoder)>,
+}
+
+impl ResponseState {
+    /// `head_request`: the requests are HEAD, so responses have no body.
+    fn new(head_request: bool) -> Self {
+        Self {
+            head: ResponseHeadReader::new(head_request, Limits::default()),
+            body: None,
+        }
+    }
+
+    /// Whether the current response's head has been read.
+    fn in_body(&self) -> bool {
+        self.body.is_some()
+    }
+
+    /// Consumes response bytes from the front of `buf`; `Some` once a response is complete
+    /// (bytes after it stay in `buf`).
+    fn advance(&mut self, buf: &mut BytesMut) -> Result<Option<ResponseSummary>, Failure> {
+        let malformed =
+            |e: &dyn std::fmt::Display| (ErrorKind::Parse, format!("malformed response: {e}"));
+        if self.body.is_none() {
+            let Some(summary) = self.head.read_summary(buf).map_err(|e| malformed(&e))? else {
+                return Ok(None);
+            };
+            let body = BodyDecoder::for_response(summary.framing, ChunkedLimits::default());
+            self.body = Some((summary, body));
+        }
+        let Some((summary, body)) = self.body.as_mut() else {
+            return Ok(None);
+        };
+        if !body.skip(buf).map_err(|e| malformed(&e))? {
+            return Ok(None);
+        }
+        let done = *summary;
+        self.body = None;
+        Ok(Some(done))
+    }
+
+    /// The server closed the connection: a body that runs until the close is complete now;
+    /// anything else was cut short (`None`).
+    fn eof(&mut self) -> Option<ResponseSummary> {
+        let (summary, body) = self.body.take()?;
+        body.complete_at_eof().then_some(summary)
+    }
+}
+
 /// Runs one lane until its schedule ends.
 pub async fn run_lane(
     shared: &RunShared,
@@ -34,7 +87,7 @@ pub async fn run_lane(
     watch: Rc<Watch>,
 ) {
     let mut stream: Option<Stream> = None;
-    let mut reader = ResponseReader::new(shared.target.is_head());
+    let mut reader = ResponseState::new(shared.target.is_head());
     let mut buf = BytesMut::with_capacity(HEAD_READ);
     let mut connect_failures = 0u32;
     let timeout_ns = shared.timeout.as_nanos() as u64;
@@ -83,7 +136,7 @@ pub async fn run_lane(
                 }
                 // The connection's state is unknown after any failure: start clean.
                 stream = None;
-                reader = ResponseReader::new(shared.target.is_head());
+                reader = ResponseState::new(shared.target.is_head());
                 buf.clear();
                 if kind == ErrorKind::Connect {
                     lane.backoff(connect_failures).await;
@@ -103,9 +156,9 @@ async fn exchange(
     watch: &Watch,
     stream: &mut Option<Stream>,
     request: Bytes,
-    reader: &mut ResponseReader,
+    reader: &mut ResponseState,
     buf: &mut BytesMut,
-) -> Result<(Done, u64, u64), Failure> {
+) -> Result<(ResponseSummary, u64, u64), Failure> {
     if stream.is_none() {
         let s = match monoio::time::timeout(shared.timeout, shared.dialer.connect()).await {
             Ok(Ok(s)) => s,
@@ -149,10 +202,8 @@ async fn exchange(
             };
         }
         rx += n as u64;
-        match reader.advance(buf) {
-            Ok(Progress::Done(done)) => return Ok((done, rx, tx)),
-            Ok(Progress::NeedMore) => {}
-            Err(e) => return Err((ErrorKind::Parse, e.to_string())),
+        if let Some(done) = reader.advance(buf)? {
+            return Ok((done, rx, tx));
         }
         let want = if reader.in_body() {
             BODY_READ

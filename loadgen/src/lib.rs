@@ -30,7 +30,6 @@ pub mod h1;
 pub mod h2;
 pub mod lane;
 pub mod report;
-pub mod response;
 pub mod run;
 pub mod stats;
 pub mod target;
