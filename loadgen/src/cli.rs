@@ -86,8 +86,19 @@ pub struct Args {
     pub hgrm: Option<PathBuf>,
 }
 
+/// A duration on the command line that does not parse (clap prints it after the flag name).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("{0:?} is not a duration (examples: 10s, 500ms, 1m)")]
+    NotANumber(String),
+    #[error("{text:?}: unknown unit {unit:?} (use us, ms, s, m or h)")]
+    UnknownUnit { text: String, unit: String },
+    #[error("{0:?} is out of range")]
+    OutOfRange(String),
+}
+
 /// `10s`, `500ms`, `250us`, `2m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -95,7 +106,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(split);
     let value: f64 = num
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration (examples: 10s, 500ms, 1m)"))?;
+        .map_err(|_| DurationError::NotANumber(s.to_owned()))?;
     let secs = match unit {
         "" | "s" => value,
         "ms" => value / 1e3,
@@ -103,13 +114,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => value * 60.0,
         "h" => value * 3600.0,
         _ => {
-            return Err(format!(
-                "{s:?}: unknown unit {unit:?} (use us, ms, s, m or h)"
-            ));
+            return Err(DurationError::UnknownUnit {
+                text: s.to_owned(),
+                unit: unit.to_owned(),
+            });
         }
     };
     if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-        return Err(format!("{s:?} is out of range"));
+        return Err(DurationError::OutOfRange(s.to_owned()));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -257,6 +269,7 @@ mod tests {
         assert!(
             parse_duration("ten")
                 .unwrap_err()
+                .to_string()
                 .contains("not a duration")
         );
         assert!(parse_duration("5 parsecs").is_err());

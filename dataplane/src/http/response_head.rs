@@ -207,14 +207,18 @@ impl ResponseHeadReader {
     }
 }
 
-/// One head (interim or final) from the front of `buf`, not consumed: its summary, reason
-/// and fields. `Ok(None)` wants more bytes.
+/// One parsed head, borrowing the receive buffer (`'b`) and the header slots (`'s`):
+/// summary, reason, fields.
+type BorrowedHead<'b, 's> = (ResponseSummary, &'b str, &'s [httparse::Header<'b>]);
+
+/// One head (interim or final) from the front of `buf`, not consumed. `Ok(None)` wants more
+/// bytes.
 fn parse_response_head<'b, 's>(
     buf: &'b [u8],
     head_request: bool,
     limits: &Limits,
     slots: &'s mut [MaybeUninit<httparse::Header<'b>>],
-) -> Result<Option<(ResponseSummary, &'b str, &'s [httparse::Header<'b>])>, ResponseHeadError> {
+) -> Result<Option<BorrowedHead<'b, 's>>, ResponseHeadError> {
     let max_headers = limits.max_headers.min(HARD_MAX_HEADERS);
     // Only the first max_head_bytes are looked at: a head that arrives whole in one large
     // read must not slip past the limit just because it parsed as complete.
