@@ -125,7 +125,7 @@ impl EdgeClient {
     }
 
     /// Waits (up to `POLL_WAIT_SECS`) for a snapshot newer than `since`; `None` when none came.
-    pub fn poll_snapshot(&self, since: u64) -> Result<Option<Snapshot>, SyncError> {
+    fn poll_snapshot(&self, since: u64) -> Result<Option<Snapshot>, SyncError> {
         let ans = self
             .poll
             .get_maybe_unchanged(&format!("/snapshot?since={since}&wait={POLL_WAIT_SECS}"))?;

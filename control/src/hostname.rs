@@ -42,7 +42,7 @@ pub fn normalize_hostname(host: &str) -> Result<String, HostnameError> {
 }
 
 /// Is `host` (already normalized) the zone apex or a name under it?
-pub fn in_zone(host: &str, zone: &str) -> bool {
+fn in_zone(host: &str, zone: &str) -> bool {
     host == zone
         || host
             .strip_suffix(zone)

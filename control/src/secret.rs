@@ -69,7 +69,7 @@ impl<T: AsRef<[u8]>> PartialEq for Secret<T> {
 impl<T: AsRef<[u8]>> Eq for Secret<T> {}
 
 /// Compares two byte strings without an early exit on the first difference.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 /// Clock ticks per second of the `/proc/PID/stat` times.
-pub fn clk_tck() -> f64 {
+fn clk_tck() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 { t as f64 } else { 100.0 }
@@ -40,12 +40,12 @@ pub fn children_cpu_secs() -> f64 {
 }
 
 /// Resets the peak-RSS mark (`VmHWM`) to the current RSS; false when the kernel refused.
-pub fn reset_peak_rss(pid: u32) -> bool {
+fn reset_peak_rss(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
 /// `(VmHWM, VmRSS)` in KiB.
-pub fn rss_kib(pid: u32) -> Result<(u64, u64)> {
+fn rss_kib(pid: u32) -> Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("read /proc/{pid}/status"))?;
     let field = |name: &str| -> Option<u64> {

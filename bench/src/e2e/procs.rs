@@ -243,7 +243,7 @@ pub fn spawn_logged(dir: &Path, name: &str, cmd: &mut Command) -> Result<Proc> {
 }
 
 /// The last `n` non-empty lines of a file.
-pub fn log_tail(path: &Path, n: usize) -> String {
+fn log_tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let from = lines.len().saturating_sub(n);

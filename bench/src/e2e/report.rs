@@ -111,7 +111,7 @@ pub fn ratios(scenarios: &[ScenarioResult]) -> (Headline, Vec<ScenarioRatios>) {
     (headline, per)
 }
 
-pub fn fmt_ratio(r: Option<f64>) -> String {
+fn fmt_ratio(r: Option<f64>) -> String {
     r.map_or_else(|| "n/a".into(), |r| format!("{r:.3}"))
 }
 

@@ -17,7 +17,7 @@ pub fn ok<T: Serialize>(result: T) -> Response {
     ok_with(StatusCode::OK, result)
 }
 
-pub fn ok_with<T: Serialize>(status: StatusCode, result: T) -> Response {
+fn ok_with<T: Serialize>(status: StatusCode, result: T) -> Response {
     let body = json!({
         "success": true,
         "errors": [],

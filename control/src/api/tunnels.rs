@@ -58,7 +58,7 @@ fn tunnel_json(t: &Tunnel, conns: &[ConnectionRecord]) -> Value {
 }
 
 /// The tunnel token cloudflared's `run --token` takes: base64 of `{"a","s","t"}`.
-pub fn token_string(account_tag: &str, secret: &[u8], id: Uuid) -> String {
+fn token_string(account_tag: &str, secret: &[u8], id: Uuid) -> String {
     let body = json!({"a": account_tag, "s": STANDARD.encode(secret), "t": id});
     STANDARD.encode(body.to_string())
 }

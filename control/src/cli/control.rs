@@ -168,7 +168,7 @@ pub async fn serve_on(
 }
 
 /// Serves the API (and expires leases) within `limits` until `shutdown` resolves.
-pub async fn serve_with(
+async fn serve_with(
     listener: tokio::net::TcpListener,
     state: AppState,
     limits: ServerLimits,

@@ -6,7 +6,6 @@
 //! where cloudflared writes it (`~/.cloudflared/cert.pem`, mode 0600) and records the control
 //! URL so later commands need no `--api-url`.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
@@ -135,11 +134,4 @@ fn browser_login(control: &str, no_browser: bool) -> anyhow::Result<Value> {
         "login timed out after {} s: nobody signed in",
         LOGIN_WAIT.as_secs()
     )
-}
-
-/// Where cert.pem goes by default; exposed for the quickstart and tests.
-pub fn default_cert_path() -> Option<PathBuf> {
-    files::default_search_dirs()
-        .first()
-        .map(|d| d.join("cert.pem"))
 }

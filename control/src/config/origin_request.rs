@@ -19,10 +19,8 @@ use super::duration;
 /// proxy can never disagree about them.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_TLS_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_TCP_KEEP_ALIVE: Duration = Duration::from_secs(30);
 pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(90);
 pub const DEFAULT_KEEP_ALIVE_CONNECTIONS: u32 = 100;
-pub const DEFAULT_PROXY_ADDRESS: &str = "127.0.0.1";
 
 /// The `originRequest` block, with cloudflared's YAML key names.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -251,10 +249,6 @@ impl OriginRequestConfig {
         self.tls_timeout.unwrap_or(DEFAULT_TLS_TIMEOUT)
     }
 
-    pub fn effective_tcp_keep_alive(&self) -> Duration {
-        self.tcp_keep_alive.unwrap_or(DEFAULT_TCP_KEEP_ALIVE)
-    }
-
     pub fn effective_keep_alive_timeout(&self) -> Duration {
         self.keep_alive_timeout
             .unwrap_or(DEFAULT_KEEP_ALIVE_TIMEOUT)
@@ -263,12 +257,6 @@ impl OriginRequestConfig {
     pub fn effective_keep_alive_connections(&self) -> u32 {
         self.keep_alive_connections
             .unwrap_or(DEFAULT_KEEP_ALIVE_CONNECTIONS)
-    }
-
-    pub fn effective_proxy_address(&self) -> &str {
-        self.proxy_address
-            .as_deref()
-            .unwrap_or(DEFAULT_PROXY_ADDRESS)
     }
 }
 
@@ -390,14 +378,11 @@ access:
         let o = OriginRequestConfig::default();
         assert_eq!(o.effective_connect_timeout(), Duration::from_secs(30));
         assert_eq!(o.effective_tls_timeout(), Duration::from_secs(10));
-        assert_eq!(o.effective_tcp_keep_alive(), Duration::from_secs(30));
         assert_eq!(o.effective_keep_alive_timeout(), Duration::from_secs(90));
         assert_eq!(o.effective_keep_alive_connections(), 100);
-        assert_eq!(o.effective_proxy_address(), "127.0.0.1");
-        let o = parse("connectTimeout: 0s\nkeepAliveConnections: 0\nproxyAddress: ::1");
+        let o = parse("connectTimeout: 0s\nkeepAliveConnections: 0");
         assert_eq!(o.effective_connect_timeout(), Duration::ZERO);
         assert_eq!(o.effective_keep_alive_connections(), 0);
-        assert_eq!(o.effective_proxy_address(), "::1");
     }
 
     #[test]

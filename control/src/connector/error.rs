@@ -169,3 +169,89 @@ impl ConnectorError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use dataplane::wire::rpc::RegistrationError;
+
+    use super::*;
+
+    fn refused(e: RegistrationError) -> ConnectionError {
+        ConnectionError::Refused(e)
+    }
+
+    #[test]
+    fn an_edge_refusal_says_edge_and_whether_a_retry_helps() {
+        let tunnel = Uuid::nil();
+        let wrong_secret = ConnectorError::GaveUp {
+            tunnel,
+            cause: refused(RegistrationError::permanent("Unauthorized")),
+        };
+        assert_eq!(wrong_secret.side(), Side::Edge);
+        assert!(!wrong_secret.retryable());
+        assert!(wrong_secret.to_string().contains("Unauthorized"));
+
+        let busy = ConnectorError::MaxFailures {
+            tunnel,
+            max: 3,
+            cause: refused(RegistrationError {
+                cause: "busy".into(),
+                retry_after: Duration::from_secs(1),
+                should_retry: true,
+            }),
+        };
+        assert_eq!(busy.side(), Side::Edge);
+        assert!(busy.retryable());
+    }
+
+    #[test]
+    fn flags_and_files_are_not_worth_retrying() {
+        assert_eq!(ConnectorError::NoEdge.side(), Side::CommandLine);
+        assert!(!ConnectorError::NoEdge.retryable());
+        let ca = ConnectorError::ReadCa {
+            path: "/nonexistent/ca.pem".into(),
+            cause: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        assert_eq!(ca.side(), Side::LocalFiles);
+        assert!(!ca.retryable());
+        let rule = ConnectorError::UnsupportedService {
+            rule: 2,
+            what: Unsupported::Bastion,
+        };
+        assert_eq!(rule.side(), Side::OriginConfig);
+        assert_eq!(
+            rule.to_string(),
+            "ingress rule #2: bastion mode is not supported by ringway yet"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_control_plane_is_retryable_a_missing_tunnel_is_not() {
+        let down = ConnectorError::Lookup(ContextError::ControlPlane(
+            crate::client::ClientError::Unreachable {
+                url: "http://127.0.0.1:1".into(),
+                cause: "connection refused".into(),
+            },
+        ));
+        assert_eq!(down.side(), Side::ControlPlane);
+        assert!(down.retryable());
+        let missing = ConnectorError::Lookup(ContextError::NoSuchTunnel("web".into()));
+        assert_eq!(missing.side(), Side::ControlPlane);
+        assert!(!missing.retryable());
+        let no_url = ConnectorError::Lookup(ContextError::NoControlUrl);
+        assert_eq!(no_url.side(), Side::LocalFiles);
+    }
+
+    #[test]
+    fn a_local_socket_failure_is_the_process_side() {
+        let e = ConnectorError::GaveUp {
+            tunnel: Uuid::nil(),
+            cause: ConnectionError::Socket(std::sync::Arc::new(std::io::Error::from(
+                std::io::ErrorKind::AddrInUse,
+            ))),
+        };
+        assert_eq!(e.side(), Side::Process);
+    }
+}

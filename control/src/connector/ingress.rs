@@ -77,7 +77,7 @@ fn service(s: &Service) -> Result<OriginService, Unsupported> {
             let https = matches!(url.scheme(), "https" | "wss");
             let host = url
                 .host_str()
-                .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+                .map(|h| dataplane::http::host_without_port(h).to_owned())
                 .unwrap_or_default();
             let port = url
                 .port_or_known_default()

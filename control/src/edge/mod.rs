@@ -227,7 +227,7 @@ pub fn route_table_checked(snap: &Snapshot) -> (RouteTable, Vec<RouteViolation>)
 }
 
 /// [`route_table_checked`], logging each violation (ids and names only, never a secret).
-pub fn route_table(snap: &Snapshot) -> RouteTable {
+fn route_table(snap: &Snapshot) -> RouteTable {
     if snap.format < SNAPSHOT_FORMAT {
         tracing::warn!(
             version = snap.version,

@@ -45,17 +45,12 @@ impl Credentials {
         ])
     }
 
-    /// Parses credentials JSON given inline (cloudflared's
-    /// `--credentials-contents` / `TUNNEL_CRED_CONTENTS`).
-    pub fn from_json(text: &str) -> Result<Self, FilesError> {
-        Self::from_json_bytes(text.as_bytes())
-    }
-
-    /// Parses credentials JSON bytes. Keys match case-insensitively and
-    /// unknown keys (old files carry `"TunnelName"`) are ignored, as with Go's
-    /// `encoding/json`.
-    pub fn from_json_bytes(data: &[u8]) -> Result<Self, FilesError> {
-        parse(data).map_err(|problem| FilesError::Invalid {
+    /// Parses credentials JSON text, as [`Credentials::load`] does a file's (the tests' entry
+    /// to the parser). Keys match case-insensitively and unknown keys (old files carry
+    /// `"TunnelName"`) are ignored, as with Go's `encoding/json`.
+    #[cfg(test)]
+    fn from_json(text: &str) -> Result<Self, FilesError> {
+        parse(text.as_bytes()).map_err(|problem| FilesError::Invalid {
             kind: FileKind::Credentials,
             problem,
         })

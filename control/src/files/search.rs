@@ -33,7 +33,7 @@ pub fn default_search_dirs() -> Vec<PathBuf> {
 }
 
 /// [`default_search_dirs`] for a given home directory.
-pub fn search_dirs_for_home(home: Option<&Path>) -> Vec<PathBuf> {
+fn search_dirs_for_home(home: Option<&Path>) -> Vec<PathBuf> {
     let user = home
         .into_iter()
         .flat_map(|h| USER_DIRS.iter().map(move |d| h.join(d)));
@@ -41,7 +41,7 @@ pub fn search_dirs_for_home(home: Option<&Path>) -> Vec<PathBuf> {
 }
 
 /// `$HOME`, when set and not empty.
-pub fn home_dir() -> Option<PathBuf> {
+fn home_dir() -> Option<PathBuf> {
     std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
@@ -107,7 +107,7 @@ pub fn find_origin_cert(explicit: Option<&Path>, dirs: &[PathBuf]) -> Result<Pat
 }
 
 /// `<UUID>.json`, lower-case and hyphenated as Go's `uuid.UUID` prints.
-pub fn credentials_file_name(tunnel_id: Uuid) -> String {
+fn credentials_file_name(tunnel_id: Uuid) -> String {
     format!("{}.json", tunnel_id.hyphenated())
 }
 

@@ -66,7 +66,7 @@ impl TunnelToken {
     }
 
     /// The token form of a credentials file.
-    pub fn from_credentials(credentials: &Credentials) -> Self {
+    fn from_credentials(credentials: &Credentials) -> Self {
         Self {
             account_tag: credentials.account_tag.clone(),
             tunnel_secret: credentials.tunnel_secret.clone(),

@@ -8,6 +8,8 @@
 //! - `mod.rs` (this file): opening, pragmas, and the [`Store`] calls.
 //! - `rows`: column lists, row mappers and the text encodings the tables use.
 //! - `tx`: helpers that run inside a caller's transaction (address-record rules, upserts).
+//! - `routing`: `route dns` / `route lb` in one transaction each.
+//! - `connections`: edge connection records and their leases.
 //! - `snapshot`: the edge snapshot, read in one transaction.
 
 use std::path::Path;
@@ -19,6 +21,8 @@ use uuid::Uuid;
 
 use super::*;
 
+mod connections;
+mod routing;
 mod rows;
 mod snapshot;
 #[cfg(test)]
@@ -460,37 +464,7 @@ impl Store for SqliteStore {
         target: &str,
         overwrite: bool,
     ) -> StoreResult<Change> {
-        let want = NewDnsRecord {
-            record_type: "CNAME".into(),
-            name: name.to_string(),
-            content: target.to_string(),
-            proxied: true,
-            ttl: 1,
-        };
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let existing = address_records_tx(&tx, zone_id, name)?;
-            let change = match existing.as_slice() {
-                [] => {
-                    insert_dns_tx(&tx, zone_id, &want)?;
-                    Change::New
-                }
-                [only] if only.record_type == "CNAME" && only.content == target && only.proxied => {
-                    return Ok(Change::Unchanged);
-                }
-                [first, rest @ ..] if overwrite => {
-                    for r in rest {
-                        tx.execute("DELETE FROM dns_records WHERE id = ?1", [&r.id])?;
-                    }
-                    update_dns_tx(&tx, zone_id, &first.id, &want)?;
-                    Change::Updated
-                }
-                _ => return Err(StoreError::Conflict(address_conflict(name))),
-            };
-            bump_version(&tx)?;
-            tx.commit()?;
-            Ok(change)
-        })
+        self.with(|c| routing::route_dns(c, zone_id, name, target, overwrite))
     }
 
     fn delete_dns(&self, zone_id: &str, id: &str) -> StoreResult<()> {
@@ -566,59 +540,7 @@ impl Store for SqliteStore {
         pool_name: &str,
         origin: &PoolOrigin,
     ) -> StoreResult<(Change, Change)> {
-        self.with(|c| {
-            // Read-modify-write of the pool's origin list and the LB's pool list: one
-            // transaction, or concurrent routes lose origins.
-            let tx = c.transaction()?;
-            let pool_change = match pool_by_name_tx(&tx, account_id, pool_name)? {
-                None => {
-                    upsert_pool_tx(&tx, account_id, pool_name, std::slice::from_ref(origin))?;
-                    Change::New
-                }
-                Some(p) if p.origins.iter().any(|o| o.address == origin.address) => {
-                    Change::Unchanged
-                }
-                Some(p) => {
-                    let mut origins = p.origins;
-                    origins.push(origin.clone());
-                    upsert_pool_tx(&tx, account_id, pool_name, &origins)?;
-                    Change::Updated
-                }
-            };
-            let pool = pool_by_name_tx(&tx, account_id, pool_name)?.ok_or_else(|| {
-                StoreError::Backend("pool vanished inside its transaction".into())
-            })?;
-            let lb_change = match lb_by_name_tx(&tx, zone_id, lb_name)? {
-                None => {
-                    if !address_records_tx(&tx, zone_id, lb_name)?.is_empty() {
-                        return Err(StoreError::Conflict(format!(
-                            "a DNS record already exists for {lb_name}; delete it before \
-                             routing a load balancer there"
-                        )));
-                    }
-                    upsert_lb_tx(
-                        &tx,
-                        zone_id,
-                        lb_name,
-                        std::slice::from_ref(&pool.id),
-                        &pool.id,
-                    )?;
-                    Change::New
-                }
-                Some(l) if l.default_pools.contains(&pool.id) => Change::Unchanged,
-                Some(l) => {
-                    let mut pools = l.default_pools;
-                    pools.push(pool.id.clone());
-                    upsert_lb_tx(&tx, zone_id, lb_name, &pools, &l.fallback_pool)?;
-                    Change::Updated
-                }
-            };
-            if (lb_change, pool_change) != (Change::Unchanged, Change::Unchanged) {
-                bump_version(&tx)?;
-            }
-            tx.commit()?;
-            Ok((lb_change, pool_change))
-        })
+        self.with(|c| routing::route_lb(c, account_id, zone_id, lb_name, pool_name, origin))
     }
 
     fn delete_load_balancer(&self, zone_id: &str, id: &str) -> StoreResult<()> {
@@ -626,48 +548,11 @@ impl Store for SqliteStore {
     }
 
     fn register_connection(&self, rec: &ConnectionRecord) -> StoreResult<()> {
-        self.with(|c| {
-            c.execute(
-                &format!(
-                    "INSERT OR REPLACE INTO connections ({CONN_COLS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
-                ),
-                params![
-                    rec.id.to_string(),
-                    rec.tunnel_id.to_string(),
-                    rec.client_id.to_string(),
-                    rec.client_version,
-                    rec.arch,
-                    to_json(&rec.features),
-                    rec.conn_index,
-                    rec.colo_name,
-                    rec.origin_ip,
-                    rec.edge_id,
-                    fmt_time(rec.opened_at),
-                    rec.lease_expires_ms
-                ],
-            )?;
-            Ok(())
-        })
+        self.with(|c| connections::register_connection(c, rec))
     }
 
     fn renew_leases(&self, edge_id: &str, ids: &[Uuid], expires_ms: i64) -> StoreResult<Vec<Uuid>> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let mut unknown = Vec::new();
-            {
-                let mut st = tx.prepare(
-                    "UPDATE connections SET lease_expires_ms = ?1 WHERE id = ?2 AND edge_id = ?3",
-                )?;
-                for id in ids {
-                    if st.execute(params![expires_ms, id.to_string(), edge_id])? == 0 {
-                        unknown.push(*id);
-                    }
-                }
-            }
-            tx.commit()?;
-            Ok(unknown)
-        })
+        self.with(|c| connections::renew_leases(c, edge_id, ids, expires_ms))
     }
 
     fn unregister_connection(&self, id: Uuid) -> StoreResult<bool> {
