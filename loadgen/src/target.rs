@@ -71,10 +71,7 @@ fn parse_url(raw: &str) -> Result<Parsed, TargetError> {
     };
     let host = url.host_str().ok_or_else(|| bad("no host"))?;
     // `url` keeps the brackets of an IPv6 literal; the resolver and SNI want it bare.
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
+    let host = dataplane::http::host_without_port(host).to_owned();
     let port = url.port_or_known_default().ok_or_else(|| bad("no port"))?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(bad(

@@ -65,15 +65,9 @@ impl OriginOptions {
     }
 }
 
-/// The name to verify and send as SNI: a DNS name or an IP address. Ports and IPv6
-/// brackets are removed (a Host header may carry both).
+/// The name to verify and send as SNI: a DNS name or an IP address. The port, IPv6
+/// brackets and a final dot are removed (a Host header may carry them; SNI never does).
 pub(crate) fn server_name(host: &str) -> Option<ServerName<'static>> {
-    let bare = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or(rest)
-    } else if host.matches(':').count() == 1 {
-        host.split(':').next().unwrap_or(host)
-    } else {
-        host
-    };
+    let bare = crate::http::host_without_port(host);
     ServerName::try_from(bare.to_owned()).ok()
 }
