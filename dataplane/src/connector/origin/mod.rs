@@ -423,13 +423,7 @@ impl OriginClient {
                         config: config.clone(),
                         server_name: server_name.clone(),
                     });
-                    conn::connect(
-                        &key.addr,
-                        params,
-                        opts.connect_timeout,
-                        opts.tls_timeout,
-                    )
-                    .await?
+                    conn::connect(&key.addr, params, opts.connect_timeout, opts.tls_timeout).await?
                 }
             };
             match exchange::exchange(&mut conn, &plan, &mut body, &mut sink).await {

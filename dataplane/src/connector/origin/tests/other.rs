@@ -1,7 +1,7 @@
 //! Unix sockets, TLS origins, built-in services, and the pure helpers.
 
-use crate::tls::{crypto_provider, default_kx_groups};
 use crate::quic::{CertificateAuthority, TlsMaterial};
+use crate::tls::{crypto_provider, default_kx_groups};
 
 use super::super::request::path_and_query;
 use super::*;
