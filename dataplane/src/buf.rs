@@ -112,7 +112,7 @@ unsafe impl monoio::buf::IoVecBuf for BytesVec {
 
 /// Writes every byte of `v` with vectored writes, resuming after short writes. Returns the
 /// (emptied) list for reuse.
-pub async fn write_all_vectored<W: AsyncWriteRent>(
+pub(crate) async fn write_all_vectored<W: AsyncWriteRent>(
     w: &mut W,
     mut v: BytesVec,
 ) -> (io::Result<()>, BytesVec) {

@@ -154,19 +154,19 @@ impl TunnelMetrics {
     /// Proxying a request to the origin failed (cloudflared's `request_errors`). Counts only:
     /// the request still ends with [`request_finished`](Self::request_finished).
     #[inline]
-    pub fn request_error(&self) {
+    pub(crate) fn request_error(&self) {
         self.request_errors.0.fetch_add(1, Relaxed);
     }
 
     /// `n` bytes of request body (or upgraded-stream data) written to the origin.
     #[inline]
-    pub fn bytes_to_origin(&self, n: u64) {
+    pub(crate) fn bytes_to_origin(&self, n: u64) {
         self.bytes_to_origin.0.fetch_add(n, Relaxed);
     }
 
     /// `n` bytes of response body (or upgraded-stream data) read from the origin.
     #[inline]
-    pub fn bytes_from_origin(&self, n: u64) {
+    pub(crate) fn bytes_from_origin(&self, n: u64) {
         self.bytes_from_origin.0.fetch_add(n, Relaxed);
     }
 
@@ -208,17 +208,17 @@ impl TunnelMetrics {
     }
 
     /// Requests started since the process began.
-    pub fn total_requests(&self) -> u64 {
+    pub(crate) fn total_requests(&self) -> u64 {
         self.total_requests.0.load(Relaxed)
     }
 
     /// Requests started and not yet finished.
-    pub fn concurrent_requests(&self) -> u64 {
+    pub(crate) fn concurrent_requests(&self) -> u64 {
         clamp_gauge(self.concurrent_requests.0.load(Relaxed))
     }
 
     /// Requests finished, whatever their status.
-    pub fn responses_total(&self) -> u64 {
+    pub(crate) fn responses_total(&self) -> u64 {
         self.responses.0.load(Relaxed)
     }
 
@@ -228,27 +228,27 @@ impl TunnelMetrics {
     }
 
     /// Proxy failures counted by [`request_error`](Self::request_error).
-    pub fn request_errors(&self) -> u64 {
+    pub(crate) fn request_errors(&self) -> u64 {
         self.request_errors.0.load(Relaxed)
     }
 
     /// Bytes written to origins.
-    pub fn bytes_to_origin_total(&self) -> u64 {
+    pub(crate) fn bytes_to_origin_total(&self) -> u64 {
         self.bytes_to_origin.0.load(Relaxed)
     }
 
     /// Bytes read from origins.
-    pub fn bytes_from_origin_total(&self) -> u64 {
+    pub(crate) fn bytes_from_origin_total(&self) -> u64 {
         self.bytes_from_origin.0.load(Relaxed)
     }
 
     /// Failed connects to origins.
-    pub fn origin_connect_errors(&self) -> u64 {
+    pub(crate) fn origin_connect_errors(&self) -> u64 {
         self.origin_connect_errors.load(Relaxed)
     }
 
     /// Registration failures of one kind.
-    pub fn registration_failures(&self, kind: RegistrationFailure) -> u64 {
+    pub(crate) fn registration_failures(&self, kind: RegistrationFailure) -> u64 {
         self.registration_failures[kind.index()].load(Relaxed)
     }
 

@@ -27,7 +27,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
 /// The default key exchange groups: X25519MLKEM768, X25519, P-256.
-pub fn default_kx_groups() -> Vec<&'static dyn SupportedKxGroup> {
+pub(crate) fn default_kx_groups() -> Vec<&'static dyn SupportedKxGroup> {
     vec![
         kx_group::X25519MLKEM768,
         kx_group::X25519,
@@ -36,7 +36,7 @@ pub fn default_kx_groups() -> Vec<&'static dyn SupportedKxGroup> {
 }
 
 /// The aws-lc-rs provider restricted to `groups` (in preference order).
-pub fn crypto_provider(groups: Vec<&'static dyn SupportedKxGroup>) -> Arc<CryptoProvider> {
+pub(crate) fn crypto_provider(groups: Vec<&'static dyn SupportedKxGroup>) -> Arc<CryptoProvider> {
     let mut provider = aws_lc_rs::default_provider();
     provider.kx_groups = groups;
     Arc::new(provider)
@@ -59,7 +59,7 @@ pub enum CertsError {
 }
 
 /// Every CERTIFICATE block of PEM text, in order; at least one.
-pub fn parse_pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertsError> {
+pub(crate) fn parse_pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertsError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(CertsError::Pem)?;
@@ -70,7 +70,7 @@ pub fn parse_pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Certs
 }
 
 /// PEM (any number of CERTIFICATE blocks) or a single DER certificate.
-pub fn parse_certs(input: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertsError> {
+pub(crate) fn parse_certs(input: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertsError> {
     // A DER certificate starts with a SEQUENCE tag (0x30); PEM is text.
     if input.first() == Some(&0x30) {
         return Ok(vec![CertificateDer::from(input.to_vec())]);
@@ -109,7 +109,7 @@ pub enum CertFileError {
 }
 
 /// The certificates of the PEM or DER file at `path`; at least one.
-pub fn read_cert_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertFileError> {
+pub(crate) fn read_cert_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertFileError> {
     let input = std::fs::read(path).map_err(|source| CertFileError::Read {
         path: path.to_owned(),
         source,

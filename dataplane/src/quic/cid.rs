@@ -164,24 +164,13 @@ pub enum CidError {
 pub struct WorkerCidGenerator {
     key: CidKey,
     worker: u16,
-    lifetime: Option<Duration>,
 }
 
 impl WorkerCidGenerator {
     /// A generator for `worker` in the group that shares `key`.
     pub fn new(key: CidKey, worker: usize) -> Result<Self, CidError> {
         let worker = u16::try_from(worker).map_err(|_| CidError::WorkerOutOfRange(worker))?;
-        Ok(Self {
-            key,
-            worker,
-            lifetime: None,
-        })
-    }
-
-    /// Retire issued CIDs after `lifetime` (quinn then issues fresh ones). Off by default.
-    pub fn with_lifetime(mut self, lifetime: Duration) -> Self {
-        self.lifetime = Some(lifetime);
-        self
+        Ok(Self { key, worker })
     }
 
     /// The worker this generator issues CIDs for.
@@ -206,7 +195,9 @@ impl WorkerCidGenerator {
 
     /// The factory [`quinn_proto::EndpointConfig::cid_generator`] wants: one boxed clone
     /// of this generator per endpoint.
-    pub fn factory(&self) -> impl Fn() -> Box<dyn ConnectionIdGenerator> + Send + Sync + 'static {
+    pub(crate) fn factory(
+        &self,
+    ) -> impl Fn() -> Box<dyn ConnectionIdGenerator> + Send + Sync + 'static {
         let this = self.clone();
         move || Box::new(this.clone())
     }
@@ -235,8 +226,9 @@ impl ConnectionIdGenerator for WorkerCidGenerator {
         CID_LEN
     }
 
+    /// CIDs are never retired by age: a connection keeps its IDs for its whole life.
     fn cid_lifetime(&self) -> Option<Duration> {
-        self.lifetime
+        None
     }
 }
 

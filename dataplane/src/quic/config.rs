@@ -256,7 +256,10 @@ impl QuicConfig {
     /// The stateless-reset key is random per endpoint (quinn's default). Sharing it across
     /// workers would buy nothing: a worker only ever resets CIDs of its own (see
     /// [`WorkerCidGenerator`]'s `validate`), and all workers restart together.
-    pub fn endpoint_config(&self, cid: &WorkerCidGenerator) -> Result<EndpointConfig, ConfigError> {
+    pub(crate) fn endpoint_config(
+        &self,
+        cid: &WorkerCidGenerator,
+    ) -> Result<EndpointConfig, ConfigError> {
         let mut e = EndpointConfig::default();
         e.cid_generator(cid.factory())
             .max_udp_payload_size(self.max_udp_payload)

@@ -381,29 +381,24 @@ impl Driver {
     }
 
     /// Connections held (handshaking, established or draining).
-    pub fn connection_count(&self) -> usize {
+    pub(crate) fn connection_count(&self) -> usize {
         self.live
     }
 
     /// Incoming-connection and queue counters.
-    pub fn driver_stats(&self) -> DriverStats {
+    pub(crate) fn driver_stats(&self) -> DriverStats {
         self.stats
     }
 
     /// Incoming connections still handshaking (accepted, neither established nor drained).
-    pub fn half_open(&self) -> usize {
+    pub(crate) fn half_open(&self) -> usize {
         self.half_open
     }
 
     /// Whether this driver accepts incoming connections at all (it has a server
     /// configuration).
-    pub fn is_server(&self) -> bool {
+    pub(crate) fn is_server(&self) -> bool {
         self.handshake_server_config.is_some()
-    }
-
-    /// Stop (or resume) accepting connections; while stopped, attempts are refused.
-    pub fn set_accepting(&mut self, accepting: bool) {
-        self.accepting = accepting;
     }
 
     /// Opens a connection to `remote`, presenting `server_name` as SNI. The handshake
@@ -878,7 +873,7 @@ impl Driver {
 
     /// [`write`](Self::write) for several buffers at once (one call, one flow-control
     /// check). Fully taken chunks are left empty, a partly taken one is advanced.
-    pub fn write_chunks(
+    pub(crate) fn write_chunks(
         &mut self,
         id: ConnId,
         stream: StreamId,
@@ -1004,7 +999,7 @@ impl Driver {
     }
 
     /// Closes every connection (shutdown) and stops accepting new ones.
-    pub fn close_all(&mut self, now: Instant, code: VarInt, reason: Bytes) {
+    pub(crate) fn close_all(&mut self, now: Instant, code: VarInt, reason: Bytes) {
         self.accepting = false;
         // Bound: the connection table's length.
         for index in 0..self.conns.len() {
@@ -1021,12 +1016,12 @@ impl Driver {
     }
 
     /// When the last datagram from the peer arrived (`None` before the first).
-    pub fn last_received(&mut self, id: ConnId) -> Option<Instant> {
+    pub(crate) fn last_received(&mut self, id: ConnId) -> Option<Instant> {
         self.slot(id)?.last_rx
     }
 
     /// The peer's address.
-    pub fn remote_address(&mut self, id: ConnId) -> Option<SocketAddr> {
+    pub(crate) fn remote_address(&mut self, id: ConnId) -> Option<SocketAddr> {
         Some(self.slot(id)?.conn.remote_address())
     }
 

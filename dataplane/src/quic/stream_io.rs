@@ -33,7 +33,7 @@ impl StreamReader {
 
     /// A reader that yields `prefix` first: bytes already taken off the stream (e.g. the part
     /// of the first chunk after a stream signature).
-    pub fn with_prefix(stream: RecvStream, prefix: Bytes) -> Self {
+    pub(crate) fn with_prefix(stream: RecvStream, prefix: Bytes) -> Self {
         Self {
             stream,
             pending: prefix,

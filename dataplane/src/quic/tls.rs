@@ -208,7 +208,7 @@ pub fn server_crypto(
 }
 
 /// [`server_crypto`] with explicit key exchange groups.
-pub fn server_crypto_with_groups(
+pub(crate) fn server_crypto_with_groups(
     cert_chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     alpn: &[Vec<u8>],
@@ -232,7 +232,7 @@ pub fn client_crypto(root_ca: &[u8], alpn: &[Vec<u8>]) -> Result<Arc<QuicClientC
 }
 
 /// [`client_crypto`] with explicit key exchange groups.
-pub fn client_crypto_with_groups(
+pub(crate) fn client_crypto_with_groups(
     root_ca: &[u8],
     alpn: &[Vec<u8>],
     groups: Vec<&'static dyn SupportedKxGroup>,

@@ -173,7 +173,7 @@ impl<M: Send> Mailboxes<M> {
 
     /// Takes worker `index`'s receiving end. Call it once per index, inside that worker's monoio
     /// runtime (the inbox waits on an eventfd through the runtime). `None` if already taken.
-    pub fn take_inbox(&mut self, index: usize) -> Option<io::Result<Inbox<M>>> {
+    pub(crate) fn take_inbox(&mut self, index: usize) -> Option<io::Result<Inbox<M>>> {
         let rx = self.receivers.get_mut(index)?.take()?;
         Some(self.handle.inbox(index, rx))
     }

@@ -147,7 +147,7 @@ impl RegistrationError {
     }
 
     /// A refusal to retry after `delay`.
-    pub fn retry_after(cause: impl Into<String>, delay: Duration) -> Self {
+    pub(crate) fn retry_after(cause: impl Into<String>, delay: Duration) -> Self {
         Self {
             cause: cause.into(),
             retry_after: delay,
@@ -156,7 +156,7 @@ impl RegistrationError {
     }
 
     /// The refusal for an index that is already registered (`EDUPCONN`).
-    pub fn duplicate_connection() -> Self {
+    pub(crate) fn duplicate_connection() -> Self {
         Self::permanent(DUPLICATE_CONNECTION_CAUSE)
     }
 
@@ -413,7 +413,7 @@ impl fmt::Debug for RegistrationClient {
 
 /// Starts the connector's side of the control stream: a client for the edge's
 /// `RegistrationServer`, and the connection future to spawn.
-pub fn registration_client<R, W>(reader: R, writer: W) -> (RegistrationClient, RpcConnection)
+pub(crate) fn registration_client<R, W>(reader: R, writer: W) -> (RegistrationClient, RpcConnection)
 where
     R: AsyncRead + Unpin + 'static,
     W: AsyncWrite + Unpin + 'static,
@@ -456,7 +456,10 @@ impl RegistrationClient {
     }
 
     /// `updateLocalConfiguration`: the locally managed configuration (JSON bytes).
-    pub async fn update_local_configuration(&self, config: &[u8]) -> Result<(), capnp::Error> {
+    pub(crate) async fn update_local_configuration(
+        &self,
+        config: &[u8],
+    ) -> Result<(), capnp::Error> {
         let mut request = self.client.update_local_configuration_request();
         request.get().set_config(config);
         request.send().promise.await?;
@@ -538,7 +541,7 @@ impl<H: RegistrationHandler> registration_server::Server for RegistrationServerI
 
 /// Serves `RegistrationServer` for `handler` on the control stream (the edge's side). The
 /// returned future ends when the connector closes the stream, or fails on bad input.
-pub fn serve_registration<H, R, W>(handler: H, reader: R, writer: W) -> RpcConnection
+pub(crate) fn serve_registration<H, R, W>(handler: H, reader: R, writer: W) -> RpcConnection
 where
     H: RegistrationHandler,
     R: AsyncRead + Unpin + 'static,
@@ -639,7 +642,7 @@ impl<H: ConfigurationHandler> configuration_manager::Server for ConfigurationSer
 
 /// Serves `ConfigurationManager` on an RPC stream whose signature has been consumed (the
 /// connector's side).
-pub fn serve_configuration<H, R, W>(handler: H, reader: R, writer: W) -> RpcConnection
+pub(crate) fn serve_configuration<H, R, W>(handler: H, reader: R, writer: W) -> RpcConnection
 where
     H: ConfigurationHandler,
     R: AsyncRead + Unpin + 'static,

@@ -342,7 +342,7 @@ impl<M: HeaderMessage> StreamHeaderDecoder<M> {
     }
 
     /// Also accept RPC streams (the connector serves both kinds on edge-opened streams).
-    pub fn accepting_rpc(mut self) -> Self {
+    pub(crate) fn accepting_rpc(mut self) -> Self {
         self.accept_rpc = true;
         self
     }

@@ -28,7 +28,7 @@ impl Connection {
         self.id
     }
 
-    pub fn remote_address(&self) -> Option<SocketAddr> {
+    pub(crate) fn remote_address(&self) -> Option<SocketAddr> {
         self.state.borrow_mut().driver.remote_address(self.id)
     }
 
@@ -37,7 +37,7 @@ impl Connection {
     }
 
     /// When the last datagram from the peer arrived.
-    pub fn last_received(&self) -> Option<Instant> {
+    pub(crate) fn last_received(&self) -> Option<Instant> {
         self.state.borrow_mut().driver.last_received(self.id)
     }
 
@@ -182,12 +182,12 @@ impl SendStream {
 
     /// Writes as much of `data` as flow control allows right now (at least one byte),
     /// advancing `data` past what was taken.
-    pub async fn write_some(&mut self, data: &mut Bytes) -> Result<usize, StreamWriteError> {
+    pub(crate) async fn write_some(&mut self, data: &mut Bytes) -> Result<usize, StreamWriteError> {
         poll_fn(|cx| self.poll_write_some(cx, data)).await
     }
 
     /// Poll form of [`SendStream::write_some`], for adapters that implement `AsyncWrite`.
-    pub fn poll_write_some(
+    pub(crate) fn poll_write_some(
         &mut self,
         cx: &mut Context<'_>,
         data: &mut Bytes,
@@ -272,7 +272,7 @@ impl RecvStream {
     }
 
     /// Poll form of [`RecvStream::read_chunk`], for adapters that implement `AsyncRead`.
-    pub fn poll_read_chunk(
+    pub(crate) fn poll_read_chunk(
         &mut self,
         cx: &mut Context<'_>,
         max: usize,

@@ -387,14 +387,6 @@ impl Endpoint {
         self.state.borrow().conns.len()
     }
 
-    /// Runs `f` on the driver (for stats and tests), then flushes.
-    pub fn with_driver<T>(&self, f: impl FnOnce(&mut Driver) -> T) -> T {
-        let mut st = self.state.borrow_mut();
-        let out = f(&mut st.driver);
-        st.kick();
-        out
-    }
-
     /// Dials `remote` and waits for the handshake.
     pub async fn connect(
         &self,
