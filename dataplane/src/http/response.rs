@@ -1,5 +1,6 @@
-//! Response heads towards the client: the body-framing decision, serialization, the interim
-//! `100 Continue`, and the edge's canned error responses.
+//! Response heads the edge writes towards its client: the body-framing decision,
+//! serialization, reason phrases, the interim `100 Continue`, and the edge's canned error
+//! responses. Reading a response head is [`super::response_head`]'s job.
 //!
 //! The origin's status and headers arrive as `ConnectResponse` metadata with the body's
 //! chunked framing already removed, and with the origin's hop-by-hop headers still present.

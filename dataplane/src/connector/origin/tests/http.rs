@@ -465,6 +465,8 @@ fn garbage_from_origin_is_an_error() {
         b"HTTP/1.1 2000 Huge\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
         b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello",
+        b"HTTP/1.1 099 Low\r\n\r\n",
         b"\x00\x01\x02\xff\xfe\r\n\r\n",
     ] {
         let origin = Origin::tcp(move |_| Action::ReplyClose(garbage.to_vec()));
