@@ -19,12 +19,12 @@ pub const REGISTERED: &str = "Registered tunnel connection";
 impl Connector {
     /// Runs `ringway ARGS` (e.g. `tunnel run --url … --edge … --cacert … NAME`) in `cli`'s
     /// home and waits until one connection is registered.
-    pub fn start(cli: &Cli, args: &[&str]) -> Self {
+    pub fn start(cli: &Cli, args: &[impl AsRef<str>]) -> Self {
         Self::start_n(cli, args, 1)
     }
 
     /// Like [`Connector::start`], waiting for `n` registered connections.
-    pub fn start_n(cli: &Cli, args: &[&str], n: usize) -> Self {
+    pub fn start_n(cli: &Cli, args: &[impl AsRef<str>], n: usize) -> Self {
         let mut c = Self::spawn(cli, args);
         c.wait_registered(n);
         c
@@ -33,8 +33,9 @@ impl Connector {
     /// Starts without waiting for anything. Unless `args` has `--metrics`, the metrics
     /// server gets `127.0.0.1:0`: the default port range (20241-20245) would run out when tests
     /// run connectors in parallel.
-    pub fn spawn(cli: &Cli, args: &[&str]) -> Self {
-        let mut cmd = cli.command(args);
+    pub fn spawn(cli: &Cli, args: &[impl AsRef<str>]) -> Self {
+        let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+        let mut cmd = cli.command(&args);
         if args.contains(&"run") && !args.iter().any(|a| a.starts_with("--metrics")) {
             cmd.args(["--metrics", "127.0.0.1:0"]);
         }

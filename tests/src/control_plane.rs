@@ -145,6 +145,7 @@ pub fn http_with(
         ("DELETE", _) => agent.delete(url).header("Authorization", &auth).call(),
         ("POST", Some(b)) => agent.post(url).header("Authorization", &auth).send_json(b),
         ("PUT", Some(b)) => agent.put(url).header("Authorization", &auth).send_json(b),
+        ("PATCH", Some(b)) => agent.patch(url).header("Authorization", &auth).send_json(b),
         (m, _) => panic!("unsupported method {m}"),
     };
     let mut resp = resp.unwrap_or_else(|e| panic!("{method} {url}: {e}"));

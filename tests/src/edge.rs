@@ -176,8 +176,14 @@ impl Edge {
 
     /// `--edge ADDR` for every tunnel address, then `--cacert PATH`: what a connector needs.
     pub fn connector_args(&self) -> Vec<String> {
+        self.connector_args_via(&self.tunnel_addrs)
+    }
+
+    /// Like [`Edge::connector_args`], but dialing `addrs` (e.g. a relay in front of the edge,
+    /// or an address where nothing answers) while trusting this edge's CA.
+    pub fn connector_args_via(&self, addrs: &[SocketAddr]) -> Vec<String> {
         let mut v = Vec::new();
-        for a in &self.tunnel_addrs {
+        for a in addrs {
             v.push("--edge".to_string());
             v.push(a.to_string());
         }
@@ -279,19 +285,44 @@ impl TunnelSetup {
         self.s.cli.cloudflared_dir().join(format!("{id}.json"))
     }
 
-    /// `tunnel run --credentials-file … --url URL --edge … --cacert … [extra] NAME`, waiting for
-    /// `n` registered connections.
-    pub fn run_url(&self, name: &str, id: &str, url: &str, extra: &[&str], n: usize) -> Connector {
+    /// The arguments of `tunnel run --credentials-file … --url URL`, then `edge_args` (where
+    /// to dial, e.g. [`Edge::connector_args`]), then `extra`, then `tunnel` (a name or an id).
+    pub fn run_args(
+        &self,
+        tunnel: &str,
+        id: &str,
+        url: &str,
+        edge_args: &[String],
+        extra: &[&str],
+    ) -> Vec<String> {
         let creds = self.credentials_path(id).display().to_string();
         let mut args: Vec<String> = ["tunnel", "run", "--credentials-file", &creds, "--url", url]
             .iter()
             .map(|s| s.to_string())
             .collect();
-        args.extend(self.edge.connector_args());
+        args.extend_from_slice(edge_args);
         args.extend(extra.iter().map(|s| s.to_string()));
-        args.push(name.to_string());
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        Connector::start_n(&self.s.cli, &refs, n)
+        args.push(tunnel.to_string());
+        args
+    }
+
+    /// `tunnel run --credentials-file … --url URL --edge … --cacert … [extra] NAME`, waiting for
+    /// `n` registered connections.
+    pub fn run_url(&self, name: &str, id: &str, url: &str, extra: &[&str], n: usize) -> Connector {
+        let args = self.run_args(name, id, url, &self.edge.connector_args(), extra);
+        Connector::start_n(&self.s.cli, &args, n)
+    }
+
+    /// `tunnel --config CONFIG run --edge … --cacert …`, waiting for one registered connection.
+    pub fn run_config(&self, config: &Path) -> Connector {
+        let mut args = vec![
+            "tunnel".to_string(),
+            "--config".into(),
+            config.display().to_string(),
+            "run".into(),
+        ];
+        args.extend(self.edge.connector_args());
+        Connector::start(&self.s.cli, &args)
     }
 
     /// Waits until `host` is served (any answer other than the edge's 404 and 530), i.e. the

@@ -230,3 +230,25 @@ pub fn chunked_body(body: &[u8], chunk: usize) -> Vec<u8> {
     out.extend_from_slice(b"0\r\n\r\n");
     out
 }
+
+impl RawClient {
+    /// Sends `method path` with `Authorization: authorization` (and `Content-Type:
+    /// application/json` when there is a body), keeping the connection open unless `close`,
+    /// and reads the answer; an I/O error fails the test.
+    pub fn authorized(
+        &mut self,
+        method: &str,
+        path: &str,
+        authorization: &str,
+        body: Option<&[u8]>,
+        close: bool,
+    ) -> HttpResponse {
+        let mut headers = vec![("Authorization", authorization)];
+        if body.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        let bytes = request_bytes(method, "x", path, &headers, body, close);
+        self.request(&bytes, method == "HEAD")
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+}

@@ -197,84 +197,55 @@ fn bad_tunnel_verbs_get_one_line_errors() {
 
     // Login mistakes.
     let other = s.other_home("login-home");
-    fails(
-        &other,
-        &[
+    let login_fails = |home: &Cli, control: &str, token_flag: &str, zone: &str, says: &[&str]| {
+        let args = [
             "tunnel",
             "login",
             "--control",
-            &cp.url,
-            "--api-token=wrong-token",
+            control,
+            token_flag,
             "--zone",
-            "err.test",
-        ],
-        &[],
-        sec,
-    );
+            zone,
+        ];
+        fails(home, &args, says, sec);
+    };
+    login_fails(&other, &cp.url, "--api-token=wrong-token", "err.test", &[]);
     assert!(
         !other.cert_path().exists(),
         "a failed login writes no cert.pem"
     );
     // The cert token is not the admin token: it cannot mint certs.
-    fails(
+    login_fails(
         &other,
-        &[
-            "tunnel",
-            "login",
-            "--control",
-            &cp.url,
-            &format!("--api-token={api}"),
-            "--zone",
-            "err.test",
-        ],
+        &cp.url,
+        &format!("--api-token={api}"),
+        "err.test",
         &[],
-        sec,
     );
-    fails(
+    login_fails(
         &other,
-        &[
-            "tunnel",
-            "login",
-            "--control",
-            &cp.url,
-            &format!("--api-token={admin}"),
-            "--zone",
-            "unknown.test",
-        ],
+        &cp.url,
+        &format!("--api-token={admin}"),
+        "unknown.test",
         &["unknown.test"],
-        sec,
     );
     let closed_cp = closed_port_url();
-    fails(
+    login_fails(
         &other,
-        &[
-            "tunnel",
-            "login",
-            "--control",
-            &closed_cp,
-            &format!("--api-token={admin}"),
-            "--zone",
-            "err.test",
-        ],
+        &closed_cp,
+        &format!("--api-token={admin}"),
+        "err.test",
         &[closed_cp.as_str()],
-        sec,
     );
     assert!(!other.cert_path().exists());
     // An existing cert.pem is never overwritten.
     let before = fs::read_to_string(cli.cert_path()).unwrap();
-    fails(
+    login_fails(
         cli,
-        &[
-            "tunnel",
-            "login",
-            "--control",
-            &cp.url,
-            &format!("--api-token={admin}"),
-            "--zone",
-            "err.test",
-        ],
+        &cp.url,
+        &format!("--api-token={admin}"),
+        "err.test",
         &["existing certificate"],
-        sec,
     );
     assert_eq!(fs::read_to_string(cli.cert_path()).unwrap(), before);
     // And a cert.pem that exists still works after all that.

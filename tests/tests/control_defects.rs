@@ -199,22 +199,7 @@ fn bad_request_bodies_get_the_v4_envelope() {
     // Oversized (the default --max-body is 64 KiB).
     let big = format!("{{\"name\": \"{}\"}}", "x".repeat(100 * 1024));
     let mut c = RawClient::connect(a);
-    let r = c
-        .request(
-            &request_bytes(
-                "POST",
-                "x",
-                &path,
-                &[
-                    ("Authorization", &auth),
-                    ("Content-Type", "application/json"),
-                ],
-                Some(big.as_bytes()),
-                true,
-            ),
-            false,
-        )
-        .unwrap();
+    let r = c.authorized("POST", &path, &auth, Some(big.as_bytes()), true);
     assert_eq!(r.status, 413, "{}", r.summary());
     envelope_error("oversized", r.status, &r.text());
     // A bad path parameter, a bad query and a method the route lacks: the envelope too.

@@ -165,58 +165,31 @@ fn control_plane_times_out_a_slow_body_refuses_a_large_one_and_keeps_the_long_po
     // A body over --max-body: 413 in the envelope.
     let big = format!("{{\"name\": \"{}\"}}", "x".repeat(4096));
     let mut c = RawClient::connect(a);
-    let r = c
-        .request(
-            &request_bytes(
-                "POST",
-                "x",
-                "/client/v4/accounts",
-                &[
-                    ("Authorization", &auth),
-                    ("Content-Type", "application/json"),
-                ],
-                Some(big.as_bytes()),
-                true,
-            ),
-            false,
-        )
-        .unwrap();
+    let r = c.authorized(
+        "POST",
+        "/client/v4/accounts",
+        &auth,
+        Some(big.as_bytes()),
+        true,
+    );
     assert_eq!(r.status, 413, "{}", r.summary());
     envelope(&r);
 
     // The long-poll waits its full 3 s although API requests get 1 s: 304, not 503.
     let edge = format!("Bearer {}", cp.edge_token());
     let mut c = RawClient::connect(a);
-    let r = c
-        .request(
-            &request_bytes(
-                "GET",
-                "x",
-                "/edge/v1/snapshot?since=0",
-                &[("Authorization", &edge)],
-                None,
-                false,
-            ),
-            false,
-        )
-        .unwrap();
+    let r = c.authorized("GET", "/edge/v1/snapshot?since=0", &edge, None, false);
     assert_eq!(r.status, 200, "{}", r.summary());
     let version = serde_json::from_slice::<Value>(&r.body).unwrap()["result"]["version"]
         .as_u64()
         .unwrap();
-    let r = c
-        .request(
-            &request_bytes(
-                "GET",
-                "x",
-                &format!("/edge/v1/snapshot?since={version}&wait=3"),
-                &[("Authorization", &edge)],
-                None,
-                false,
-            ),
-            false,
-        )
-        .unwrap();
+    let r = c.authorized(
+        "GET",
+        &format!("/edge/v1/snapshot?since={version}&wait=3"),
+        &edge,
+        None,
+        false,
+    );
     assert_eq!(r.status, 304, "{}", r.summary());
 }
 

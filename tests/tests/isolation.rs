@@ -352,52 +352,22 @@ fn another_account_cannot_route_to_a_tunnel_by_record_pool_or_suffix_games() {
         Some(&cname("own.b.test", &format!("{id_a}.cfargotunnel.com"))),
     );
     refused("PUT record → A's tunnel", status, &ans);
-    // PATCH of just the content, by a raw request (the helpers speak GET/POST/PUT/DELETE).
-    let patch =
-        serde_json::to_vec(&json!({"content": format!("{id_a}.cfargotunnel.com")})).unwrap();
-    let auth = format!("Bearer {}", b.token);
-    let mut c = RawClient::connect(cp.addr().parse().unwrap());
-    let r = c
-        .request(
-            &request_bytes(
-                "PATCH",
-                "x",
-                &format!("/client/v4/zones/{}/dns_records/{own_record}", b.zone),
-                &[
-                    ("Authorization", &auth),
-                    ("Content-Type", "application/json"),
-                ],
-                Some(&patch),
-                true,
-            ),
-            false,
-        )
-        .unwrap();
-    refused(
-        "PATCH record → A's tunnel",
-        r.status,
-        &serde_json::from_slice(&r.body).unwrap_or_default(),
+    // PATCH of just the content.
+    let (status, ans) = http(
+        "PATCH",
+        &format!("{records}/{own_record}"),
+        &b.token,
+        Some(&json!({"content": format!("{id_a}.cfargotunnel.com")})),
     );
+    refused("PATCH record → A's tunnel", status, &ans);
     // A PATCH that keeps the record inside B's account is fine.
-    let ok_patch = serde_json::to_vec(&json!({"ttl": 120})).unwrap();
-    let mut c = RawClient::connect(cp.addr().parse().unwrap());
-    let r = c
-        .request(
-            &request_bytes(
-                "PATCH",
-                "x",
-                &format!("/client/v4/zones/{}/dns_records/{own_record}", b.zone),
-                &[
-                    ("Authorization", &auth),
-                    ("Content-Type", "application/json"),
-                ],
-                Some(&ok_patch),
-                true,
-            ),
-            false,
-        )
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", r.summary());
+    let (status, ans) = http(
+        "PATCH",
+        &format!("{records}/{own_record}"),
+        &b.token,
+        Some(&json!({"ttl": 120})),
+    );
+    assert_eq!(status, 200, "{ans}");
     let listed = dns_records(cp, &b.zone, "own.b.test", &b.token);
     assert_eq!(listed[0]["content"], format!("{id_b}.cfargotunnel.com"));
     // Ordinary CNAMEs elsewhere still work.
@@ -549,16 +519,14 @@ fn another_account_cannot_route_to_a_tunnel_by_record_pool_or_suffix_games() {
     // With the control plane down, the second edge serves only from that cache.
     t.s.cp.proc.kill9();
     let edge2 = Edge::start(&t.s.cp, &state2, EdgeOpts::default());
-    let creds = t.credentials_path(&id_a).display().to_string();
-    let mut args: Vec<String> = ["tunnel", "run", "--credentials-file", &creds, "--url"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.push(origin.url());
-    args.extend(edge2.connector_args());
-    args.extend(["--ha-connections".to_string(), "1".into(), id_a.clone()]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let _conn2 = Connector::start(t.cli(), &refs);
+    let args = t.run_args(
+        &id_a,
+        &id_a,
+        &origin.url(),
+        &edge2.connector_args(),
+        &["--ha-connections", "1"],
+    );
+    let _conn2 = Connector::start(t.cli(), &args);
     let served = edge2.wait_get(
         "A's host through the cached snapshot",
         "www.a.test",

@@ -209,22 +209,17 @@ fn ingress_validate_and_rule() {
     let cfg = tmp.path().join("config.yml");
     fs::write(&cfg, THREE_RULES).unwrap();
     let c = cfg.to_str().unwrap();
+    let rule = |url: &str| {
+        cli.run(&["tunnel", "--config", c, "ingress", "rule", url])
+            .ok()
+    };
 
     let out = cli
         .run(&["tunnel", "--config", c, "ingress", "validate"])
         .ok();
     assert_eq!(out.stdout, format!("Validating rules from {c}\nOK\n"));
 
-    let out = cli
-        .run(&[
-            "tunnel",
-            "--config",
-            c,
-            "ingress",
-            "rule",
-            "https://x.example.com/api",
-        ])
-        .ok();
+    let out = rule("https://x.example.com/api");
     assert_eq!(
         out.stdout,
         format!(
@@ -232,22 +227,11 @@ fn ingress_validate_and_rule() {
         )
     );
     // The path regex is unanchored at the end; a port in the URL is ignored.
-    let out = cli
-        .run(&[
-            "tunnel",
-            "--config",
-            c,
-            "ingress",
-            "rule",
-            "http://x.example.com:8080/api/v1?q=1",
-        ])
-        .ok();
+    let out = rule("http://x.example.com:8080/api/v1?q=1");
     assert!(out.stdout.contains("Matched rule #0\n"), "{}", out.stdout);
     // Same host, other path: the wildcard catches it (also deeper subdomains).
     for url in ["https://x.example.com/web", "https://a.b.example.com/"] {
-        let out = cli
-            .run(&["tunnel", "--config", c, "ingress", "rule", url])
-            .ok();
+        let out = rule(url);
         assert!(
             out.stdout.ends_with(
                 "Matched rule #1\n\thostname: *.example.com\n\tservice: https://localhost:8443\n"
@@ -257,16 +241,7 @@ fn ingress_validate_and_rule() {
         );
     }
     // The apex is not matched by *.example.com: the catch-all.
-    let out = cli
-        .run(&[
-            "tunnel",
-            "--config",
-            c,
-            "ingress",
-            "rule",
-            "https://example.com/",
-        ])
-        .ok();
+    let out = rule("https://example.com/");
     assert!(
         out.stdout
             .ends_with("Matched rule #2\n\tservice: http_status:404\n"),

@@ -43,16 +43,7 @@ fn ingress_rules_route_by_hostname_and_path() {
         ),
     )
     .unwrap();
-    let config_s = config.display().to_string();
-    let mut args = vec![
-        "tunnel".to_string(),
-        "--config".into(),
-        config_s,
-        "run".into(),
-    ];
-    args.extend(t.edge.connector_args());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let _conn = Connector::start(t.cli(), &args);
+    let _conn = t.run_config(&config);
     t.wait_served(&ha);
 
     let cases: [(&str, &str, u16, Option<&str>); 8] = [
@@ -364,16 +355,7 @@ fn sighup_reloads_ingress_and_rejects_a_broken_config() {
         .unwrap();
     };
     write(&oa.url());
-    let config_s = config.display().to_string();
-    let mut args = vec![
-        "tunnel".to_string(),
-        "--config".into(),
-        config_s,
-        "run".into(),
-    ];
-    args.extend(t.edge.connector_args());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let conn = Connector::start(t.cli(), &args);
+    let conn = t.run_config(&config);
     t.wait_served(&host);
     assert_eq!(t.edge.get(&host, "/x").header("X-Origin-Tag"), Some("A"));
 

@@ -188,22 +188,9 @@ fn failures(samples: &[Sample]) -> Vec<String> {
         .collect()
 }
 
-/// The arguments of `tunnel run` with the credentials file and `--url`.
+/// The arguments of `tunnel run` with the credentials file and `--url`, dialing `edge`.
 fn run_args(t: &TunnelSetup, edge: &Edge, id: &str, url: &str, extra: &[&str]) -> Vec<String> {
-    let creds = t.credentials_path(id).display().to_string();
-    let mut args: Vec<String> = ["tunnel", "run", "--credentials-file", &creds, "--url", url]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.extend(edge.connector_args());
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.push(id.to_string());
-    args
-}
-
-fn start_connector(cli: &Cli, args: &[String], n: usize) -> Connector {
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    Connector::start_n(cli, &refs, n)
+    t.run_args(id, id, url, &edge.connector_args(), extra)
 }
 
 /// The connection UUIDs a connector logged (`connection=UUID`).
@@ -252,7 +239,7 @@ fn kill9_connector_restart_same_uuid_dns_unchanged() {
     let host = format!("k9.{ZONE}");
     let id = t.tunnel("k9", &[&host]);
     let args = run_args(&t, &t.edge, &id, &origin.url(), &["--ha-connections", "2"]);
-    let mut conn = start_connector(t.cli(), &args, 2);
+    let mut conn = Connector::start_n(t.cli(), &args, 2);
     t.wait_served(&host);
 
     let zone = t.s.zone_id();
@@ -273,7 +260,7 @@ fn kill9_connector_restart_same_uuid_dns_unchanged() {
     conn.kill9();
     std::thread::sleep(Duration::from_millis(500));
     let restarted = Instant::now();
-    let conn2 = start_connector(t.cli(), &args, 2);
+    let conn2 = Connector::start_n(t.cli(), &args, 2);
     let registered = restarted.elapsed();
     let back = load.wait_streak(
         "20 good answers in a row after the restart",
@@ -335,8 +322,8 @@ fn rolling_restart_of_two_replicas_loses_nothing() {
     let extra = ["--ha-connections", "2", "--grace-period", "10s"];
     let args_a = run_args(&t, &t.edge, &id, &oa.url(), &extra);
     let args_b = run_args(&t, &t.edge, &id, &ob.url(), &extra);
-    let mut a = start_connector(t.cli(), &args_a, 2);
-    let mut b = start_connector(t.cli(), &args_b, 2);
+    let mut a = Connector::start_n(t.cli(), &args_a, 2);
+    let mut b = Connector::start_n(t.cli(), &args_b, 2);
     t.wait_served(&host);
 
     let load = Load::start(t.edge.http_addr(), &host);
@@ -354,7 +341,7 @@ fn rolling_restart_of_two_replicas_loses_nothing() {
         assert!(status.success(), "replica {name} after SIGTERM: {status}");
         let exited = stopping.elapsed();
         let restarted = Instant::now();
-        *c = start_connector(t.cli(), args, 2);
+        *c = Connector::start_n(t.cli(), args, 2);
         eprintln!(
             "[{test}] replica {name}: exited {exited:?} after SIGTERM, re-registered in {:?}",
             restarted.elapsed()
@@ -377,7 +364,7 @@ fn control_plane_kill9_serves_without_failures() {
     let host = format!("cp.{ZONE}");
     let id = t.tunnel("cp", &[&host]);
     let args = run_args(&t, &t.edge, &id, &origin.url(), &["--ha-connections", "2"]);
-    let conn = start_connector(t.cli(), &args, 2);
+    let conn = Connector::start_n(t.cli(), &args, 2);
     t.wait_served(&host);
     let ids = connection_ids(&conn);
 
@@ -441,7 +428,7 @@ fn edge_restart_while_control_plane_down() {
     let host = format!("er.{ZONE}");
     let id = t.tunnel("er", &[&host]);
     let args = run_args(&t, &t.edge, &id, &origin.url(), &["--ha-connections", "2"]);
-    let mut conn = start_connector(t.cli(), &args, 2);
+    let mut conn = Connector::start_n(t.cli(), &args, 2);
     t.wait_served(&host);
 
     let load = Load::start(t.edge.http_addr(), &host);
@@ -534,8 +521,8 @@ fn lb_fails_over_to_pool_2() {
     assert_eq!(pools.len(), 2, "two pools in failover order: {}", lbs[0]);
 
     let extra = ["--ha-connections", "2", "--grace-period", "5s"];
-    let mut c1 = start_connector(t.cli(), &run_args(&t, &t.edge, &id1, &o1.url(), &extra), 2);
-    let _c2 = start_connector(t.cli(), &run_args(&t, &t.edge, &id2, &o2.url(), &extra), 2);
+    let mut c1 = Connector::start_n(t.cli(), &run_args(&t, &t.edge, &id1, &o1.url(), &extra), 2);
+    let _c2 = Connector::start_n(t.cli(), &run_args(&t, &t.edge, &id2, &o2.url(), &extra), 2);
     t.edge.wait_get(
         "the load balancer to be served by pool1",
         &lb,
@@ -611,28 +598,15 @@ fn max_failures_exits_nonzero() {
     let id = t.tunnel("mf", &[]);
     let closed = {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        s.local_addr().expect("addr").to_string()
+        s.local_addr().expect("addr")
     };
-    let creds = t.credentials_path(&id).display().to_string();
-    let ca = t.edge.ca_path().display().to_string();
-    let origin = closed_port_url();
-    let args = [
-        "tunnel",
-        "run",
-        "--credentials-file",
-        &creds,
-        "--url",
-        &origin,
-        "--edge",
-        &closed,
-        "--cacert",
-        &ca,
-        "--ha-connections",
-        "1",
-        "--max-failures",
-        "2",
+    let args = t.run_args(
         &id,
-    ];
+        &id,
+        &closed_port_url(),
+        &t.edge.connector_args_via(&[closed]),
+        &["--ha-connections", "1", "--max-failures", "2"],
+    );
     let started = Instant::now();
     let mut c = Connector::spawn(t.cli(), &args);
     let status = c.proc.wait_exit(Duration::from_secs(120));

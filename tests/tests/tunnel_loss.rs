@@ -113,24 +113,13 @@ fn every_request_succeeds(loss_percent: u32, seed: u64, ha: usize) {
     let name = format!("loss{loss_percent}");
     let id = t.tunnel(&name, &[&host]);
     let relay = LossyRelay::start(t.edge.tunnel_addrs()[0], loss_percent, seed);
-    let creds = t.credentials_path(&id).display().to_string();
-    let ca = t.edge.ca_path().display().to_string();
-    let (relay_addr, ha_s, url) = (relay.addr().to_string(), ha.to_string(), nginx.url());
-    let args = [
-        "tunnel",
-        "run",
-        "--credentials-file",
-        &creds,
-        "--url",
-        &url,
-        "--edge",
-        &relay_addr,
-        "--cacert",
-        &ca,
-        "--ha-connections",
-        &ha_s,
+    let args = t.run_args(
         &id,
-    ];
+        &id,
+        &nginx.url(),
+        &t.edge.connector_args_via(&[relay.addr()]),
+        &["--ha-connections", &ha.to_string()],
+    );
     let started = Instant::now();
     let conn = Connector::start_n(t.cli(), &args, ha);
     t.wait_served(&host);
