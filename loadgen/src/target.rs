@@ -5,6 +5,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use bytes::Bytes;
+use dataplane::http::is_token;
 
 /// `http` or `https`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,12 +92,6 @@ fn parse_url(raw: &str) -> Result<Parsed, TargetError> {
     })
 }
 
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
 /// Splits `Name: value`, rejecting what would corrupt the request on the wire.
 pub fn parse_header(raw: &str) -> Result<(String, String), TargetError> {
     let (name, value) = raw
@@ -104,7 +99,7 @@ pub fn parse_header(raw: &str) -> Result<(String, String), TargetError> {
         .ok_or_else(|| TargetError::BadHeader(raw.to_owned()))?;
     let name = name.trim();
     let value = value.trim();
-    if !is_token(name) || value.bytes().any(|b| b == b'\r' || b == b'\n') {
+    if !is_token(name.as_bytes()) || value.bytes().any(|b| b == b'\r' || b == b'\n') {
         return Err(TargetError::BadHeader(raw.to_owned()));
     }
     Ok((name.to_owned(), value.to_owned()))
@@ -139,7 +134,7 @@ impl Target {
             }
             paths.push(p.path);
         }
-        if !is_token(&spec.method) {
+        if !is_token(spec.method.as_bytes()) {
             return Err(TargetError::BadMethod(spec.method.clone()));
         }
         let addr = (head.host.as_str(), head.port)

@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use bytes::{Buf, Bytes, BytesMut};
 use thiserror::Error;
 
+use super::fields::is_token;
 use super::request::BodyKind;
 use super::response::BodyFraming;
 
@@ -272,8 +273,7 @@ fn check_trailer_line(line: &[u8]) -> Result<(), BodyError> {
         .ok_or(BodyError::InvalidTrailer)?;
     let name = &line[..colon];
     let value = &line[colon + 1..];
-    let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
-    if name.is_empty() || !name.iter().all(token) {
+    if !is_token(name) {
         return Err(BodyError::InvalidTrailer);
     }
     if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {

@@ -150,6 +150,13 @@ impl HeaderLike for (String, Bytes) {
     }
 }
 
+/// An RFC 9110 §5.6.2 token (a field name, a method): one or more `tchar`s.
+pub fn is_token(s: &[u8]) -> bool {
+    !s.is_empty()
+        && s.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// Slices of a head that was parsed in `parsed` and copied to `copy`: `part` (a subslice of
 /// `parsed`) becomes the same range of `copy`, so every field shares the one copy.
 pub(crate) fn slice_of_copy(parsed: &[u8], copy: &Bytes, part: &[u8]) -> Bytes {

@@ -70,7 +70,9 @@ pub use body::{
     BodyDecoder, BodyError, ChunkedDecoder, ChunkedEncoder, ChunkedLimits, DecodeEvent,
     LengthDecoder,
 };
-pub use fields::{HeaderField, HeaderLike, Limits, Version, is_hop_by_hop, strip_hop_by_hop};
+pub use fields::{
+    HeaderField, HeaderLike, Limits, Version, is_hop_by_hop, is_token, strip_hop_by_hop,
+};
 pub use request::{BodyKind, RequestHead, RequestHeadError, parse_request_head};
 pub use response::{
     BodyFraming, CONTINUE_100, EdgeError, GatewayFailure, ResponseContext, ResponseError,

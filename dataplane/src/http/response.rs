@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-use super::fields::{HeaderLike, Version, is_hop_by_hop, parse_content_length, trim_ows};
+use super::fields::{HeaderLike, Version, is_hop_by_hop, is_token, parse_content_length, trim_ows};
 use super::request::{RequestHead, RequestHeadError};
 
 /// The interim response sent when a client asked `Expect: 100-continue` and the edge is
@@ -188,10 +188,6 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
 /// field-value bytes that cannot break the framing: no CR, LF, NUL or other controls but HTAB.
 /// This is the response-splitting guard: origin metadata is not trusted to be clean.
 fn is_safe_value(v: &[u8]) -> bool {
@@ -263,7 +259,7 @@ pub fn write_response_head<H: HeaderLike>(
         {
             continue;
         }
-        if name.is_empty() || !name.bytes().all(is_token_byte) || !is_safe_value(value) {
+        if !is_token(name.as_bytes()) || !is_safe_value(value) {
             tracing::debug!(name, "dropping an origin header that is not valid HTTP/1.1");
             continue;
         }

@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::conn::Conn;
 use super::{OriginRequest, ProxyError, RequestBody};
-use crate::http::{ChunkedEncoder, HeaderLike, strip_hop_by_hop};
+use crate::http::{ChunkedEncoder, HeaderLike, is_token, strip_hop_by_hop};
 
 /// `disableChunkedEncoding` buffers a chunked request body to learn its length; beyond
 /// this the request fails rather than holding unbounded memory per stream.
@@ -58,12 +58,6 @@ pub(crate) fn path_and_query(dest: &str) -> String {
     }
 }
 
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
 fn bad(reason: impl Into<String>) -> ProxyError {
     ProxyError::BadRequest {
         reason: reason.into(),
@@ -85,7 +79,7 @@ pub(crate) fn plan(
     chunked_allowed: bool,
     keep_alive: bool,
 ) -> Result<Plan, ProxyError> {
-    if !is_token(&req.method) {
+    if !is_token(req.method.as_bytes()) {
         return Err(bad(format!("method {:?} is not a token", req.method)));
     }
     let path = path_and_query(&req.dest);
@@ -145,7 +139,7 @@ pub(crate) fn plan(
         if name.eq_ignore_ascii_case("host") || name.eq_ignore_ascii_case("content-length") {
             continue;
         }
-        if !is_token(name) || unsafe_value(value) {
+        if !is_token(name.as_bytes()) || unsafe_value(value) {
             return Err(bad(format!("header {name:?} is not a valid field")));
         }
         // Values go out byte for byte: obs-text is the origin's to interpret.
