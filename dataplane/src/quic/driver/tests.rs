@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::hash::Hasher;
 use std::time::Duration;
 
-use quinn_proto::TransportErrorCode;
+use quinn_proto::{ConnectionError, TransportErrorCode};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use siphasher::sip::SipHasher13;

@@ -1,4 +1,9 @@
 //! [`Driver`]: one worker's quinn-proto endpoint and all the connections it owns.
+//!
+//! This file holds the driver's state, its inputs (`handle_datagram`, `handle_timeout`,
+//! `connect`) and its outputs (`poll_transmit`, `poll_timeout`, `poll_event`); `ops` holds
+//! the commands and getters on one connection and its streams; `events` the ids, events,
+//! statistics and errors the driver hands out.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
@@ -8,13 +13,23 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use quinn_proto::{
-    ClientConfig, Connection, ConnectionError, ConnectionHandle, ConnectionStats, DatagramEvent,
-    Dir, EcnCodepoint, Endpoint, Event, Incoming, ServerConfig, Side, StreamEvent, StreamId,
-    Transmit, VarInt, Written,
+    ClientConfig, Connection, ConnectionHandle, ConnectionStats, DatagramEvent, Dir, EcnCodepoint,
+    Endpoint, Event, Incoming, ServerConfig, Side, StreamEvent, StreamId, Transmit, VarInt,
+    Written,
 };
 
 use super::cid::WorkerCidGenerator;
 use super::config::{ConfigError, QuicConfig, RetryMode};
+
+mod events;
+mod ops;
+#[cfg(test)]
+mod tests;
+
+pub use events::{
+    ConnId, ConnectError, DatagramError, DriverEvent, DriverStats, HandshakeInfo, ReadError,
+    StreamError, WriteError,
+};
 
 /// Most endpoint-level datagrams (stateless resets, version negotiation, refusals, retries)
 /// queued for sending. They are best-effort: a peer that misses one retransmits its
@@ -34,178 +49,6 @@ const MAX_ENDPOINT_EVENTS: usize = 1024;
 /// 10,000 of them (the default, which tunnels need) were ~560 KB of every half-open
 /// connection, most of what a flood of Initials cost.
 const HANDSHAKE_BIDI_STREAMS: u64 = 16;
-
-/// A connection owned by a [`Driver`]. Stays unique for the driver's lifetime, even after
-/// quinn reuses the underlying slot for a new connection, so a stale id never reaches
-/// another connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId {
-    index: usize,
-    serial: u64,
-}
-
-impl fmt::Display for ConnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "conn#{}", self.serial)
-    }
-}
-
-/// What happened on a [`Driver`]'s connections; read them with [`Driver::poll_event`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DriverEvent {
-    /// The handshake completed.
-    Connected(ConnId),
-    /// The connection failed before its handshake completed (bad certificate, ALPN
-    /// mismatch, refused, timed out, ...). `ConnectionDrained` follows.
-    HandshakeFailed(ConnId, ConnectionError),
-    /// An established connection ended (closed by either side, timed out, reset).
-    /// `ConnectionDrained` follows.
-    ConnectionLost(ConnId, ConnectionError),
-    /// The peer opened a stream. The driver has already accepted it: read and write it.
-    IncomingStream(ConnId, StreamId),
-    /// More streams of this direction may be opened (after `open_bi` returned `None`).
-    StreamsAvailable(ConnId, Dir),
-    /// A stream has data, a FIN, or a reset to read.
-    StreamReadable(ConnId, StreamId),
-    /// A stream that was blocked on flow control may accept writes again.
-    StreamWritable(ConnId, StreamId),
-    /// The peer acknowledged everything we sent on the stream, FIN included.
-    StreamFinished(ConnId, StreamId),
-    /// The peer sent STOP_SENDING with this code; writes now fail.
-    StreamStopped(ConnId, StreamId, VarInt),
-    /// An unreliable datagram arrived.
-    DatagramReceived(ConnId, Bytes),
-    /// Datagrams blocked on buffer space may be sent again.
-    DatagramsUnblocked(ConnId),
-    /// The connection's state is freed; its id is dead. Always the last event of a
-    /// connection.
-    ConnectionDrained(ConnId),
-}
-
-/// The TLS facts of an established connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HandshakeInfo {
-    /// The negotiated ALPN protocol.
-    pub alpn: Option<Vec<u8>>,
-    /// The SNI the client sent (server side only), e.g. `probe.cftunnel.com` for
-    /// cloudflared's pre-flight probes.
-    pub server_name: Option<String>,
-}
-
-/// How every incoming connection attempt ended. `incoming` always equals the sum of the
-/// others: quinn's `Incoming` must be accepted, refused, retried or ignored, never
-/// dropped.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DriverStats {
-    /// Incoming connection attempts seen.
-    pub incoming: u64,
-    /// Accepted and handshaking.
-    pub accepted: u64,
-    /// Accepted, but quinn failed them at once (stale, undecryptable, ...).
-    pub accept_failed: u64,
-    /// Refused with CONNECTION_REFUSED (over `max_connections` or `max_handshakes`, or not
-    /// accepting).
-    pub refused: u64,
-    /// Of `refused`: those refused because `max_handshakes` connections were half-open.
-    pub refused_handshakes: u64,
-    /// Answered with a Retry.
-    pub retried: u64,
-    /// Ignored without an answer (the endpoint send queue was full).
-    pub ignored: u64,
-    /// Endpoint-level datagrams dropped because their queue was full.
-    pub endpoint_transmits_dropped: u64,
-    /// Incoming connections closed because they were still handshaking after
-    /// `handshake_timeout`.
-    pub handshake_timeouts: u64,
-}
-
-/// Errors from [`Driver::connect`].
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-pub enum ConnectError {
-    /// The driver was built without a client configuration.
-    #[error("this driver has no client configuration")]
-    NoClientConfig,
-    /// The driver holds `max_connections` already.
-    #[error("connection limit reached")]
-    TooManyConnections,
-    /// quinn-proto refused (bad address, bad server name, ...).
-    #[error(transparent)]
-    Quinn(#[from] quinn_proto::ConnectError),
-}
-
-/// Errors writing to a stream.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-pub enum WriteError {
-    /// No such connection (drained, or never existed).
-    #[error("unknown connection")]
-    UnknownConnection,
-    /// Flow control or the send window is full; retry on `StreamWritable`.
-    #[error("stream blocked by flow control")]
-    Blocked,
-    /// The peer sent STOP_SENDING with this code.
-    #[error("stopped by peer: code {0}")]
-    Stopped(VarInt),
-    /// The stream was finished or reset, or does not exist.
-    #[error("closed stream")]
-    ClosedStream,
-    /// A receive-only stream (a peer's unidirectional stream).
-    #[error("stream cannot be written by this side")]
-    NotWritable,
-}
-
-/// Errors reading from a stream.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-pub enum ReadError {
-    /// No such connection (drained, or never existed).
-    #[error("unknown connection")]
-    UnknownConnection,
-    /// No data right now; retry on `StreamReadable`.
-    #[error("no data available yet")]
-    Blocked,
-    /// The peer reset the stream with this code (reported once; the stream is then gone).
-    #[error("reset by peer: code {0}")]
-    Reset(VarInt),
-    /// The stream was finished, reset or stopped already, or does not exist.
-    #[error("closed stream")]
-    ClosedStream,
-    /// A send-only stream (our unidirectional stream).
-    #[error("stream cannot be read by this side")]
-    NotReadable,
-}
-
-/// Errors from `finish`, `reset` and `stop`.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-pub enum StreamError {
-    /// No such connection (drained, or never existed).
-    #[error("unknown connection")]
-    UnknownConnection,
-    /// The stream was finished, reset or stopped already, or does not exist.
-    #[error("closed stream")]
-    ClosedStream,
-    /// The peer sent STOP_SENDING with this code (from `finish`).
-    #[error("stopped by peer: code {0}")]
-    Stopped(VarInt),
-    /// The operation needs the other direction (e.g. `stop` on our unidirectional stream).
-    #[error("wrong stream direction for this operation")]
-    WrongDirection,
-}
-
-/// Errors sending a datagram.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-pub enum DatagramError {
-    /// No such connection (drained, or never existed).
-    #[error("unknown connection")]
-    UnknownConnection,
-    /// Datagrams are disabled in our [`QuicConfig`].
-    #[error("datagrams are disabled locally")]
-    Disabled,
-    /// The peer did not enable datagrams.
-    #[error("peer does not accept datagrams")]
-    UnsupportedByPeer,
-    /// Larger than `max_datagram_size`.
-    #[error("datagram too large")]
-    TooLarge,
-}
 
 struct Slot {
     conn: Connection,
@@ -847,214 +690,4 @@ impl Driver {
     pub fn poll_event(&mut self) -> Option<DriverEvent> {
         self.events.pop_front()
     }
-
-    /// Opens a bidirectional stream. `None` when the peer's stream limit is reached
-    /// (wait for `StreamsAvailable`) or the connection is gone or closing. Nothing is sent
-    /// until the first write or finish.
-    pub fn open_bi(&mut self, id: ConnId) -> Option<StreamId> {
-        let slot = self.slot(id)?;
-        let stream = slot.conn.streams().open(Dir::Bi)?;
-        Some(stream)
-    }
-
-    /// Queues `data` on a stream without copying it (quinn keeps slices of the same
-    /// buffer) and advances `data` past what was taken; what is left did not fit (flow
-    /// control or the send window), so retry it on `StreamWritable`. Returns the bytes
-    /// taken.
-    pub fn write(
-        &mut self,
-        id: ConnId,
-        stream: StreamId,
-        data: &mut Bytes,
-    ) -> Result<usize, WriteError> {
-        self.write_chunks(id, stream, std::slice::from_mut(data))
-            .map(|w| w.bytes)
-    }
-
-    /// [`write`](Self::write) for several buffers at once (one call, one flow-control
-    /// check). Fully taken chunks are left empty, a partly taken one is advanced.
-    pub(crate) fn write_chunks(
-        &mut self,
-        id: ConnId,
-        stream: StreamId,
-        data: &mut [Bytes],
-    ) -> Result<Written, WriteError> {
-        let slot = self.slot(id).ok_or(WriteError::UnknownConnection)?;
-        if !can_send(slot.conn.side(), stream) {
-            return Err(WriteError::NotWritable);
-        }
-        let result = slot.conn.send_stream(stream).write_chunks(data);
-        self.after_input(id.index);
-        result.map_err(|e| match e {
-            quinn_proto::WriteError::Blocked => WriteError::Blocked,
-            quinn_proto::WriteError::Stopped(code) => WriteError::Stopped(code),
-            quinn_proto::WriteError::ClosedStream => WriteError::ClosedStream,
-        })
-    }
-
-    /// Reads the next in-order chunk of a stream, at most `max` bytes. `Ok(None)` is the
-    /// end (FIN), after which the stream's receive side is gone.
-    ///
-    /// Zero-copy: the `Bytes` is the decrypted payload of the packet that carried it,
-    /// a slice of the buffer given to [`handle_datagram`](Self::handle_datagram). quinn
-    /// copies only when it defragments a stream's buffer, which it does when many tiny
-    /// or overlapping frames pin much more memory than they carry (over-allocation above
-    /// max(32 KiB, 1.5 × buffered) or too many chunks): a peer sending pathological
-    /// frames, not the normal path.
-    pub fn read(
-        &mut self,
-        id: ConnId,
-        stream: StreamId,
-        max: usize,
-    ) -> Result<Option<Bytes>, ReadError> {
-        let slot = self.slot(id).ok_or(ReadError::UnknownConnection)?;
-        if !can_recv(slot.conn.side(), stream) {
-            return Err(ReadError::NotReadable);
-        }
-        let mut recv = slot.conn.recv_stream(stream);
-        let result = match recv.read(true) {
-            Ok(mut chunks) => {
-                let result = chunks.next(max);
-                // Whether it asks to transmit (new flow-control credit) or not, the
-                // connection is queued for sending below, so the flag is not needed.
-                let _ = chunks.finalize();
-                match result {
-                    Ok(chunk) => Ok(chunk.map(|c| c.bytes)),
-                    Err(quinn_proto::ReadError::Blocked) => Err(ReadError::Blocked),
-                    Err(quinn_proto::ReadError::Reset(code)) => Err(ReadError::Reset(code)),
-                }
-            }
-            // We only ever read in order, so `IllegalOrderedRead` cannot happen.
-            Err(_) => Err(ReadError::ClosedStream),
-        };
-        self.after_input(id.index);
-        result
-    }
-
-    /// Sends FIN after the data written so far. `StreamFinished` follows once the peer
-    /// has acknowledged everything.
-    pub fn finish(&mut self, id: ConnId, stream: StreamId) -> Result<(), StreamError> {
-        let slot = self.slot(id).ok_or(StreamError::UnknownConnection)?;
-        if !can_send(slot.conn.side(), stream) {
-            return Err(StreamError::WrongDirection);
-        }
-        let result = slot.conn.send_stream(stream).finish();
-        self.after_input(id.index);
-        result.map_err(|e| match e {
-            quinn_proto::FinishError::Stopped(code) => StreamError::Stopped(code),
-            quinn_proto::FinishError::ClosedStream => StreamError::ClosedStream,
-        })
-    }
-
-    /// Abandons sending on a stream (RESET_STREAM with `code`); unsent data is dropped.
-    pub fn reset(&mut self, id: ConnId, stream: StreamId, code: VarInt) -> Result<(), StreamError> {
-        let slot = self.slot(id).ok_or(StreamError::UnknownConnection)?;
-        if !can_send(slot.conn.side(), stream) {
-            return Err(StreamError::WrongDirection);
-        }
-        let result = slot.conn.send_stream(stream).reset(code);
-        self.after_input(id.index);
-        result.map_err(|_| StreamError::ClosedStream)
-    }
-
-    /// Stops receiving on a stream (STOP_SENDING with `code`); buffered data is dropped.
-    pub fn stop(&mut self, id: ConnId, stream: StreamId, code: VarInt) -> Result<(), StreamError> {
-        let slot = self.slot(id).ok_or(StreamError::UnknownConnection)?;
-        if !can_recv(slot.conn.side(), stream) {
-            return Err(StreamError::WrongDirection);
-        }
-        let result = slot.conn.recv_stream(stream).stop(code);
-        self.after_input(id.index);
-        result.map_err(|_| StreamError::ClosedStream)
-    }
-
-    /// Queues an unreliable datagram. When the send buffer is full the oldest queued
-    /// datagrams are dropped to make room: fresh data is worth more than stale.
-    pub fn send_datagram(&mut self, id: ConnId, data: Bytes) -> Result<(), DatagramError> {
-        let slot = self.slot(id).ok_or(DatagramError::UnknownConnection)?;
-        let result = slot.conn.datagrams().send(data, true);
-        self.after_input(id.index);
-        result.map_err(|e| match e {
-            quinn_proto::SendDatagramError::Disabled => DatagramError::Disabled,
-            quinn_proto::SendDatagramError::UnsupportedByPeer => DatagramError::UnsupportedByPeer,
-            // `Blocked` only happens with `drop = false`.
-            quinn_proto::SendDatagramError::TooLarge
-            | quinn_proto::SendDatagramError::Blocked(_) => DatagramError::TooLarge,
-        })
-    }
-
-    /// The largest datagram [`send_datagram`](Self::send_datagram) accepts now (it varies
-    /// with the path MTU); `None` when datagrams are off on either side.
-    pub fn max_datagram_size(&mut self, id: ConnId) -> Option<usize> {
-        self.slot(id)?.conn.datagrams().max_size()
-    }
-
-    /// Closes a connection with an application error `code` and `reason`. Unsent stream
-    /// data is abandoned; `ConnectionDrained` follows after the draining period.
-    pub fn close(&mut self, now: Instant, id: ConnId, code: VarInt, reason: Bytes) {
-        if let Some(slot) = self.slot(id) {
-            slot.conn.close(now, code, reason);
-            self.after_input(id.index);
-        }
-    }
-
-    /// Closes every connection (shutdown) and stops accepting new ones.
-    pub(crate) fn close_all(&mut self, now: Instant, code: VarInt, reason: Bytes) {
-        self.accepting = false;
-        // Bound: the connection table's length.
-        for index in 0..self.conns.len() {
-            if let Some(slot) = self.conns[index].as_mut() {
-                slot.conn.close(now, code, reason.clone());
-                self.after_input(index);
-            }
-        }
-    }
-
-    /// quinn's statistics for a connection (RTT, congestion window, bytes, frames, ...).
-    pub fn stats(&mut self, id: ConnId) -> Option<ConnectionStats> {
-        Some(self.slot(id)?.conn.stats())
-    }
-
-    /// When the last datagram from the peer arrived (`None` before the first).
-    pub(crate) fn last_received(&mut self, id: ConnId) -> Option<Instant> {
-        self.slot(id)?.last_rx
-    }
-
-    /// The peer's address.
-    pub(crate) fn remote_address(&mut self, id: ConnId) -> Option<SocketAddr> {
-        Some(self.slot(id)?.conn.remote_address())
-    }
-
-    /// ALPN and SNI, once the handshake has got that far.
-    pub fn handshake_info(&mut self, id: ConnId) -> Option<HandshakeInfo> {
-        let data = self.slot(id)?.conn.crypto_session().handshake_data()?;
-        let data = data
-            .downcast::<quinn_proto::crypto::rustls::HandshakeData>()
-            .ok()?;
-        Some(HandshakeInfo {
-            alpn: data.protocol,
-            server_name: data.server_name,
-        })
-    }
-
-    /// Whether the connection exists and completed its handshake.
-    pub fn is_connected(&mut self, id: ConnId) -> bool {
-        self.slot(id)
-            .is_some_and(|s| s.connected && !s.conn.is_closed())
-    }
 }
-
-/// Whether `side` may write `stream`: any bidirectional stream, or our own unidirectional.
-fn can_send(side: Side, stream: StreamId) -> bool {
-    stream.dir() == Dir::Bi || stream.initiator() == side
-}
-
-/// Whether `side` may read `stream`: any bidirectional stream, or the peer's
-/// unidirectional. (quinn panics on the other cases; the driver returns errors instead.)
-fn can_recv(side: Side, stream: StreamId) -> bool {
-    stream.dir() == Dir::Bi || stream.initiator() != side
-}
-
-#[cfg(test)]
-#[path = "driver_tests.rs"]
-mod tests;
