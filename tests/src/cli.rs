@@ -40,6 +40,16 @@ impl Run {
         self
     }
 
+    /// Asserts that stderr (where cloudflared's commands report what they did) contains `text`.
+    pub fn stderr_says(self, text: &str) -> Self {
+        assert!(
+            self.stderr.contains(text),
+            "stderr lacks {text:?}: {}",
+            self.stderr
+        );
+        self
+    }
+
     /// Asserts a failure that printed exactly one line on stderr, and returns that line.
     pub fn one_line_error(&self) -> String {
         assert_ne!(

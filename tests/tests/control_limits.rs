@@ -98,14 +98,7 @@ fn control_plane_closes_a_dribbled_head_and_an_idle_keep_alive_connection() {
     eprintln!("[slowloris] closed after {sent} bytes");
 
     // A keep-alive connection that answered one request, then sits idle: closed.
-    let mut c = RawClient::connect(a);
-    let r = c
-        .request(
-            &request_bytes("GET", "x", "/healthz", &[], None, false),
-            false,
-        )
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", r.summary());
+    let mut c = answered_once(a);
     assert!(
         c.peer_closed(Duration::from_secs(20)),
         "an idle keep-alive connection was not closed"
@@ -205,19 +198,7 @@ fn control_plane_answers_503_past_its_connection_cap_instead_of_hanging() {
     ]);
     let a = addr(&cp);
     // Four connections hold every slot (each answered once, then idle).
-    let mut held: Vec<RawClient> = (0..4)
-        .map(|_| {
-            let mut c = RawClient::connect(a);
-            let r = c
-                .request(
-                    &request_bytes("GET", "x", "/healthz", &[], None, false),
-                    false,
-                )
-                .unwrap();
-            assert_eq!(r.status, 200);
-            c
-        })
-        .collect();
+    let mut held: Vec<RawClient> = (0..4).map(|_| answered_once(a)).collect();
     // Over the cap: each new client gets a 503 envelope and a close, within the failure
     // limit of the client's read timeout.
     let mut refused = 0;
@@ -276,4 +257,17 @@ fn control_plane_refuses_zero_limits_with_one_line() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(flag), "{flag} {value}: {err}");
     }
+}
+
+/// A keep-alive connection to `a` that has had one `GET /healthz` answered.
+fn answered_once(a: SocketAddr) -> RawClient {
+    let mut c = RawClient::connect(a);
+    let r = c
+        .request(
+            &request_bytes("GET", "x", "/healthz", &[], None, false),
+            false,
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.summary());
+    c
 }

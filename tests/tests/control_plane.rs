@@ -282,22 +282,12 @@ fn lifecycle_through_the_cli() {
     );
     assert_tunnel_cname(&dns_records(cp, &zone_id, host, &api_token), host, &id2);
 
+    let pools_path = format!("/accounts/{acct}/load_balancers/pools");
     // route lb: a pool with the tunnel as origin and a load balancer using that pool.
-    let out = cli
-        .run(&["tunnel", "route", "lb", "t1", "lb.a.test", "pool1"])
-        .ok();
-    assert!(
-        out.stderr.contains(
-            "Created load balancer lb.a.test and added a new pool pool1 with this tunnel as an origin"
-        ),
-        "{}",
-        out.stderr
-    );
-    let pools = get_result(
-        cp,
-        &format!("/accounts/{acct}/load_balancers/pools"),
-        &api_token,
-    );
+    cli.run(&["tunnel", "route", "lb", "t1", "lb.a.test", "pool1"])
+        .ok()
+        .stderr_says("Created load balancer lb.a.test and added a new pool pool1 with this tunnel as an origin");
+    let pools = get_result(cp, &pools_path, &api_token);
     let pool = find(pools.as_array().unwrap(), "name", "pool1").expect("pool1");
     assert_eq!(
         pool_origins(pool),
@@ -310,21 +300,10 @@ fn lifecycle_through_the_cli() {
     assert_eq!(lb["fallback_pool"], pool["id"], "{lb}");
 
     // A second tunnel in the same pool: the pool gains an origin, the LB is unchanged.
-    let out = cli
-        .run(&["tunnel", "route", "lb", "t2", "lb.a.test", "pool1"])
-        .ok();
-    assert!(
-        out.stderr.contains(
-            "Added this tunnel as an origin in pool pool1 which is already used by load balancer lb.a.test"
-        ),
-        "{}",
-        out.stderr
-    );
-    let pools = get_result(
-        cp,
-        &format!("/accounts/{acct}/load_balancers/pools"),
-        &api_token,
-    );
+    cli.run(&["tunnel", "route", "lb", "t2", "lb.a.test", "pool1"])
+        .ok()
+        .stderr_says("Added this tunnel as an origin in pool pool1 which is already used by load balancer lb.a.test");
+    let pools = get_result(cp, &pools_path, &api_token);
     let pool = find(pools.as_array().unwrap(), "name", "pool1").unwrap();
     let addrs = pool_origins(pool);
     let mut want = vec![

@@ -69,6 +69,19 @@ impl Load {
         }
     }
 
+    /// Starts the load and waits until it is served (20 good answers in a row); returns the
+    /// load and when the streak ended.
+    fn start_served(addr: SocketAddr, host: &str) -> (Self, Instant) {
+        let load = Self::start(addr, host);
+        let served = load.wait_streak(
+            "load to be served",
+            Instant::now(),
+            20,
+            Duration::from_secs(30),
+        );
+        (load, served)
+    }
+
     fn samples(&self) -> Vec<Sample> {
         self.samples.lock().expect("samples").clone()
     }
@@ -248,13 +261,7 @@ fn kill9_connector_restart_same_uuid_dns_unchanged() {
     assert_tunnel_cname(&records_before, &host, &id);
     let info_before = info_json(t.cli(), &id);
 
-    let load = Load::start(t.edge.http_addr(), &host);
-    load.wait_streak(
-        "load to be served",
-        Instant::now(),
-        20,
-        Duration::from_secs(30),
-    );
+    let (load, _) = Load::start_served(t.edge.http_addr(), &host);
 
     let killed = Instant::now();
     conn.kill9();
@@ -326,13 +333,7 @@ fn rolling_restart_of_two_replicas_loses_nothing() {
     let mut b = Connector::start_n(t.cli(), &args_b, 2);
     t.wait_served(&host);
 
-    let load = Load::start(t.edge.http_addr(), &host);
-    load.wait_streak(
-        "load to be served",
-        Instant::now(),
-        20,
-        Duration::from_secs(30),
-    );
+    let (load, _) = Load::start_served(t.edge.http_addr(), &host);
 
     for (name, c, args) in [("A", &mut a, &args_a), ("B", &mut b, &args_b)] {
         let stopping = Instant::now();
@@ -368,13 +369,7 @@ fn control_plane_kill9_serves_without_failures() {
     t.wait_served(&host);
     let ids = connection_ids(&conn);
 
-    let load = Load::start(t.edge.http_addr(), &host);
-    load.wait_streak(
-        "load to be served",
-        Instant::now(),
-        20,
-        Duration::from_secs(30),
-    );
+    let (load, _) = Load::start_served(t.edge.http_addr(), &host);
 
     let killed = Instant::now();
     t.s.cp.proc.kill9();
@@ -431,13 +426,7 @@ fn edge_restart_while_control_plane_down() {
     let mut conn = Connector::start_n(t.cli(), &args, 2);
     t.wait_served(&host);
 
-    let load = Load::start(t.edge.http_addr(), &host);
-    load.wait_streak(
-        "load to be served",
-        Instant::now(),
-        20,
-        Duration::from_secs(30),
-    );
+    let (load, _) = Load::start_served(t.edge.http_addr(), &host);
 
     t.s.cp.proc.kill9();
     let (tunnel_addrs, http_addr) = (t.edge.tunnel_addrs().to_vec(), t.edge.http_addr());
@@ -531,13 +520,7 @@ fn lb_fails_over_to_pool_2() {
         |r| r.status == 200 && r.header("X-Origin-Tag") == Some("t1"),
     );
 
-    let load = Load::start(t.edge.http_addr(), &lb);
-    let first = load.wait_streak(
-        "load to be served",
-        Instant::now(),
-        20,
-        Duration::from_secs(30),
-    );
+    let (load, first) = Load::start_served(t.edge.http_addr(), &lb);
 
     let stopped = Instant::now();
     c1.proc.proc.signal("TERM");
