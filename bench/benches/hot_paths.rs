@@ -1,4 +1,4 @@
-//! Criterion micro-benchmarks of the per-request and per-packet hot paths (issue 6).
+//! Criterion micro-benchmarks of the per-request and per-packet hot paths.
 //!
 //! Groups:
 //!
