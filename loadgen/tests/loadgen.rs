@@ -44,6 +44,12 @@ impl Run {
         })
     }
 
+    /// Fails the test, showing loadgen's stderr, unless it exited 0.
+    fn succeeded(self) -> Self {
+        assert!(self.output.status.success(), "{}", self.stderr());
+        self
+    }
+
     fn num(&self, pointer: &str) -> f64 {
         self.json()
             .pointer(pointer)
@@ -88,8 +94,8 @@ fn fixed_rate_holds_its_rate_within_one_percent() {
         "--warmup",
         "500ms",
         &url(srv.addr(), "/"),
-    ]);
-    assert!(run.output.status.success(), "{}", run.stderr());
+    ])
+    .succeeded();
     let rps = run.num("/requests_per_s");
     assert!((rps - 2000.0).abs() / 2000.0 < 0.01, "reported {rps} req/s");
     assert_eq!(run.num("/errors/total"), 0.0);
@@ -108,46 +114,25 @@ fn fixed_rate_holds_its_rate_within_one_percent() {
 #[test]
 fn injected_stall_shows_in_corrected_percentiles_and_not_in_closed_loop() {
     let stall = Some((Duration::from_millis(1500), Duration::from_millis(300)));
-    let open_srv = server(ServerConfig {
-        stall,
-        ..ServerConfig::default()
-    });
-    let open = loadgen(&[
-        "--rate",
-        "1000",
-        "-c",
-        "8",
-        "-t",
-        "2",
-        "-d",
-        "3s",
-        "--warmup",
-        "500ms",
-        &url(open_srv.addr(), "/"),
-    ]);
-    assert!(open.output.status.success(), "{}", open.stderr());
+    // Each run gets its own stalled server: the stall is at a fixed time after it starts.
+    let stalled_run = |model: &[&str]| {
+        let srv = server(ServerConfig {
+            stall,
+            ..ServerConfig::default()
+        });
+        let u = url(srv.addr(), "/");
+        let mut args = model.to_vec();
+        args.extend(["-c", "8", "-t", "2", "-d", "3s", "--warmup", "500ms", &u]);
+        loadgen(&args).succeeded()
+    };
+    let open = stalled_run(&["--rate", "1000"]);
     let open_p99 = open.num("/latency_us/p99");
     assert!(
         open_p99 >= 150_000.0,
         "open-loop p99 {open_p99} µs misses a 300 ms stall that delayed ~10% of requests"
     );
 
-    let closed_srv = server(ServerConfig {
-        stall,
-        ..ServerConfig::default()
-    });
-    let closed = loadgen(&[
-        "-c",
-        "8",
-        "-t",
-        "2",
-        "-d",
-        "3s",
-        "--warmup",
-        "500ms",
-        &url(closed_srv.addr(), "/"),
-    ]);
-    assert!(closed.output.status.success(), "{}", closed.stderr());
+    let closed = stalled_run(&[]);
     let (closed_p99, closed_max) = (closed.num("/latency_us/p99"), closed.num("/latency_us/max"));
     assert!(
         closed_max >= 250_000.0,
@@ -271,8 +256,8 @@ fn exact_request_count_http2_and_output_files() {
         "0",
         &url(srv.addr(), "/bytes/100"),
         &url(srv.addr(), "/chunked"),
-    ]);
-    assert!(counted.output.status.success(), "{}", counted.stderr());
+    ])
+    .succeeded();
     assert_eq!(counted.num("/requests"), 777.0);
     assert_eq!(counted.num("/status/200"), 777.0);
     assert!(counted.hgrm.contains("Percentile"), "{}", counted.hgrm);
@@ -299,8 +284,8 @@ fn exact_request_count_http2_and_output_files() {
         "--body-size",
         "100000",
         &url(srv.addr(), "/upload"),
-    ]);
-    assert!(h2.output.status.success(), "{}", h2.stderr());
+    ])
+    .succeeded();
     assert_eq!(h2.num("/requests"), 400.0);
     assert_eq!(h2.num("/status/200"), 400.0);
     assert_eq!(h2.num("/bytes_sent"), 400.0 * 100_000.0);
@@ -337,8 +322,8 @@ fn https_with_alpn_for_http1_and_http2() {
 
     let h1 = loadgen(&[
         "-n", "300", "-c", "2", "--warmup", "0", "--cacert", ca, &https,
-    ]);
-    assert!(h1.output.status.success(), "{}", h1.stderr());
+    ])
+    .succeeded();
     assert_eq!(h1.num("/status/200"), 300.0);
     assert!(h1.num("/bytes_received") >= 300.0 * 2000.0);
 
@@ -354,8 +339,8 @@ fn https_with_alpn_for_http1_and_http2() {
         "0",
         "--insecure",
         &https,
-    ]);
-    assert!(h2.output.status.success(), "{}", h2.stderr());
+    ])
+    .succeeded();
     assert_eq!(h2.num("/status/200"), 300.0);
     assert_eq!(h2.num("/bytes_received"), 300.0 * 2000.0);
 

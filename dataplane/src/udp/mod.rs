@@ -598,6 +598,14 @@ pub(crate) trait SendOne {
     async fn send_one(&mut self, d: &Datagram<'_>) -> io::Result<()>;
 }
 
+/// The one warning a socket logs when a GSO send fails and it falls back to plain sends.
+fn warn_gso_disabled(local: Option<SocketAddr>, err: &io::Error) {
+    warn!(
+        local = ?local,
+        "GSO send failed ({err}); segmentation offload disabled for this socket"
+    );
+}
+
 /// Bytes per GSO send for `seg`-byte segments: whole segments, at most [`MAX_GSO_SEGMENTS`]
 /// of them and at most [`MAX_UDP_PAYLOAD`] bytes.
 fn gso_chunk_len(seg: usize) -> usize {

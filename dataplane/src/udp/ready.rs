@@ -148,10 +148,7 @@ impl SendOne for ReadyUdp {
 
     fn disable_gso(&mut self, err: &io::Error) {
         if self.gso {
-            warn!(
-                local = ?self.local_addr().ok(),
-                "GSO send failed ({err}); segmentation offload disabled for this socket"
-            );
+            super::warn_gso_disabled(self.local_addr().ok(), err);
             // quinn-udp answers the EINVAL by also dropping the IP_TOS cmsg for good (its
             // fallback for pre-3.13 kernels), which would lose ECN on IPv4. A fresh state
             // forgets that; we no longer ask it for GSO anyway.

@@ -104,6 +104,22 @@ fn batch10() -> (Vec<u8>, Vec<Vec<u8>>) {
     (grams.concat(), grams)
 }
 
+/// One plain datagram: no ECN, no segmentation, the kernel picks the source address.
+fn datagram(dest: SocketAddr, contents: &[u8]) -> Transmit<'_> {
+    Transmit {
+        destination: dest,
+        ecn: None,
+        contents,
+        segment_size: None,
+        src_ip: None,
+    }
+}
+
+/// The payload of each received buffer, in arrival order.
+fn payloads(got: &[(RecvMeta, Vec<u8>)]) -> Vec<Vec<u8>> {
+    got.iter().map(|(_, d)| d.clone()).collect()
+}
+
 fn gso_transmit(dest: SocketAddr, contents: &[u8]) -> Transmit<'_> {
     Transmit {
         destination: dest,
@@ -121,29 +137,13 @@ fn udp_round_trip_every_backend() {
             let mut a = bind(backend, localhost(), &UdpConfig::default());
             let mut b = bind(backend, localhost(), &UdpConfig::default());
             let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-            a.send(&Transmit {
-                destination: b_addr,
-                ecn: None,
-                contents: b"ping",
-                segment_size: None,
-                src_ip: None,
-            })
-            .await
-            .unwrap();
+            a.send(&datagram(b_addr, b"ping")).await.unwrap();
             let got = recv_buffers(&mut b, 1).await;
             assert_eq!(got[0].1, b"ping", "{backend:?}");
             assert_eq!(got[0].0.addr, a_addr);
             assert_eq!(got[0].0.len, 4);
             assert_eq!(got[0].0.stride, 4);
-            b.send(&Transmit {
-                destination: a_addr,
-                ecn: None,
-                contents: b"pong",
-                segment_size: None,
-                src_ip: None,
-            })
-            .await
-            .unwrap();
+            b.send(&datagram(a_addr, b"pong")).await.unwrap();
             let got = recv_buffers(&mut a, 1).await;
             assert_eq!(got[0].1, b"pong", "{backend:?}");
             assert_eq!(got[0].0.addr, b_addr);
@@ -164,15 +164,7 @@ fn udp_round_trip_on_legacy_driver() {
                 got[0].1.clone()
             });
             monoio::time::sleep(Duration::from_millis(20)).await;
-            a.send(&Transmit {
-                destination: b_addr,
-                ecn: None,
-                contents: b"legacy",
-                segment_size: None,
-                src_ip: None,
-            })
-            .await
-            .unwrap();
+            a.send(&datagram(b_addr, b"legacy")).await.unwrap();
             assert_eq!(recv.await, b"legacy", "{backend:?}");
         });
     }
@@ -191,8 +183,7 @@ fn udp_gso_on_arrives_as_10_datagrams_at_gro_off_receiver() {
                 .await
                 .unwrap();
             let got = recv_buffers(&mut rx, 10).await;
-            let grams: Vec<Vec<u8>> = got.iter().map(|(_, d)| d.clone()).collect();
-            assert_eq!(grams, want, "{backend:?}");
+            assert_eq!(payloads(&got), want, "{backend:?}");
             for (m, d) in &got {
                 assert_eq!((m.len, m.stride), (d.len(), d.len()));
             }
@@ -216,8 +207,7 @@ fn udp_gso_off_still_sends_a_batch_as_datagrams() {
             // Even with GRO on at the receiver, separately sent datagrams on loopback are not
             // coalesced: 10 buffers of one datagram each.
             let got = recv_buffers(&mut rx, 10).await;
-            let grams: Vec<Vec<u8>> = got.iter().map(|(_, d)| d.clone()).collect();
-            assert_eq!(grams, want, "{backend:?}");
+            assert_eq!(payloads(&got), want, "{backend:?}");
         });
     }
 }
@@ -280,19 +270,15 @@ fn udp_gso_einval_disables_gso_and_still_delivers() {
             tx.send(&gso_transmit(dest, &contents)).await.unwrap();
             assert_eq!(tx.capabilities().max_gso_segments, 1, "{backend:?}");
             let got = recv_buffers(&mut rx, 10).await;
-            let grams: Vec<Vec<u8>> = got.iter().map(|(_, d)| d.clone()).collect();
-            assert_eq!(grams, want, "{backend:?}");
+            assert_eq!(payloads(&got), want, "{backend:?}");
             // Later batches go out as single datagrams without trying GSO again.
             tx.send(&gso_transmit(dest, &contents)).await.unwrap();
             let got = recv_buffers(&mut rx, 10).await;
             assert_eq!(got.len(), 10);
             // And ECN still works after the fallback.
             tx.send(&Transmit {
-                destination: dest,
                 ecn: Some(ECN_ECT0),
-                contents: b"ecn",
-                segment_size: None,
-                src_ip: None,
+                ..datagram(dest, b"ecn")
             })
             .await
             .unwrap();
@@ -311,11 +297,8 @@ fn udp_ecn_codepoints_are_reported() {
             let dest = rx.local_addr().unwrap();
             for ecn in [Some(ECN_ECT0), Some(ECN_ECT1), Some(ECN_CE), None] {
                 tx.send(&Transmit {
-                    destination: dest,
                     ecn,
-                    contents: b"ecn",
-                    segment_size: None,
-                    src_ip: None,
+                    ..datagram(dest, b"ecn")
                 })
                 .await
                 .unwrap();
@@ -341,13 +324,10 @@ fn udp_pktinfo_reports_dst_ip_and_src_ip_selects_source() {
             let mut rx = bind(backend, any, &UdpConfig::default());
             let mut tx = bind(backend, any, &UdpConfig::default());
             let port = rx.local_addr().unwrap().port();
-            tx.send(&Transmit {
-                destination: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-                ecn: None,
-                contents: b"to 127.0.0.1",
-                segment_size: None,
-                src_ip: None,
-            })
+            tx.send(&datagram(
+                SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+                b"to 127.0.0.1",
+            ))
             .await
             .unwrap();
             let got = recv_buffers(&mut rx, 1).await;
@@ -362,11 +342,8 @@ fn udp_pktinfo_reports_dst_ip_and_src_ip_selects_source() {
             let src = Ipv4Addr::new(127, 0, 0, 2);
             let dst = Ipv4Addr::new(127, 0, 0, 3);
             tx.send(&Transmit {
-                destination: SocketAddr::from((dst, port)),
-                ecn: None,
-                contents: b"from .2",
-                segment_size: None,
                 src_ip: Some(src.into()),
+                ..datagram(SocketAddr::from((dst, port)), b"from .2")
             })
             .await
             .unwrap();
@@ -426,15 +403,7 @@ fn udp_reuse_port_lets_two_sockets_share_a_port() {
             let mut a = a;
             let mut b = b;
             let mut tx = bind(backend, localhost(), &UdpConfig::default());
-            tx.send(&Transmit {
-                destination: addr,
-                ecn: None,
-                contents: b"either",
-                segment_size: None,
-                src_ip: None,
-            })
-            .await
-            .unwrap();
+            tx.send(&datagram(addr, b"either")).await.unwrap();
             let got = monoio::select! {
                 g = recv_buffers(&mut a, 1) => g,
                 g = recv_buffers(&mut b, 1) => g,
@@ -457,15 +426,7 @@ fn udp_dropped_recv_future_loses_nothing() {
             }
             let dest = rx.local_addr().unwrap();
             for i in 0..5u8 {
-                tx.send(&Transmit {
-                    destination: dest,
-                    ecn: None,
-                    contents: &[i; 3],
-                    segment_size: None,
-                    src_ip: None,
-                })
-                .await
-                .unwrap();
+                tx.send(&datagram(dest, &[i; 3])).await.unwrap();
             }
             let got = recv_buffers(&mut rx, 5).await;
             let firsts: Vec<u8> = got.iter().map(|(_, d)| d[0]).collect();
@@ -487,13 +448,7 @@ fn udp_uring_drop_with_receives_in_flight() {
                 let _ = monoio::time::timeout(Duration::from_millis(1), s.recv()).await;
                 if i >= 4 {
                     let dest = s.local_addr().unwrap();
-                    let t = Transmit {
-                        destination: dest,
-                        ecn: None,
-                        contents: b"late",
-                        segment_size: None,
-                        src_ip: None,
-                    };
+                    let t = datagram(dest, b"late");
                     tx.send(&t).await.unwrap();
                     tx.send(&t).await.unwrap();
                     // One is taken in a batch that is never released; the other may sit in
@@ -521,15 +476,7 @@ fn udp_multishot_recycles_buffers_under_load() {
         for round in 0..N / 100 {
             for i in 0..100usize {
                 let n = (round * 100 + i) as u32;
-                tx.send(&Transmit {
-                    destination: dest,
-                    ecn: None,
-                    contents: &n.to_be_bytes(),
-                    segment_size: None,
-                    src_ip: None,
-                })
-                .await
-                .unwrap();
+                tx.send(&datagram(dest, &n.to_be_bytes())).await.unwrap();
             }
             let bufs = recv_buffers(&mut rx, 100).await;
             for (j, (_, d)) in bufs.iter().enumerate() {

@@ -970,10 +970,7 @@ impl SendOne for UringUdp {
 
     fn disable_gso(&mut self, err: &io::Error) {
         if self.gso {
-            warn!(
-                local = ?self.local_addr().ok(),
-                "GSO send failed ({err}); segmentation offload disabled for this socket"
-            );
+            super::warn_gso_disabled(self.local_addr().ok(), err);
         }
         self.gso = false;
         self.caps.max_gso_segments = 1;

@@ -180,25 +180,42 @@ fn options() -> ConnectionOptions {
     }
 }
 
-/// An edge on one end of a duplex, a client on the other, both spawned on `pool`.
-fn setup(pool: &LocalPool) -> (RegistrationClient, Rc<RefCell<EdgeState>>) {
-    let spawner = pool.spawner();
-    let state = Rc::new(RefCell::new(EdgeState::default()));
-    let edge = TestEdge {
+/// The test edge for tunnel `TUNNEL` and `secret()`, recording into `state`.
+fn test_edge(state: Rc<RefCell<EdgeState>>) -> TestEdge {
+    TestEdge {
         tunnel_id: TUNNEL,
         secret_sha256: Sha256::digest(secret().expose()).into(),
-        state: state.clone(),
-    };
+        state,
+    }
+}
+
+/// `handler` serving on one end of a duplex, a client on the other, both spawned on `pool`.
+fn spawn_registration(
+    pool: &LocalPool,
+    handler: impl RegistrationHandler + 'static,
+) -> RegistrationClient {
     let ((cr, cw), (sr, sw)) = duplex();
-    let server = serve_registration(edge, sr, sw);
+    let server = serve_registration(handler, sr, sw);
+    let (client, conn) = registration_client(cr, cw);
+    spawn_both_ends(pool, server, conn);
+    client
+}
+
+/// Runs both ends of an RPC duplex on `pool` until they end.
+fn spawn_both_ends(pool: &LocalPool, server: RpcConnection, client: RpcConnection) {
+    let spawner = pool.spawner();
     spawner
         .spawn_local(async move { drop(server.await) })
         .unwrap();
-    let (client, conn) = registration_client(cr, cw);
     spawner
-        .spawn_local(async move { drop(conn.await) })
+        .spawn_local(async move { drop(client.await) })
         .unwrap();
-    (client, state)
+}
+
+/// The test edge and a client, both spawned on `pool`.
+fn setup(pool: &LocalPool) -> (RegistrationClient, Rc<RefCell<EdgeState>>) {
+    let state = Rc::new(RefCell::new(EdgeState::default()));
+    (spawn_registration(pool, test_edge(state.clone())), state)
 }
 
 #[test]
@@ -286,16 +303,7 @@ fn wire_rpc_retry_after_round_trips() {
         }
     }
     let mut pool = LocalPool::new();
-    let spawner = pool.spawner();
-    let ((cr, cw), (sr, sw)) = duplex();
-    let server = serve_registration(Busy, sr, sw);
-    spawner
-        .spawn_local(async move { drop(server.await) })
-        .unwrap();
-    let (client, conn) = registration_client(cr, cw);
-    spawner
-        .spawn_local(async move { drop(conn.await) })
-        .unwrap();
+    let client = spawn_registration(&pool, Busy);
     let opts = ConnectionOptions {
         origin_local_ip: Some("::1".parse().unwrap()),
         ..options()
@@ -349,13 +357,8 @@ fn wire_rpc_update_local_configuration_delivers_bytes() {
 fn wire_rpc_clean_shutdown_when_client_goes_away() {
     let mut pool = LocalPool::new();
     let state = Rc::new(RefCell::new(EdgeState::default()));
-    let edge = TestEdge {
-        tunnel_id: TUNNEL,
-        secret_sha256: Sha256::digest(secret().expose()).into(),
-        state: state.clone(),
-    };
     let ((cr, cw), (sr, sw)) = duplex();
-    let server = serve_registration(edge, sr, sw);
+    let server = serve_registration(test_edge(state.clone()), sr, sw);
     let (client, conn) = registration_client(cr, cw);
     let disconnect = conn.disconnector();
     pool.spawner()
@@ -451,17 +454,11 @@ fn wire_rpc_update_configuration_round_trip() {
         }
     }
     let mut pool = LocalPool::new();
-    let spawner = pool.spawner();
     let seen = Rc::new(RefCell::new(Vec::new()));
     let ((cr, cw), (sr, sw)) = duplex();
     let server = serve_configuration(Connector(seen.clone()), sr, sw);
-    spawner
-        .spawn_local(async move { drop(server.await) })
-        .unwrap();
     let (client, conn) = configuration_client(cr, cw);
-    spawner
-        .spawn_local(async move { drop(conn.await) })
-        .unwrap();
+    spawn_both_ends(&pool, server, conn);
     let answer = pool
         .run_until(client.update_configuration(7, b"{\"a\":1}"))
         .unwrap();

@@ -89,6 +89,25 @@ struct EchoTransfer {
     server_cursor: usize,
 }
 
+/// Echoes `n` random streams of up to `max_len` bytes over `conn`, drives the pair until every
+/// response is back (failing after `limit` of virtual time) and checks every byte both ways.
+fn echo_transfer(
+    pair: &mut Pair,
+    conn: ConnId,
+    n: usize,
+    max_len: usize,
+    seed: u64,
+    limit: Duration,
+) {
+    let mut t = EchoTransfer::start(pair, conn, n, max_len, seed);
+    assert!(
+        pair.drive_until(limit, |p| t.pump(p)),
+        "transfer stalled at {:?}",
+        pair.elapsed()
+    );
+    t.verify();
+}
+
 impl EchoTransfer {
     fn start(pair: &mut Pair, conn: ConnId, n: usize, max_len: usize, seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
@@ -256,13 +275,7 @@ fn wrong_alpn_fails_with_no_application_protocol() {
 #[test]
 fn two_hundred_streams_both_ways_intact() {
     let (mut pair, conn) = connected_pair(PairConfig::new(3));
-    let mut t = EchoTransfer::start(&mut pair, conn, 200, 20_000, 3);
-    assert!(
-        pair.drive_until(Duration::from_secs(60), |p| t.pump(p)),
-        "transfer stalled at {:?}",
-        pair.elapsed()
-    );
-    t.verify();
+    echo_transfer(&mut pair, conn, 200, 20_000, 3, Duration::from_secs(60));
     // GSO batching happened on the bulk path.
     assert!(pair.stats.gso_batches > 0, "{:?}", pair.stats);
 }
@@ -278,13 +291,7 @@ fn loss_reordering_and_duplication_still_deliver_everything() {
         ..Faults::default()
     };
     let (mut pair, conn) = connected_pair(config);
-    let mut t = EchoTransfer::start(&mut pair, conn, 200, 10_000, 4);
-    assert!(
-        pair.drive_until(Duration::from_secs(120), |p| t.pump(p)),
-        "transfer stalled at {:?}",
-        pair.elapsed()
-    );
-    t.verify();
+    echo_transfer(&mut pair, conn, 200, 10_000, 4, Duration::from_secs(120));
     assert!(pair.stats.dropped > 50, "{:?}", pair.stats);
     assert!(pair.stats.duplicated > 0, "{:?}", pair.stats);
     let stats = pair.client.stats(conn).unwrap();
@@ -311,9 +318,7 @@ fn harness_runs_are_reproducible() {
         config.faults.drop_probability = 0.05;
         config.faults.reorder_jitter = Duration::from_millis(5);
         let (mut pair, conn) = connected_pair(config);
-        let mut t = EchoTransfer::start(&mut pair, conn, 20, 10_000, 21);
-        assert!(pair.drive_until(Duration::from_secs(60), |p| t.pump(p)));
-        t.verify();
+        echo_transfer(&mut pair, conn, 20, 10_000, 21, Duration::from_secs(60));
         (pair.stats, pair.elapsed())
     };
     assert_eq!(run(), run());
@@ -327,10 +332,18 @@ fn specific_dropped_datagrams_are_recovered() {
     let (s, c) = (pair.stats.to_server, pair.stats.to_client);
     pair.faults.drop_to_server = [s, s + 1, s + 5, s + 20].into();
     pair.faults.drop_to_client = [c + 1, c + 2, c + 8].into();
-    let mut t = EchoTransfer::start(&mut pair, conn, 10, 30_000, 5);
-    assert!(pair.drive_until(Duration::from_secs(30), |p| t.pump(p)));
-    t.verify();
+    echo_transfer(&mut pair, conn, 10, 30_000, 5, Duration::from_secs(30));
     assert_eq!(pair.stats.dropped, 7);
+}
+
+/// Lets the packets in flight land, then cuts the link both ways; returns the virtual time
+/// of the cut.
+fn blackhole_both_ways(pair: &mut Pair) -> Duration {
+    pair.drive();
+    let at = pair.elapsed();
+    pair.faults.blackhole_to_client = true;
+    pair.faults.blackhole_to_server = true;
+    at
 }
 
 /// The virtual time at which `side`'s connection was lost with TimedOut.
@@ -357,10 +370,7 @@ fn idle_timeout_fires_at_five_seconds_when_peer_is_blackholed() {
     config.client.keep_alive = None;
     config.server.keep_alive = None;
     let (mut pair, _) = connected_pair(config);
-    pair.drive(); // let the last handshake packets land
-    let blackholed_at = pair.elapsed();
-    pair.faults.blackhole_to_client = true;
-    pair.faults.blackhole_to_server = true;
+    let blackholed_at = blackhole_both_ways(&mut pair);
     let at = timed_out_at(&mut pair, Duration::from_secs(30), true).expect("client timed out");
     let idle = at - blackholed_at;
     assert!(
@@ -384,10 +394,7 @@ fn idle_timeout_with_keep_alive_fires_within_one_interval_of_five_seconds() {
     // With keep-alives, an unanswered PING sent after the last receipt restarts the
     // idle timer once (RFC 9000 §10.1), so the timeout lands in [5 s, 6 s].
     let (mut pair, _) = connected_pair(PairConfig::new(7));
-    pair.drive();
-    let blackholed_at = pair.elapsed();
-    pair.faults.blackhole_to_client = true;
-    pair.faults.blackhole_to_server = true;
+    let blackholed_at = blackhole_both_ways(&mut pair);
     let at = timed_out_at(&mut pair, Duration::from_secs(30), true).expect("client timed out");
     let idle = at - blackholed_at;
     assert!(

@@ -193,22 +193,28 @@ fn chunks_of(data: &[u8], size: usize) -> Vec<Bytes> {
     data.chunks(size).map(Bytes::copy_from_slice).collect()
 }
 
+/// Sends `payload` as `r`'s body in `chunk`-byte pieces to an [`echo_sha`] origin and checks
+/// that the origin received exactly those bytes.
+fn upload_to_echo_sha(target: &OriginTarget, r: OriginRequest, payload: &[u8], chunk: usize) {
+    let client = OriginClient::new();
+    let (res, rec) = run(call(
+        &client,
+        target,
+        r,
+        VecBody::new(chunks_of(payload, chunk)),
+    ));
+    res.expect("proxy");
+    assert_eq!(rec.text(), hex(&Sha256::digest(payload)));
+}
+
 #[test]
 fn post_content_length_1mib() {
     let origin = Origin::tcp(echo_sha);
     let target = origin.target();
-    let client = OriginClient::new();
     let payload = data(1 << 20, 7);
     let len = payload.len().to_string();
     let r = req("POST", "/upload", vec![("Content-Length", &len)]);
-    let (res, rec) = run(call(
-        &client,
-        &target,
-        r,
-        VecBody::new(chunks_of(&payload, 10_000)),
-    ));
-    res.expect("proxy");
-    assert_eq!(rec.text(), hex(&Sha256::digest(&payload)));
+    upload_to_echo_sha(&target, r, &payload, 10_000);
     let seen = &origin.seen()[0];
     assert_eq!(seen.header("content-length"), Some(len.as_str()));
     assert!(seen.header("transfer-encoding").is_none());
@@ -218,17 +224,9 @@ fn post_content_length_1mib() {
 fn post_chunked_1mib_origin_sees_chunked_framing() {
     let origin = Origin::tcp(echo_sha);
     let target = origin.target();
-    let client = OriginClient::new();
     let payload = data(1 << 20, 11);
     let r = req("POST", "/upload", vec![("Transfer-Encoding", "chunked")]);
-    let (res, rec) = run(call(
-        &client,
-        &target,
-        r,
-        VecBody::new(chunks_of(&payload, 65_536)),
-    ));
-    res.expect("proxy");
-    assert_eq!(rec.text(), hex(&Sha256::digest(&payload)));
+    upload_to_echo_sha(&target, r, &payload, 65_536);
     let seen = &origin.seen()[0];
     assert_eq!(seen.header("transfer-encoding"), Some("chunked"));
     assert!(seen.raw_body.starts_with(b"10000\r\n"));
@@ -258,17 +256,9 @@ fn disable_chunked_encoding_sends_content_length() {
     let origin = Origin::tcp(echo_sha);
     let mut target = origin.target();
     target.options.disable_chunked_encoding = true;
-    let client = OriginClient::new();
     let payload = data(100_000, 3);
     let r = req("POST", "/", vec![("Transfer-Encoding", "chunked")]);
-    let (res, rec) = run(call(
-        &client,
-        &target,
-        r,
-        VecBody::new(chunks_of(&payload, 4096)),
-    ));
-    res.expect("proxy");
-    assert_eq!(rec.text(), hex(&Sha256::digest(&payload)));
+    upload_to_echo_sha(&target, r, &payload, 4096);
     let seen = &origin.seen()[0];
     assert_eq!(seen.header("content-length"), Some("100000"));
     assert!(seen.header("transfer-encoding").is_none());
