@@ -82,9 +82,7 @@ impl ApiClient {
     pub fn get(&self, path: &str) -> Result<Answer, ClientError> {
         let url = self.url(path);
         let r = self
-            .agent
-            .get(&url)
-            .header("Authorization", &self.bearer())
+            .authorized(self.agent.get(&url))
             .header("Accept", "application/json")
             .call();
         Self::finish(&url, r)
@@ -93,11 +91,7 @@ impl ApiClient {
     /// GET that treats `304 Not Modified` as `None` (long-polls that saw no change).
     pub fn get_maybe_unchanged(&self, path: &str) -> Result<Option<Answer>, ClientError> {
         let url = self.url(path);
-        let r = self
-            .agent
-            .get(&url)
-            .header("Authorization", &self.bearer())
-            .call();
+        let r = self.authorized(self.agent.get(&url)).call();
         if let Ok(resp) = &r
             && resp.status().as_u16() == 304
         {
@@ -108,36 +102,22 @@ impl ApiClient {
 
     pub fn delete(&self, path: &str) -> Result<Answer, ClientError> {
         let url = self.url(path);
-        let r = self
-            .agent
-            .delete(&url)
-            .header("Authorization", &self.bearer())
-            .call();
-        Self::finish(&url, r)
+        Self::finish(&url, self.authorized(self.agent.delete(&url)).call())
     }
 
     pub fn post<B: Serialize>(&self, path: &str, body: &B) -> Result<Answer, ClientError> {
         let url = self.url(path);
-        let r = self
-            .agent
-            .post(&url)
-            .header("Authorization", &self.bearer())
-            .send_json(body);
-        Self::finish(&url, r)
+        Self::finish(&url, self.authorized(self.agent.post(&url)).send_json(body))
     }
 
     pub fn put<B: Serialize>(&self, path: &str, body: &B) -> Result<Answer, ClientError> {
         let url = self.url(path);
-        let r = self
-            .agent
-            .put(&url)
-            .header("Authorization", &self.bearer())
-            .send_json(body);
-        Self::finish(&url, r)
+        Self::finish(&url, self.authorized(self.agent.put(&url)).send_json(body))
     }
 
-    fn bearer(&self) -> String {
-        format!("Bearer {}", self.token.expose())
+    /// `req` with this client's bearer token on it.
+    fn authorized<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        req.header("Authorization", format!("Bearer {}", self.token.expose()))
     }
 
     fn finish(

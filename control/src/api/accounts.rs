@@ -8,6 +8,7 @@ use serde_json::json;
 use super::AppState;
 use super::auth::Caller;
 use super::envelope::{ApiError, ApiResult, ok, ok_list};
+use super::scope::Operator;
 use crate::hostname::normalize_hostname;
 use crate::store::{TokenScope, Zone};
 
@@ -18,10 +19,9 @@ pub struct NewAccount {
 
 pub async fn create_account(
     State(st): State<AppState>,
-    caller: Caller,
+    _: Operator,
     Json(body): Json<NewAccount>,
 ) -> ApiResult {
-    caller.require_operator()?;
     let name = body.name.trim();
     if name.is_empty() {
         return Err(ApiError::bad_request("account name required"));
@@ -54,10 +54,9 @@ pub struct NewZone {
 
 pub async fn create_zone(
     State(st): State<AppState>,
-    caller: Caller,
+    _: Operator,
     Json(body): Json<NewZone>,
 ) -> ApiResult {
-    caller.require_operator()?;
     let name = normalize_hostname(&body.name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     if name.starts_with('*') {
         return Err(ApiError::bad_request(format!(
@@ -111,36 +110,4 @@ fn zone_json(z: &Zone) -> serde_json::Value {
         "account": {"id": z.account_id},
         "created_on": z.created_on.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
     })
-}
-
-/// Loads a zone the caller may act in: a zone token naming another zone gets 403 before the
-/// existence check, so it cannot probe other accounts' zone ids.
-pub fn zone_for(st: &AppState, caller: &Caller, zone_id: &str) -> Result<Zone, ApiError> {
-    if let TokenScope::Zone { zone_id: z, .. } = &caller.0
-        && z != zone_id
-    {
-        return Err(ApiError::forbidden(
-            "this API token may not act on that zone",
-        ));
-    }
-    if caller.0 == TokenScope::Edge {
-        return Err(ApiError::forbidden("edges may not use the client API"));
-    }
-    let zone = st
-        .store
-        .zone(zone_id)?
-        .ok_or_else(|| ApiError::not_found(format!("zone {zone_id} not found")))?;
-    caller.require_zone(&zone.id, &zone.account_id)?;
-    Ok(zone)
-}
-
-/// Checks the caller may act in `account_id` and that it exists.
-pub fn account_for(st: &AppState, caller: &Caller, account_id: &str) -> Result<(), ApiError> {
-    caller.require_account(account_id)?;
-    if st.store.account(account_id)?.is_none() {
-        return Err(ApiError::not_found(format!(
-            "account {account_id} not found"
-        )));
-    }
-    Ok(())
 }

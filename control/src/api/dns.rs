@@ -4,17 +4,16 @@
 //! Cloudflare enforces it: a CNAME cannot share its name with any A, AAAA or CNAME record.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
 use super::AppState;
-use super::accounts::zone_for;
-use super::auth::Caller;
 use super::envelope::{ApiError, ApiResult, ok, ok_list};
 use super::isolation::check_tunnel_target;
 use super::lb;
+use super::scope::{ObjectId, ZoneScope, parse_tunnel_id};
 use crate::hostname::hostname_in_zone;
 use crate::store::{NewDnsRecord, StoreError, Zone};
 
@@ -29,11 +28,9 @@ pub struct ListQuery {
 
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
-    Path(zone): Path<String>,
+    ZoneScope(zone): ZoneScope,
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
-    let zone = zone_for(&st, &caller, &zone)?;
     let mut recs = st.store.list_dns(&zone.id, q.name.as_deref())?;
     if let Some(t) = &q.record_type {
         recs.retain(|r| r.record_type.eq_ignore_ascii_case(t));
@@ -43,10 +40,9 @@ pub async fn list(
 
 pub async fn get_one(
     State(st): State<AppState>,
-    caller: Caller,
-    Path((zone, id)): Path<(String, String)>,
+    ZoneScope(zone): ZoneScope,
+    ObjectId(id): ObjectId,
 ) -> ApiResult {
-    let zone = zone_for(&st, &caller, &zone)?;
     let rec = st
         .store
         .list_dns(&zone.id, None)?
@@ -98,11 +94,9 @@ fn check_record(
 
 pub async fn create(
     State(st): State<AppState>,
-    caller: Caller,
-    Path(zone): Path<String>,
+    ZoneScope(zone): ZoneScope,
     Json(rec): Json<NewDnsRecord>,
 ) -> ApiResult {
-    let zone = zone_for(&st, &caller, &zone)?;
     let rec = check_record(&st, &zone, rec)?;
     let out = st.store.create_dns(&zone.id, &rec).map_err(name_clash)?;
     st.publish();
@@ -132,11 +126,10 @@ pub struct DnsPatch {
 /// result exactly as create does.
 pub async fn patch(
     State(st): State<AppState>,
-    caller: Caller,
-    Path((zone, id)): Path<(String, String)>,
+    ZoneScope(zone): ZoneScope,
+    ObjectId(id): ObjectId,
     Json(p): Json<DnsPatch>,
 ) -> ApiResult {
-    let zone = zone_for(&st, &caller, &zone)?;
     let cur = st
         .store
         .list_dns(&zone.id, None)?
@@ -156,11 +149,10 @@ pub async fn patch(
 /// `PUT /zones/{zone}/dns_records/{id}`: replaces a record, with the same checks as create.
 pub async fn update(
     State(st): State<AppState>,
-    caller: Caller,
-    Path((zone, id)): Path<(String, String)>,
+    ZoneScope(zone): ZoneScope,
+    ObjectId(id): ObjectId,
     Json(rec): Json<NewDnsRecord>,
 ) -> ApiResult {
-    let zone = zone_for(&st, &caller, &zone)?;
     replace_record(&st, &zone, &id, rec)
 }
 
@@ -177,10 +169,9 @@ fn replace_record(st: &AppState, zone: &Zone, id: &str, rec: NewDnsRecord) -> Ap
 
 pub async fn delete_one(
     State(st): State<AppState>,
-    caller: Caller,
-    Path((zone, id)): Path<(String, String)>,
+    ZoneScope(zone): ZoneScope,
+    ObjectId(id): ObjectId,
 ) -> ApiResult {
-    let zone = zone_for(&st, &caller, &zone)?;
     st.store.delete_dns(&zone.id, &id)?;
     st.publish();
     Ok(ok(json!({"id": id})))
@@ -202,13 +193,11 @@ pub enum RouteRequest {
 
 pub async fn route(
     State(st): State<AppState>,
-    caller: Caller,
-    Path((zone, id)): Path<(String, String)>,
+    ZoneScope(zone): ZoneScope,
+    ObjectId(id): ObjectId,
     Json(req): Json<RouteRequest>,
 ) -> ApiResult {
-    let zone = zone_for(&st, &caller, &zone)?;
-    let id = Uuid::parse_str(&id)
-        .map_err(|_| ApiError::bad_request(format!("{id} is not a valid tunnel id")))?;
+    let id = parse_tunnel_id(&id)?;
     let tunnel = st
         .store
         .tunnel(&zone.account_id, id)?

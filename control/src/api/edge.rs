@@ -20,8 +20,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::AppState;
-use super::auth::Caller;
 use super::envelope::{ApiError, ApiResult, ok};
+use super::scope::EdgeCaller;
 use crate::store::ConnectionRecord;
 
 /// Leases shorter than this would need renewals faster than an edge's renew loop can promise.
@@ -40,10 +40,9 @@ pub struct SnapshotQuery {
 
 pub async fn snapshot(
     State(st): State<AppState>,
-    caller: Caller,
+    _: EdgeCaller,
     Query(q): Query<SnapshotQuery>,
 ) -> ApiResult {
-    caller.require_edge()?;
     let since = q.since.unwrap_or(0);
     let wait = Duration::from_secs(q.wait.unwrap_or(st.max_poll.as_secs())).min(st.max_poll);
     let mut rx = st.version.subscribe();
@@ -89,10 +88,9 @@ fn lease_expiry(secs: u64) -> i64 {
 
 pub async fn register(
     State(st): State<AppState>,
-    caller: Caller,
+    _: EdgeCaller,
     Json(r): Json<RegisterConnection>,
 ) -> ApiResult {
-    caller.require_edge()?;
     if r.edge_id.is_empty() {
         return Err(ApiError::bad_request("edge_id is required"));
     }
@@ -143,10 +141,9 @@ pub struct RenewLeases {
 
 pub async fn renew(
     State(st): State<AppState>,
-    caller: Caller,
+    _: EdgeCaller,
     Json(r): Json<RenewLeases>,
 ) -> ApiResult {
-    caller.require_edge()?;
     let expires = lease_expiry(r.lease_secs);
     let unknown = st.store.renew_leases(&r.edge_id, &r.ids, expires)?;
     Ok(ok(json!({"unknown": unknown, "lease_expires_ms": expires})))
@@ -154,10 +151,9 @@ pub async fn renew(
 
 pub async fn unregister(
     State(st): State<AppState>,
-    caller: Caller,
+    _: EdgeCaller,
     Path(id): Path<Uuid>,
 ) -> ApiResult {
-    caller.require_edge()?;
     let removed = st.store.unregister_connection(id)?;
     tracing::info!(conn = %id, removed, "connection unregistered");
     Ok(ok(json!({"id": id, "removed": removed})))

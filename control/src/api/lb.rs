@@ -2,16 +2,15 @@
 //! `tunnel route lb` and for listing. An origin whose address is `<uuid>.<suffix>` is a tunnel.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
 use super::AppState;
-use super::accounts::{account_for, zone_for};
-use super::auth::Caller;
 use super::envelope::{ApiError, ApiResult, ok, ok_list};
 use super::isolation::check_tunnel_target;
+use super::scope::{AccountScope, ObjectId, ZoneScope};
 use crate::hostname::hostname_in_zone;
 use crate::store::{PoolOrigin, Zone};
 
@@ -24,12 +23,7 @@ fn valid_pool_name(name: &str) -> bool {
         && chars.all(|c| c == '_' || c == '-' || c == '.' || c.is_ascii_alphanumeric())
 }
 
-pub async fn list_pools(
-    State(st): State<AppState>,
-    caller: Caller,
-    Path(acct): Path<String>,
-) -> ApiResult {
-    account_for(&st, &caller, &acct)?;
+pub async fn list_pools(State(st): State<AppState>, AccountScope(acct): AccountScope) -> ApiResult {
     Ok(ok_list(st.store.list_pools(&acct)?))
 }
 
@@ -41,11 +35,9 @@ pub struct NewPool {
 
 pub async fn create_pool(
     State(st): State<AppState>,
-    caller: Caller,
-    Path(acct): Path<String>,
+    AccountScope(acct): AccountScope,
     Json(mut body): Json<NewPool>,
 ) -> ApiResult {
-    account_for(&st, &caller, &acct)?;
     // An origin naming a tunnel must name one of this account's, like a DNS record.
     for o in &mut body.origins {
         if let Some(target) = check_tunnel_target(&st, &acct, &o.address)? {
@@ -74,10 +66,9 @@ pub async fn create_pool(
 
 pub async fn delete_pool(
     State(st): State<AppState>,
-    caller: Caller,
-    Path((acct, id)): Path<(String, String)>,
+    AccountScope(acct): AccountScope,
+    ObjectId(id): ObjectId,
 ) -> ApiResult {
-    account_for(&st, &caller, &acct)?;
     // A pool still referenced by a load balancer would leave it pointing nowhere.
     for zone in st.store.list_zones(Some(&acct))? {
         if let Some(lb) = st
@@ -97,12 +88,7 @@ pub async fn delete_pool(
     Ok(ok(json!({"id": id})))
 }
 
-pub async fn list_lbs(
-    State(st): State<AppState>,
-    caller: Caller,
-    Path(zone): Path<String>,
-) -> ApiResult {
-    let zone = zone_for(&st, &caller, &zone)?;
+pub async fn list_lbs(State(st): State<AppState>, ZoneScope(zone): ZoneScope) -> ApiResult {
     Ok(ok_list(st.store.list_load_balancers(&zone.id)?))
 }
 
@@ -115,11 +101,9 @@ pub struct NewLb {
 
 pub async fn create_lb(
     State(st): State<AppState>,
-    caller: Caller,
-    Path(zone): Path<String>,
+    ZoneScope(zone): ZoneScope,
     Json(body): Json<NewLb>,
 ) -> ApiResult {
-    let zone = zone_for(&st, &caller, &zone)?;
     let name = hostname_in_zone(&body.name, &zone.name)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let pools = st.store.list_pools(&zone.account_id)?;
@@ -142,10 +126,9 @@ pub async fn create_lb(
 
 pub async fn delete_lb(
     State(st): State<AppState>,
-    caller: Caller,
-    Path((zone, id)): Path<(String, String)>,
+    ZoneScope(zone): ZoneScope,
+    ObjectId(id): ObjectId,
 ) -> ApiResult {
-    let zone = zone_for(&st, &caller, &zone)?;
     st.store.delete_load_balancer(&zone.id, &id)?;
     st.publish();
     Ok(ok(json!({"id": id})))

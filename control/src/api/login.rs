@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use super::auth::Caller;
 use super::envelope::{ApiError, ApiResult, ok};
+use super::scope::Operator;
 use crate::secret::ApiToken;
 use crate::store::TokenScope;
 
@@ -147,10 +147,9 @@ pub struct CertRequest {
 /// Non-interactive login: the operator token buys a cert for one zone.
 pub async fn issue_cert(
     State(st): State<AppState>,
-    caller: Caller,
+    _: Operator,
     Json(req): Json<CertRequest>,
 ) -> ApiResult {
-    caller.require_operator()?;
     Ok(ok(mint_cert(&st, &req.zone)?))
 }
 

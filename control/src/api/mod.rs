@@ -18,6 +18,7 @@ pub mod envelope;
 pub mod isolation;
 mod lb;
 pub mod login;
+mod scope;
 pub mod server;
 pub mod tunnels;
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
@@ -14,9 +14,8 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use super::AppState;
-use super::accounts::account_for;
-use super::auth::Caller;
 use super::envelope::{ApiError, ApiResult, ok};
+use super::scope::{AccountScope, TunnelRef, parse_tunnel_id};
 use crate::secret::TunnelSecret;
 use crate::store::{ConnectionRecord, Tunnel, TunnelFilter};
 
@@ -147,16 +146,6 @@ pub fn escape_name(name: &str) -> String {
     out
 }
 
-fn parse_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|_| ApiError::bad_request(format!("{id} is not a valid tunnel id")))
-}
-
-fn load(st: &AppState, acct: &str, id: Uuid) -> Result<Tunnel, ApiError> {
-    st.store
-        .tunnel(acct, id)?
-        .ok_or_else(|| ApiError::not_found(format!("tunnel {id} not found")))
-}
-
 #[derive(Deserialize)]
 pub struct NewTunnel {
     name: Option<String>,
@@ -174,11 +163,9 @@ impl std::fmt::Debug for NewTunnel {
 
 pub async fn create(
     State(st): State<AppState>,
-    caller: Caller,
-    Path(acct): Path<String>,
+    AccountScope(acct): AccountScope,
     Json(body): Json<NewTunnel>,
 ) -> ApiResult {
-    account_for(&st, &caller, &acct)?;
     let name = body.name.as_deref().unwrap_or("").trim().to_string();
     check_tunnel_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let secret = match body.tunnel_secret.as_deref() {
@@ -217,11 +204,9 @@ pub struct ListQuery {
 
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
-    Path(acct): Path<String>,
+    AccountScope(acct): AccountScope,
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
-    account_for(&st, &caller, &acct)?;
     let existed_at = q
         .existed_at
         .as_deref()
@@ -232,7 +217,7 @@ pub async fn list(
         .transpose()?;
     let filter = TunnelFilter {
         name: q.name.clone(),
-        id: q.uuid.as_deref().map(parse_id).transpose()?,
+        id: q.uuid.as_deref().map(parse_tunnel_id).transpose()?,
         is_deleted: q.is_deleted,
         existed_at,
     };
@@ -274,13 +259,8 @@ pub async fn list(
     Ok(axum::response::IntoResponse::into_response(Json(body)))
 }
 
-pub async fn get_one(
-    State(st): State<AppState>,
-    caller: Caller,
-    Path((acct, id)): Path<(String, String)>,
-) -> ApiResult {
-    account_for(&st, &caller, &acct)?;
-    let t = load(&st, &acct, parse_id(&id)?)?;
+pub async fn get_one(State(st): State<AppState>, tunnel: TunnelRef) -> ApiResult {
+    let t = tunnel.load(&st)?;
     let conns = st.store.list_connections(t.id)?;
     Ok(ok(tunnel_json(&t, &conns)))
 }
@@ -292,13 +272,11 @@ pub struct DeleteQuery {
 
 pub async fn delete_one(
     State(st): State<AppState>,
-    caller: Caller,
-    Path((acct, id)): Path<(String, String)>,
+    tunnel: TunnelRef,
     Query(q): Query<DeleteQuery>,
 ) -> ApiResult {
-    account_for(&st, &caller, &acct)?;
-    let id = parse_id(&id)?;
-    let t = load(&st, &acct, id)?;
+    let id = tunnel.id;
+    let t = tunnel.load(&st)?;
     if t.deleted_at.is_some() {
         return Err(ApiError::bad_request(format!(
             "Tunnel {id} has already been deleted"
@@ -316,30 +294,19 @@ pub async fn delete_one(
             ),
         ));
     }
-    let t = st.store.delete_tunnel(&acct, id)?;
+    let t = st.store.delete_tunnel(&tunnel.acct, id)?;
     st.publish();
     tracing::info!(tunnel = %id, "tunnel deleted");
     Ok(ok(tunnel_json(&t, &[])))
 }
 
-pub async fn token(
-    State(st): State<AppState>,
-    caller: Caller,
-    Path((acct, id)): Path<(String, String)>,
-) -> ApiResult {
-    account_for(&st, &caller, &acct)?;
-    let id = parse_id(&id)?;
+pub async fn token(State(st): State<AppState>, TunnelRef { acct, id }: TunnelRef) -> ApiResult {
     let secret = st.store.tunnel_secret(&acct, id)?;
     Ok(ok(token_string(&acct, &secret, id)))
 }
 
-pub async fn connections(
-    State(st): State<AppState>,
-    caller: Caller,
-    Path((acct, id)): Path<(String, String)>,
-) -> ApiResult {
-    account_for(&st, &caller, &acct)?;
-    let t = load(&st, &acct, parse_id(&id)?)?;
+pub async fn connections(State(st): State<AppState>, tunnel: TunnelRef) -> ApiResult {
+    let t = tunnel.load(&st)?;
     let conns = st.store.list_connections(t.id)?;
     // One ActiveClient per connector process (client_id), as cloudflared groups them.
     let mut clients: BTreeMap<Uuid, Vec<&ConnectionRecord>> = BTreeMap::new();
@@ -370,12 +337,10 @@ pub struct CleanupQuery {
 
 pub async fn cleanup_connections(
     State(st): State<AppState>,
-    caller: Caller,
-    Path((acct, id)): Path<(String, String)>,
+    tunnel: TunnelRef,
     Query(q): Query<CleanupQuery>,
 ) -> ApiResult {
-    account_for(&st, &caller, &acct)?;
-    let t = load(&st, &acct, parse_id(&id)?)?;
+    let t = tunnel.load(&st)?;
     let client = match q.client_id.as_deref().filter(|s| !s.is_empty()) {
         Some(c) => Some(Uuid::parse_str(c).map_err(|_| {
             ApiError::bad_request(format!("{c} is not a valid client ID (must be a UUID)"))

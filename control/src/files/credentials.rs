@@ -128,11 +128,9 @@ fn parse(data: &[u8]) -> Result<Credentials, Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::fixtures::*;
     use crate::secret::SecretError;
 
-    const ACCOUNT: &str = "0000d4d14e84bd4ae5a6a02e0000ac63";
-    const SECRET_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-    const ID: &str = "df5ed608-b8b4-4109-89f3-9f2cf199df64";
     /// What cloudflared's `json.Marshal(&connection.Credentials{...})` gives
     /// for these values: Go field names and order, `Endpoint` not omitted.
     const FIXTURE: &str = r#"{"AccountTag":"0000d4d14e84bd4ae5a6a02e0000ac63","TunnelSecret":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","TunnelID":"df5ed608-b8b4-4109-89f3-9f2cf199df64","Endpoint":""}"#;
@@ -147,11 +145,7 @@ mod tests {
     }
 
     fn problem(json: &str) -> Problem {
-        Credentials::from_json(json)
-            .unwrap_err()
-            .problem()
-            .cloned()
-            .unwrap()
+        problem_of(Credentials::from_json(json))
     }
 
     #[test]

@@ -472,6 +472,22 @@ pub(crate) fn replace_atomically(path: &Path, data: &[u8], mode: u32) -> io::Res
     fs::File::open(dir)?.sync_all()
 }
 
+/// What the credentials-file and token tests share: one tunnel's values, and the content
+/// problem a rejected parse reports.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::{FilesError, Problem};
+
+    pub const ACCOUNT: &str = "0000d4d14e84bd4ae5a6a02e0000ac63";
+    pub const SECRET_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    pub const ID: &str = "df5ed608-b8b4-4109-89f3-9f2cf199df64";
+
+    /// The problem behind a parse that must fail.
+    pub fn problem_of<T: std::fmt::Debug>(parsed: Result<T, FilesError>) -> Problem {
+        parsed.unwrap_err().problem().cloned().unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

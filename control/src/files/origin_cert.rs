@@ -167,6 +167,7 @@ fn pem_problem(error: pem::PemError) -> Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::fixtures::problem_of;
 
     const TOKEN: &str = "test-service-key";
 
@@ -223,11 +224,7 @@ Njc4OTBhYmNkZWYifQ==
     }
 
     fn problem(text: &str) -> Problem {
-        OriginCert::decode_pem(text)
-            .unwrap_err()
-            .problem()
-            .cloned()
-            .unwrap()
+        problem_of(OriginCert::decode_pem(text))
     }
 
     #[test]

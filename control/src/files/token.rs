@@ -113,10 +113,8 @@ fn parse(text: &str) -> Result<TunnelToken, Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::fixtures::*;
 
-    const ACCOUNT: &str = "0000d4d14e84bd4ae5a6a02e0000ac63";
-    const SECRET_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-    const ID: &str = "df5ed608-b8b4-4109-89f3-9f2cf199df64";
     /// Built with Python: base64 of
     /// `{"a":"0000d4d14e84bd4ae5a6a02e0000ac63","s":"AAEC...Hh8=","t":"df5ed608-b8b4-4109-89f3-9f2cf199df64"}`.
     const TOKEN: &str = "eyJhIjoiMDAwMGQ0ZDE0ZTg0YmQ0YWU1YTZhMDJlMDAwMGFjNjMiLCJzIjoiQUFFQ0F3UUZCZ2NJQ1FvTERBME9EeEFSRWhNVUZSWVhHQmthR3h3ZEhoOD0iLCJ0IjoiZGY1ZWQ2MDgtYjhiNC00MTA5LTg5ZjMtOWYyY2YxOTlkZjY0In0=";
@@ -137,11 +135,7 @@ mod tests {
     }
 
     fn problem(text: &str) -> Problem {
-        TunnelToken::decode(text)
-            .unwrap_err()
-            .problem()
-            .cloned()
-            .unwrap()
+        problem_of(TunnelToken::decode(text))
     }
 
     #[test]

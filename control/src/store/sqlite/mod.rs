@@ -15,7 +15,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Params, Row, Transaction, params};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -75,8 +75,7 @@ impl SqliteStore {
         id: &str,
         what: &str,
     ) -> StoreResult<()> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        self.edge_visible_write(|tx| {
             let n = tx.execute(
                 &format!("DELETE FROM {table} WHERE {scope_col} = ?1 AND id = ?2"),
                 params![scope, id],
@@ -84,10 +83,47 @@ impl SqliteStore {
             if n == 0 {
                 return Err(StoreError::NotFound(format!("{what} {id} not found")));
             }
-            bump_version(&tx)?;
-            tx.commit()?;
             Ok(())
         })
+    }
+
+    /// Runs `f` in one transaction that also bumps the snapshot version, so every edge picks
+    /// the write up; nothing is committed when `f` fails.
+    fn edge_visible_write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let out = f(&tx)?;
+            bump_version(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    /// Every row `sql` selects with `args`, mapped by `row`.
+    fn select_all<T>(
+        &self,
+        sql: &str,
+        args: impl Params,
+        row: fn(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> StoreResult<Vec<T>> {
+        self.with(|c| {
+            let mut st = c.prepare(sql)?;
+            let rows = st.query_map(args, row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// The row `sql` selects with `args`, if there is one.
+    fn select_one<T>(
+        &self,
+        sql: &str,
+        args: impl Params,
+        row: fn(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> StoreResult<Option<T>> {
+        self.with(|c| Ok(c.query_row(sql, args, row).optional()?))
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> StoreResult<T>) -> StoreResult<T> {
@@ -122,52 +158,27 @@ impl Store for SqliteStore {
     }
 
     fn account_by_name(&self, name: &str) -> StoreResult<Option<Account>> {
-        self.with(|c| {
-            Ok(c.query_row(
-                "SELECT id, name, created_on FROM accounts WHERE name = ?1",
-                [name],
-                |r| {
-                    Ok(Account {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        created_on: parse_time(&r.get::<_, String>(2)?)?,
-                    })
-                },
-            )
-            .optional()?)
-        })
+        self.select_one(
+            "SELECT id, name, created_on FROM accounts WHERE name = ?1",
+            [name],
+            account_row,
+        )
     }
 
     fn account(&self, id: &str) -> StoreResult<Option<Account>> {
-        self.with(|c| {
-            Ok(c.query_row(
-                "SELECT id, name, created_on FROM accounts WHERE id = ?1",
-                [id],
-                |r| {
-                    Ok(Account {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        created_on: parse_time(&r.get::<_, String>(2)?)?,
-                    })
-                },
-            )
-            .optional()?)
-        })
+        self.select_one(
+            "SELECT id, name, created_on FROM accounts WHERE id = ?1",
+            [id],
+            account_row,
+        )
     }
 
     fn list_accounts(&self) -> StoreResult<Vec<Account>> {
-        self.with(|c| {
-            let mut st =
-                c.prepare("SELECT id, name, created_on FROM accounts ORDER BY created_on")?;
-            let rows = st.query_map([], |r| {
-                Ok(Account {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    created_on: parse_time(&r.get::<_, String>(2)?)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
+        self.select_all(
+            "SELECT id, name, created_on FROM accounts ORDER BY created_on",
+            [],
+            account_row,
+        )
     }
 
     fn create_zone(&self, account_id: &str, name: &str) -> StoreResult<Zone> {
@@ -199,36 +210,28 @@ impl Store for SqliteStore {
     }
 
     fn zone(&self, id: &str) -> StoreResult<Option<Zone>> {
-        self.with(|c| {
-            Ok(c.query_row(
-                "SELECT id, account_id, name, created_on FROM zones WHERE id = ?1",
-                [id],
-                zone_row,
-            )
-            .optional()?)
-        })
+        self.select_one(
+            "SELECT id, account_id, name, created_on FROM zones WHERE id = ?1",
+            [id],
+            zone_row,
+        )
     }
 
     fn zone_by_name(&self, name: &str) -> StoreResult<Option<Zone>> {
-        self.with(|c| {
-            Ok(c.query_row(
-                "SELECT id, account_id, name, created_on FROM zones WHERE name = ?1",
-                [name.to_ascii_lowercase()],
-                zone_row,
-            )
-            .optional()?)
-        })
+        self.select_one(
+            "SELECT id, account_id, name, created_on FROM zones WHERE name = ?1",
+            [name.to_ascii_lowercase()],
+            zone_row,
+        )
     }
 
     fn list_zones(&self, account_id: Option<&str>) -> StoreResult<Vec<Zone>> {
-        self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT id, account_id, name, created_on FROM zones \
-                 WHERE ?1 IS NULL OR account_id = ?1 ORDER BY name",
-            )?;
-            let rows = st.query_map([account_id], zone_row)?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
+        self.select_all(
+            "SELECT id, account_id, name, created_on FROM zones \
+             WHERE ?1 IS NULL OR account_id = ?1 ORDER BY name",
+            [account_id],
+            zone_row,
+        )
     }
 
     fn insert_token(&self, token_sha256: &str, scope: &TokenScope) -> StoreResult<()> {
@@ -280,8 +283,7 @@ impl Store for SqliteStore {
             deleted_at: None,
             secret_sha256: hex::encode(Sha256::digest(secret)),
         };
-        self.with(|c| {
-            let tx = c.transaction()?;
+        self.edge_visible_write(|tx| {
             tx.execute(
                 "INSERT INTO tunnels (id, account_id, name, secret, secret_sha256, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -301,51 +303,42 @@ impl Store for SqliteStore {
                     e.into()
                 }
             })?;
-            bump_version(&tx)?;
-            tx.commit()?;
             Ok(t)
         })
     }
 
     fn tunnel(&self, account_id: &str, id: Uuid) -> StoreResult<Option<Tunnel>> {
-        self.with(|c| {
-            Ok(c.query_row(
-                &format!("SELECT {TUNNEL_COLS} FROM tunnels WHERE account_id = ?1 AND id = ?2"),
-                params![account_id, id.to_string()],
-                tunnel_row,
-            )
-            .optional()?)
-        })
+        self.select_one(
+            &format!("SELECT {TUNNEL_COLS} FROM tunnels WHERE account_id = ?1 AND id = ?2"),
+            params![account_id, id.to_string()],
+            tunnel_row,
+        )
     }
 
     fn list_tunnels(&self, account_id: &str, f: &TunnelFilter) -> StoreResult<Vec<Tunnel>> {
         let existed = f.existed_at.map(fmt_time);
-        self.with(|c| {
-            let mut st = c.prepare(&format!(
+        self.select_all(
+            &format!(
                 "SELECT {TUNNEL_COLS} FROM tunnels WHERE account_id = ?1 \
                  AND (?2 IS NULL OR name = ?2) \
                  AND (?3 IS NULL OR id = ?3) \
                  AND (?4 IS NULL OR (?4 = 1) = (deleted_at IS NOT NULL)) \
                  AND (?5 IS NULL OR (created_at <= ?5 AND (deleted_at IS NULL OR deleted_at > ?5))) \
                  ORDER BY created_at, name"
-            ))?;
-            let rows = st.query_map(
-                params![
-                    account_id,
-                    f.name,
-                    f.id.map(|u| u.to_string()),
-                    f.is_deleted,
-                    existed
-                ],
-                tunnel_row,
-            )?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
+            ),
+            params![
+                account_id,
+                f.name,
+                f.id.map(|u| u.to_string()),
+                f.is_deleted,
+                existed
+            ],
+            tunnel_row,
+        )
     }
 
     fn delete_tunnel(&self, account_id: &str, id: Uuid) -> StoreResult<Tunnel> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        self.edge_visible_write(|tx| {
             let t = tx
                 .query_row(
                     &format!(
@@ -366,8 +359,6 @@ impl Store for SqliteStore {
                 "DELETE FROM connections WHERE tunnel_id = ?1",
                 [id.to_string()],
             )?;
-            bump_version(&tx)?;
-            tx.commit()?;
             Ok(Tunnel {
                 deleted_at: Some(when),
                 ..t
@@ -388,35 +379,30 @@ impl Store for SqliteStore {
     }
 
     fn live_tunnel(&self, id: Uuid) -> StoreResult<Option<Tunnel>> {
-        self.with(|c| {
-            Ok(c.query_row(
-                &format!("SELECT {TUNNEL_COLS} FROM tunnels WHERE id = ?1 AND deleted_at IS NULL"),
-                [id.to_string()],
-                tunnel_row,
-            )
-            .optional()?)
-        })
+        self.select_one(
+            &format!("SELECT {TUNNEL_COLS} FROM tunnels WHERE id = ?1 AND deleted_at IS NULL"),
+            [id.to_string()],
+            tunnel_row,
+        )
     }
 
     fn list_dns(&self, zone_id: &str, name: Option<&str>) -> StoreResult<Vec<DnsRecord>> {
-        self.with(|c| {
-            let mut st = c.prepare(&format!(
+        self.select_all(
+            &format!(
                 "SELECT {DNS_COLS} FROM dns_records d JOIN zones z ON z.id = d.zone_id \
                  WHERE d.zone_id = ?1 AND (?2 IS NULL OR d.name = ?2) ORDER BY d.name, d.id"
-            ))?;
-            let rows =
-                st.query_map(params![zone_id, name.map(str::to_ascii_lowercase)], dns_row)?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
+            ),
+            params![zone_id, name.map(str::to_ascii_lowercase)],
+            dns_row,
+        )
     }
 
     fn create_dns(&self, zone_id: &str, rec: &NewDnsRecord) -> StoreResult<DnsRecord> {
-        self.with(|c| {
-            // Check and insert in one transaction under the connection lock, so two
-            // concurrent creates cannot both pass the check.
-            let tx = c.transaction()?;
+        // Check and insert in one transaction under the connection lock, so two concurrent
+        // creates cannot both pass the check.
+        self.edge_visible_write(|tx| {
             if is_address_type(&rec.record_type) {
-                let existing = address_records_tx(&tx, zone_id, &rec.name)?;
+                let existing = address_records_tx(tx, zone_id, &rec.name)?;
                 if !existing.is_empty()
                     && (rec.record_type == "CNAME"
                         || existing.iter().any(|r| r.record_type == "CNAME"))
@@ -424,19 +410,15 @@ impl Store for SqliteStore {
                     return Err(StoreError::Conflict(address_conflict(&rec.name)));
                 }
             }
-            let id = insert_dns_tx(&tx, zone_id, rec)?;
-            bump_version(&tx)?;
-            let out = dns_by_id_tx(&tx, &id)?;
-            tx.commit()?;
-            Ok(out)
+            let id = insert_dns_tx(tx, zone_id, rec)?;
+            Ok(dns_by_id_tx(tx, &id)?)
         })
     }
 
     fn update_dns(&self, zone_id: &str, id: &str, rec: &NewDnsRecord) -> StoreResult<DnsRecord> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        self.edge_visible_write(|tx| {
             if is_address_type(&rec.record_type) {
-                let others: Vec<DnsRecord> = address_records_tx(&tx, zone_id, &rec.name)?
+                let others: Vec<DnsRecord> = address_records_tx(tx, zone_id, &rec.name)?
                     .into_iter()
                     .filter(|r| r.id != id)
                     .collect();
@@ -447,13 +429,10 @@ impl Store for SqliteStore {
                     return Err(StoreError::Conflict(address_conflict(&rec.name)));
                 }
             }
-            if update_dns_tx(&tx, zone_id, id, rec)? == 0 {
+            if update_dns_tx(tx, zone_id, id, rec)? == 0 {
                 return Err(StoreError::NotFound(format!("DNS record {id} not found")));
             }
-            bump_version(&tx)?;
-            let out = dns_by_id_tx(&tx, id)?;
-            tx.commit()?;
-            Ok(out)
+            Ok(dns_by_id_tx(tx, id)?)
         })
     }
 
@@ -472,13 +451,11 @@ impl Store for SqliteStore {
     }
 
     fn list_pools(&self, account_id: &str) -> StoreResult<Vec<Pool>> {
-        self.with(|c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {POOL_COLS} FROM pools WHERE account_id = ?1 ORDER BY name"
-            ))?;
-            let rows = st.query_map([account_id], pool_row)?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
+        self.select_all(
+            &format!("SELECT {POOL_COLS} FROM pools WHERE account_id = ?1 ORDER BY name"),
+            [account_id],
+            pool_row,
+        )
     }
 
     fn upsert_pool(
@@ -487,15 +464,9 @@ impl Store for SqliteStore {
         name: &str,
         origins: &[PoolOrigin],
     ) -> StoreResult<Pool> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            upsert_pool_tx(&tx, account_id, name, origins)?;
-            bump_version(&tx)?;
-            let out = pool_by_name_tx(&tx, account_id, name)?.ok_or_else(|| {
-                StoreError::Backend("pool vanished inside its transaction".into())
-            })?;
-            tx.commit()?;
-            Ok(out)
+        self.edge_visible_write(|tx| {
+            upsert_pool_tx(tx, account_id, name, origins)?;
+            pool_by_name_tx(tx, account_id, name)?.ok_or_else(|| vanished("pool"))
         })
     }
 
@@ -504,13 +475,11 @@ impl Store for SqliteStore {
     }
 
     fn list_load_balancers(&self, zone_id: &str) -> StoreResult<Vec<LoadBalancer>> {
-        self.with(|c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {LB_COLS} FROM load_balancers WHERE zone_id = ?1 ORDER BY name"
-            ))?;
-            let rows = st.query_map([zone_id], lb_row)?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
+        self.select_all(
+            &format!("SELECT {LB_COLS} FROM load_balancers WHERE zone_id = ?1 ORDER BY name"),
+            [zone_id],
+            lb_row,
+        )
     }
 
     fn upsert_load_balancer(
@@ -520,15 +489,9 @@ impl Store for SqliteStore {
         default_pools: &[String],
         fallback_pool: &str,
     ) -> StoreResult<LoadBalancer> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            upsert_lb_tx(&tx, zone_id, name, default_pools, fallback_pool)?;
-            bump_version(&tx)?;
-            let out = lb_by_name_tx(&tx, zone_id, name)?.ok_or_else(|| {
-                StoreError::Backend("load balancer vanished inside its transaction".into())
-            })?;
-            tx.commit()?;
-            Ok(out)
+        self.edge_visible_write(|tx| {
+            upsert_lb_tx(tx, zone_id, name, default_pools, fallback_pool)?;
+            lb_by_name_tx(tx, zone_id, name)?.ok_or_else(|| vanished("load balancer"))
         })
     }
 
@@ -560,14 +523,14 @@ impl Store for SqliteStore {
     }
 
     fn list_connections(&self, tunnel_id: Uuid) -> StoreResult<Vec<ConnectionRecord>> {
-        self.with(|c| {
-            let mut st = c.prepare(&format!(
+        self.select_all(
+            &format!(
                 "SELECT {CONN_COLS} FROM connections WHERE tunnel_id = ?1 \
                  ORDER BY client_id, conn_index"
-            ))?;
-            let rows = st.query_map([tunnel_id.to_string()], conn_row)?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
+            ),
+            [tunnel_id.to_string()],
+            conn_row,
+        )
     }
 
     fn delete_connections(&self, tunnel_id: Uuid, client_id: Option<Uuid>) -> StoreResult<usize> {

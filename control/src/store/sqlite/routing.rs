@@ -69,8 +69,7 @@ pub(super) fn route_lb(
             Change::Updated
         }
     };
-    let pool = pool_by_name_tx(&tx, account_id, pool_name)?
-        .ok_or_else(|| StoreError::Backend("pool vanished inside its transaction".into()))?;
+    let pool = pool_by_name_tx(&tx, account_id, pool_name)?.ok_or_else(|| vanished("pool"))?;
     let lb_change = match lb_by_name_tx(&tx, zone_id, lb_name)? {
         None => {
             if !address_records_tx(&tx, zone_id, lb_name)?.is_empty() {

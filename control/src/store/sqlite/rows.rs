@@ -139,6 +139,14 @@ pub(super) fn conn_row(r: &Row<'_>) -> rusqlite::Result<ConnectionRecord> {
     })
 }
 
+pub(super) fn account_row(r: &Row<'_>) -> rusqlite::Result<Account> {
+    Ok(Account {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        created_on: parse_time(&r.get::<_, String>(2)?)?,
+    })
+}
+
 pub(super) fn zone_row(r: &Row<'_>) -> rusqlite::Result<Zone> {
     Ok(Zone {
         id: r.get(0)?,

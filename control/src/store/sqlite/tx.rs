@@ -43,20 +43,14 @@ pub(super) fn insert_dns_tx(
     rec: &NewDnsRecord,
 ) -> rusqlite::Result<String> {
     let id = new_object_id();
-    tx.execute(
+    write_dns_tx(
+        tx,
         "INSERT INTO dns_records \
-         (id, zone_id, type, name, content, proxied, ttl, created_on, modified_on) \
+         (zone_id, id, type, name, content, proxied, ttl, created_on, modified_on) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-        params![
-            id,
-            zone_id,
-            rec.record_type,
-            rec.name.to_ascii_lowercase(),
-            rec.content,
-            rec.proxied,
-            rec.ttl,
-            fmt_time(now())
-        ],
+        zone_id,
+        &id,
+        rec,
     )?;
     Ok(id)
 }
@@ -67,9 +61,28 @@ pub(super) fn update_dns_tx(
     id: &str,
     rec: &NewDnsRecord,
 ) -> rusqlite::Result<usize> {
-    tx.execute(
+    write_dns_tx(
+        tx,
         "UPDATE dns_records SET type = ?3, name = ?4, content = ?5, proxied = ?6, \
          ttl = ?7, modified_on = ?8 WHERE zone_id = ?1 AND id = ?2",
+        zone_id,
+        id,
+        rec,
+    )
+}
+
+/// Runs an insert or update of one DNS record; `sql` numbers its parameters as zone id, record
+/// id, then the record's fields and the modification time, so both statements store a record
+/// the same way (names lower-cased).
+fn write_dns_tx(
+    tx: &Connection,
+    sql: &str,
+    zone_id: &str,
+    id: &str,
+    rec: &NewDnsRecord,
+) -> rusqlite::Result<usize> {
+    tx.execute(
+        sql,
         params![
             zone_id,
             id,
@@ -81,6 +94,11 @@ pub(super) fn update_dns_tx(
             fmt_time(now())
         ],
     )
+}
+
+/// The error for a row that its own transaction just wrote and then could not read back.
+pub(super) fn vanished(what: &str) -> StoreError {
+    StoreError::Backend(format!("{what} vanished inside its transaction"))
 }
 
 pub(super) fn upsert_pool_tx(
