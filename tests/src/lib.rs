@@ -38,6 +38,8 @@
 //! - `edge_sync.rs`: the edge's snapshot follower against the real control plane.
 //! - `login_and_files.rs`: browser login, cloudflared's search directories, config.yml ingress
 //!   validation and rule matching.
+//! - `ingress_match.rs`: `ingress rule URL` names the rule a live request for that URL reaches
+//!   (ports, case, final dot, encoded paths, IPv6).
 //! - `races.rs`: concurrent writers keep the store's invariants (unique names, one CNAME per
 //!   host, no lost pool origins); list pagination.
 //! - `edge_requests.rs`: requests whose meaning must survive the tunnel, answers that must

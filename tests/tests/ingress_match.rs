@@ -5,7 +5,6 @@
 
 use std::path::Path;
 
-use ringway_tests::cli::Cli;
 use ringway_tests::origins::HashOrigin;
 use ringway_tests::prelude::*;
 
