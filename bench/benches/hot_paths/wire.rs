@@ -3,11 +3,12 @@
 
 use std::hint::black_box;
 
+use bytes::Bytes;
 use criterion::{Criterion, Throughput};
 use dataplane::wire::stream::{
-    ConnectRequest, ConnectResponse, ConnectionType, Decoded, StreamHeaderDecoder, encode_request,
-    encode_response, http_request_metadata, http_response_metadata, parse_request_metadata,
-    parse_response_metadata,
+    ConnectRequest, ConnectResponse, ConnectionType, Decoded, HeaderMessage, StreamHeaderDecoder,
+    encode_request, encode_response, http_request_metadata, http_response_metadata,
+    parse_request_metadata, parse_response_metadata,
 };
 
 /// A browser's request as the edge forwards it: method, host and 8 header values.
@@ -57,6 +58,14 @@ pub fn response() -> ConnectResponse {
     }
 }
 
+/// Decodes one complete header: the message and the bytes after it.
+fn decode_whole<M: HeaderMessage + std::fmt::Debug>(bytes: Bytes) -> (M, Bytes) {
+    match StreamHeaderDecoder::<M>::new().feed(bytes) {
+        Ok(Decoded::Done(m, rest)) => (m, rest),
+        other => panic!("header did not decode: {other:?}"),
+    }
+}
+
 pub fn bench(c: &mut Criterion) {
     let req = request();
     let resp = response();
@@ -70,22 +79,13 @@ pub fn bench(c: &mut Criterion) {
         b.iter(|| encode_request(black_box(&req)))
     });
     g.bench_function("connect_request/decode", |b| {
-        b.iter(|| {
-            let mut dec = StreamHeaderDecoder::<ConnectRequest>::new();
-            match dec.feed(black_box(req_bytes.clone())) {
-                Ok(Decoded::Done(m, rest)) => (m, rest),
-                other => panic!("request did not decode: {other:?}"),
-            }
-        })
+        b.iter(|| decode_whole::<ConnectRequest>(black_box(req_bytes.clone())))
     });
     // The connector's step after decoding: method, host and headers out of the metadata.
     g.bench_function("connect_request/decode+parse_metadata", |b| {
         b.iter(|| {
-            let mut dec = StreamHeaderDecoder::<ConnectRequest>::new();
-            match dec.feed(black_box(req_bytes.clone())) {
-                Ok(Decoded::Done(m, _)) => parse_request_metadata(&m.metadata).expect("meta"),
-                other => panic!("request did not decode: {other:?}"),
-            }
+            let (m, _) = decode_whole::<ConnectRequest>(black_box(req_bytes.clone()));
+            parse_request_metadata(&m.metadata).expect("meta")
         })
     });
 
@@ -94,22 +94,13 @@ pub fn bench(c: &mut Criterion) {
         b.iter(|| encode_response(black_box(&resp)))
     });
     g.bench_function("connect_response/decode", |b| {
-        b.iter(|| {
-            let mut dec = StreamHeaderDecoder::<ConnectResponse>::new();
-            match dec.feed(black_box(resp_bytes.clone())) {
-                Ok(Decoded::Done(m, rest)) => (m, rest),
-                other => panic!("response did not decode: {other:?}"),
-            }
-        })
+        b.iter(|| decode_whole::<ConnectResponse>(black_box(resp_bytes.clone())))
     });
     // The edge's step after decoding: status and headers out of the metadata.
     g.bench_function("connect_response/decode+parse_metadata", |b| {
         b.iter(|| {
-            let mut dec = StreamHeaderDecoder::<ConnectResponse>::new();
-            match dec.feed(black_box(resp_bytes.clone())) {
-                Ok(Decoded::Done(m, _)) => parse_response_metadata(&m.metadata).expect("meta"),
-                other => panic!("response did not decode: {other:?}"),
-            }
+            let (m, _) = decode_whole::<ConnectResponse>(black_box(resp_bytes.clone()));
+            parse_response_metadata(&m.metadata).expect("meta")
         })
     });
     g.finish();

@@ -18,11 +18,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use bench::quic::loopback_endpoint;
 use bytes::Bytes;
-use dataplane::quic::endpoint::Endpoint;
-use dataplane::quic::{CidKey, Driver, QuicConfig, TlsMaterial, VarInt, WorkerCidGenerator, tls};
+use dataplane::quic::{QuicConfig, TlsMaterial, VarInt, tls};
 use dataplane::runtime::block_on;
-use dataplane::udp::{UdpBackend, UdpConfig, UdpIo};
+use dataplane::udp::{UdpBackend, UdpConfig};
 
 const BLOCK: usize = 1 << 20;
 
@@ -111,20 +111,7 @@ fn ours(t: &Tls, w: Workload, backend: UdpBackend) -> anyhow::Result<Sample> {
     let server = std::thread::spawn(move || {
         pin(0);
         block_on(async move {
-            let driver = Driver::new(
-                &cfg,
-                Some(server_cfg),
-                None,
-                WorkerCidGenerator::new(CidKey::random(), 0).expect("cid"),
-            )
-            .expect("driver");
-            let udp = UdpIo::bind(
-                "127.0.0.1:0".parse().unwrap(),
-                &UdpConfig::default(),
-                backend,
-            )
-            .expect("bind");
-            let ep = Endpoint::start(driver, udp, None).expect("endpoint");
+            let ep = loopback_endpoint(&cfg, Some(server_cfg), None, backend);
             addr_tx.send(ep.local_addr()).unwrap();
             let conn = ep.accept().await.expect("accept");
             let mut tasks = Vec::new();
@@ -151,20 +138,7 @@ fn ours(t: &Tls, w: Workload, backend: UdpBackend) -> anyhow::Result<Sample> {
     let client = std::thread::spawn(move || {
         pin(1);
         block_on(async move {
-            let driver = Driver::new(
-                &cfg,
-                None,
-                Some(client_cfg),
-                WorkerCidGenerator::new(CidKey::random(), 0).expect("cid"),
-            )
-            .expect("driver");
-            let udp = UdpIo::bind(
-                "127.0.0.1:0".parse().unwrap(),
-                &UdpConfig::default(),
-                backend,
-            )
-            .expect("bind");
-            let ep = Endpoint::start(driver, udp, None).expect("endpoint");
+            let ep = loopback_endpoint(&cfg, None, Some(client_cfg), backend);
             let conn = std::rc::Rc::new(
                 ep.connect(addr, "quic.cftunnel.com")
                     .await

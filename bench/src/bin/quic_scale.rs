@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bench::quic::loopback_endpoint;
 use bytes::Bytes;
 use dataplane::quic::endpoint::{Endpoint, ForwardedDatagram, Router};
 use dataplane::quic::{CidKey, Driver, QuicConfig, TlsMaterial, WorkerCidGenerator, tls};
@@ -144,20 +145,8 @@ fn ours(t: &Tls, n: usize) -> f64 {
                 let block = Bytes::from(vec![0xa5; BLOCK]);
                 let mut eps = Vec::new();
                 for _ in 0..CONNS_PER_CLIENT_WORKER {
-                    let driver = Driver::new(
-                        &cfg,
-                        None,
-                        Some(ccfg.clone()),
-                        WorkerCidGenerator::new(CidKey::random(), 0).unwrap(),
-                    )
-                    .unwrap();
-                    let udp = UdpIo::bind(
-                        "127.0.0.1:0".parse().unwrap(),
-                        &UdpConfig::default(),
-                        UdpBackend::default(),
-                    )
-                    .unwrap();
-                    let ep = Endpoint::start(driver, udp, None).unwrap();
+                    let ep =
+                        loopback_endpoint(&cfg, None, Some(ccfg.clone()), UdpBackend::default());
                     let conn = std::rc::Rc::new(
                         ep.connect(server_addr, "quic.cftunnel.com").await.unwrap(),
                     );

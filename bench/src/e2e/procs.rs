@@ -84,41 +84,37 @@ impl Proc {
 
     /// Waits for a stdout line starting with `prefix` and returns the rest of it.
     pub fn wait_line(&mut self, prefix: &str) -> Result<String> {
-        let start = Instant::now();
-        loop {
-            check_interrupted()?;
-            let text = std::fs::read_to_string(&self.stdout).unwrap_or_default();
-            if let Some(rest) = text.lines().find_map(|l| l.strip_prefix(prefix)) {
-                return Ok(rest.trim().to_string());
-            }
-            if let Some(st) = self.exited() {
-                bail!(
-                    "{} exited ({st}) before printing '{prefix}'; log {}:\n{}",
-                    self.name,
-                    self.stderr.display(),
-                    self.tail()
-                );
-            }
-            if start.elapsed() > READY_LIMIT {
-                bail!(
-                    "{} did not print '{prefix}' within {}s; log {}:\n{}",
-                    self.name,
-                    READY_LIMIT.as_secs(),
-                    self.stderr.display(),
-                    self.tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let stdout = self.stdout.clone();
+        self.poll(
+            &format!("printing '{prefix}'"),
+            Duration::from_millis(50),
+            || {
+                let text = std::fs::read_to_string(&stdout).unwrap_or_default();
+                text.lines()
+                    .find_map(|l| l.strip_prefix(prefix))
+                    .map(|rest| rest.trim().to_string())
+            },
+        )
     }
 
     /// Polls `ok` until it holds; fails with the log tail if the process dies or time runs out.
     pub fn wait_until(&mut self, what: &str, mut ok: impl FnMut() -> bool) -> Result<()> {
+        self.poll(what, Duration::from_millis(100), || ok().then_some(()))
+    }
+
+    /// Calls `found` every `interval` until it gives a value; fails with the log tail if the
+    /// process exits first or [`READY_LIMIT`] passes.
+    fn poll<T>(
+        &mut self,
+        what: &str,
+        interval: Duration,
+        mut found: impl FnMut() -> Option<T>,
+    ) -> Result<T> {
         let start = Instant::now();
         loop {
             check_interrupted()?;
-            if ok() {
-                return Ok(());
+            if let Some(value) = found() {
+                return Ok(value);
             }
             if let Some(st) = self.exited() {
                 bail!(
@@ -137,7 +133,7 @@ impl Proc {
                     self.tail()
                 );
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(interval);
         }
     }
 }
