@@ -11,6 +11,8 @@ use dataplane::runtime::block_on;
 use dataplane::udp::{UdpBackend, UdpConfig, UdpIo};
 use sha2::{Digest, Sha256};
 
+mod support;
+
 struct Setup {
     server_cfg: Arc<quinn_proto::ServerConfig>,
     client_cfg: quinn_proto::ClientConfig,
@@ -62,23 +64,7 @@ fn endpoints(s: &Setup, backend: UdpBackend, gso: bool, gro: bool) -> (Endpoint,
 
 /// Echo server: every accepted stream is read to the end and written back.
 fn spawn_echo(server: &Endpoint) {
-    let server = server.clone();
-    monoio::spawn(async move {
-        while let Some(conn) = server.accept().await {
-            monoio::spawn(async move {
-                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                    monoio::spawn(async move {
-                        while let Ok(Some(chunk)) = recv.read_chunk(usize::MAX).await {
-                            if send.write_all(chunk).await.is_err() {
-                                return;
-                            }
-                        }
-                        let _ = send.finish();
-                    });
-                }
-            });
-        }
-    });
+    monoio::spawn(support::serve_echo(server.clone()));
 }
 
 async fn with_timeout<T>(limit: Duration, f: impl std::future::Future<Output = T>) -> T {

@@ -17,7 +17,19 @@ use dataplane::quic::{CidKey, Driver, QuicConfig, TlsMaterial, VarInt, WorkerCid
 use dataplane::runtime::{Workers, WorkersConfig, block_on};
 use dataplane::udp::{UdpBackend, UdpConfig, UdpIo};
 
+mod support;
+
 type Stats = Arc<Mutex<Vec<EndpointIoStats>>>;
+
+/// A UDP socket on an ephemeral 127.0.0.1 port with the default settings.
+fn loopback_udp() -> UdpIo {
+    UdpIo::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &UdpConfig::default(),
+        UdpBackend::default(),
+    )
+    .unwrap()
+}
 
 fn start_relay(
     targets: Vec<SocketAddr>,
@@ -95,12 +107,7 @@ fn datagram_on_the_wrong_worker_reaches_its_owner() {
                     WorkerCidGenerator::new(skey.clone(), index).unwrap(),
                 )
                 .unwrap();
-                let udp = UdpIo::bind(
-                    "127.0.0.1:0".parse().unwrap(),
-                    &UdpConfig::default(),
-                    UdpBackend::default(),
-                )
-                .unwrap();
+                let udp = loopback_udp();
                 let router = Router {
                     key: skey,
                     worker: index,
@@ -117,20 +124,7 @@ fn datagram_on_the_wrong_worker_reaches_its_owner() {
                         monoio::time::sleep(Duration::from_millis(10)).await;
                     }
                 });
-                while let Some(conn) = ep.accept().await {
-                    monoio::spawn(async move {
-                        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                            monoio::spawn(async move {
-                                while let Ok(Some(c)) = recv.read_chunk(usize::MAX).await {
-                                    if send.write_all(c).await.is_err() {
-                                        return;
-                                    }
-                                }
-                                let _ = send.finish();
-                            });
-                        }
-                    });
-                }
+                support::serve_echo(ep).await;
             }
         },
     )
@@ -157,12 +151,7 @@ fn datagram_on_the_wrong_worker_reaches_its_owner() {
             WorkerCidGenerator::new(CidKey::random(), 0).unwrap(),
         )
         .unwrap();
-        let udp = UdpIo::bind(
-            "127.0.0.1:0".parse().unwrap(),
-            &UdpConfig::default(),
-            UdpBackend::default(),
-        )
-        .unwrap();
+        let udp = loopback_udp();
         let ep = Endpoint::start(driver, udp, None).unwrap();
         let limit = Duration::from_secs(30);
         let conn = monoio::time::timeout(limit, ep.connect(relay, "quic.cftunnel.com"))

@@ -68,6 +68,22 @@ fn bind(kind: Kind, addr: SocketAddr, config: &UdpConfig) -> UdpIo {
     try_bind(kind, addr, config).expect("bind")
 }
 
+/// Runs `test` on every backend with two fresh sockets on 127.0.0.1, configured by `first`
+/// and `second`, bound inside the runtime that drives them.
+fn on_every_backend<Fut: Future<Output = ()>>(
+    first: UdpConfig,
+    second: UdpConfig,
+    test: impl Fn(Kind, UdpIo, UdpIo) -> Fut,
+) {
+    for backend in BACKENDS {
+        run(async {
+            let a = bind(backend, localhost(), &first);
+            let b = bind(backend, localhost(), &second);
+            test(backend, a, b).await;
+        });
+    }
+}
+
 /// Receives until `want` buffers arrived (each may hold several datagrams with GRO).
 async fn recv_buffers(s: &mut UdpIo, want: usize) -> Vec<(RecvMeta, Vec<u8>)> {
     let mut out = Vec::new();
@@ -120,6 +136,13 @@ fn payloads(got: &[(RecvMeta, Vec<u8>)]) -> Vec<Vec<u8>> {
     got.iter().map(|(_, d)| d.clone()).collect()
 }
 
+/// Sends [`batch10`] to `dest` as one GSO transmit; returns the datagrams it holds.
+async fn send_batch10(tx: &mut UdpIo, dest: SocketAddr) -> Vec<Vec<u8>> {
+    let (contents, grams) = batch10();
+    tx.send(&gso_transmit(dest, &contents)).await.unwrap();
+    grams
+}
+
 fn gso_transmit(dest: SocketAddr, contents: &[u8]) -> Transmit<'_> {
     Transmit {
         destination: dest,
@@ -132,10 +155,10 @@ fn gso_transmit(dest: SocketAddr, contents: &[u8]) -> Transmit<'_> {
 
 #[test]
 fn udp_round_trip_every_backend() {
-    for backend in BACKENDS {
-        run(async move {
-            let mut a = bind(backend, localhost(), &UdpConfig::default());
-            let mut b = bind(backend, localhost(), &UdpConfig::default());
+    on_every_backend(
+        cfg(true, true),
+        cfg(true, true),
+        |backend, mut a, mut b| async move {
             let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
             a.send(&datagram(b_addr, b"ping")).await.unwrap();
             let got = recv_buffers(&mut b, 1).await;
@@ -147,8 +170,8 @@ fn udp_round_trip_every_backend() {
             let got = recv_buffers(&mut a, 1).await;
             assert_eq!(got[0].1, b"pong", "{backend:?}");
             assert_eq!(got[0].0.addr, b_addr);
-        });
-    }
+        },
+    );
 }
 
 #[test]
@@ -172,16 +195,13 @@ fn udp_round_trip_on_legacy_driver() {
 
 #[test]
 fn udp_gso_on_arrives_as_10_datagrams_at_gro_off_receiver() {
-    for backend in BACKENDS {
-        run(async move {
-            let mut tx = bind(backend, localhost(), &cfg(true, false));
-            let mut rx = bind(backend, localhost(), &cfg(false, false));
+    on_every_backend(
+        cfg(true, false),
+        cfg(false, false),
+        |backend, mut tx, mut rx| async move {
             assert_eq!(tx.capabilities().max_gso_segments, MAX_GSO_SEGMENTS);
             assert_eq!(rx.capabilities().gro_segments, 1);
-            let (contents, want) = batch10();
-            tx.send(&gso_transmit(rx.local_addr().unwrap(), &contents))
-                .await
-                .unwrap();
+            let want = send_batch10(&mut tx, rx.local_addr().unwrap()).await;
             let got = recv_buffers(&mut rx, 10).await;
             assert_eq!(payloads(&got), want, "{backend:?}");
             for (m, d) in &got {
@@ -189,60 +209,54 @@ fn udp_gso_on_arrives_as_10_datagrams_at_gro_off_receiver() {
             }
             // GSO really was used: the socket still reports it.
             assert_eq!(tx.capabilities().max_gso_segments, MAX_GSO_SEGMENTS);
-        });
-    }
+        },
+    );
 }
 
 #[test]
 fn udp_gso_off_still_sends_a_batch_as_datagrams() {
-    for backend in BACKENDS {
-        run(async move {
-            let mut tx = bind(backend, localhost(), &cfg(false, false));
-            let mut rx = bind(backend, localhost(), &cfg(false, true));
+    on_every_backend(
+        cfg(false, false),
+        cfg(false, true),
+        |backend, mut tx, mut rx| async move {
             assert_eq!(tx.capabilities().max_gso_segments, 1);
-            let (contents, want) = batch10();
-            tx.send(&gso_transmit(rx.local_addr().unwrap(), &contents))
-                .await
-                .unwrap();
+            let want = send_batch10(&mut tx, rx.local_addr().unwrap()).await;
             // Even with GRO on at the receiver, separately sent datagrams on loopback are not
             // coalesced: 10 buffers of one datagram each.
             let got = recv_buffers(&mut rx, 10).await;
             assert_eq!(payloads(&got), want, "{backend:?}");
-        });
-    }
+        },
+    );
 }
 
 #[test]
 fn udp_gro_on_reports_coalesced_batch_with_stride() {
-    for backend in BACKENDS {
-        run(async move {
-            let mut tx = bind(backend, localhost(), &cfg(true, false));
-            let mut rx = bind(backend, localhost(), &cfg(false, true));
+    on_every_backend(
+        cfg(true, false),
+        cfg(false, true),
+        |backend, mut tx, mut rx| async move {
             assert_eq!(rx.capabilities().gro_segments, MAX_GRO_SEGMENTS);
-            let (contents, want) = batch10();
-            tx.send(&gso_transmit(rx.local_addr().unwrap(), &contents))
-                .await
-                .unwrap();
+            let want = send_batch10(&mut tx, rx.local_addr().unwrap()).await;
             let got = recv_buffers(&mut rx, 1).await;
             let (meta, data) = &got[0];
             assert_eq!(
                 meta.len,
-                contents.len(),
+                want.concat().len(),
                 "{backend:?}: one coalesced buffer"
             );
             assert_eq!(meta.stride, SEG, "{backend:?}");
             let grams: Vec<Vec<u8>> = meta.datagrams(data).map(<[u8]>::to_vec).collect();
             assert_eq!(grams, want);
-        });
-    }
+        },
+    );
 }
 
 #[test]
 fn udp_large_gso_batch_is_split_within_kernel_limits() {
-    for backend in BACKENDS {
-        run(async move {
-            let mut tx = bind(backend, localhost(), &cfg(true, false));
-            let mut rx = bind(backend, localhost(), &cfg(false, true));
+    on_every_backend(
+        cfg(true, false),
+        cfg(false, true),
+        |backend, mut tx, mut rx| async move {
             // 100 segments: more than UDP_MAX_SEGMENTS and more than 64 KiB.
             let grams: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; SEG]).collect();
             let contents = grams.concat();
@@ -252,16 +266,16 @@ fn udp_large_gso_batch_is_split_within_kernel_limits() {
             let (_, got) = recv_datagrams(&mut rx, 100).await;
             assert_eq!(got, grams, "{backend:?}");
             assert_eq!(tx.capabilities().max_gso_segments, MAX_GSO_SEGMENTS);
-        });
-    }
+        },
+    );
 }
 
 #[test]
 fn udp_gso_einval_disables_gso_and_still_delivers() {
-    for backend in BACKENDS {
-        run(async move {
-            let mut tx = bind(backend, localhost(), &cfg(true, false));
-            let mut rx = bind(backend, localhost(), &cfg(false, false));
+    on_every_backend(
+        cfg(true, false),
+        cfg(false, false),
+        |backend, mut tx, mut rx| async move {
             // With SO_NO_CHECK (no UDP checksum) the kernel rejects every GSO send with EINVAL
             // (udp_send_skb), as a device that cannot segment would; plain sends still work.
             sys::setsockopt_int(tx.as_fd(), libc::SOL_SOCKET, libc::SO_NO_CHECK, 1).unwrap();
@@ -284,16 +298,16 @@ fn udp_gso_einval_disables_gso_and_still_delivers() {
             .unwrap();
             let got = recv_buffers(&mut rx, 1).await;
             assert_eq!(got[0].0.ecn, Some(ECN_ECT0), "{backend:?}");
-        });
-    }
+        },
+    );
 }
 
 #[test]
 fn udp_ecn_codepoints_are_reported() {
-    for backend in BACKENDS {
-        run(async move {
-            let mut tx = bind(backend, localhost(), &UdpConfig::default());
-            let mut rx = bind(backend, localhost(), &UdpConfig::default());
+    on_every_backend(
+        cfg(true, true),
+        cfg(true, true),
+        |backend, mut tx, mut rx| async move {
             let dest = rx.local_addr().unwrap();
             for ecn in [Some(ECN_ECT0), Some(ECN_ECT1), Some(ECN_CE), None] {
                 tx.send(&Transmit {
@@ -312,8 +326,8 @@ fn udp_ecn_codepoints_are_reported() {
             tx.send(&t).await.unwrap();
             let got = recv_buffers(&mut rx, 1).await;
             assert_eq!(got[0].0.ecn, Some(ECN_ECT0));
-        });
-    }
+        },
+    );
 }
 
 #[test]
@@ -415,10 +429,10 @@ fn udp_reuse_port_lets_two_sockets_share_a_port() {
 
 #[test]
 fn udp_dropped_recv_future_loses_nothing() {
-    for backend in BACKENDS {
-        run(async move {
-            let mut tx = bind(backend, localhost(), &UdpConfig::default());
-            let mut rx = bind(backend, localhost(), &UdpConfig::default());
+    on_every_backend(
+        cfg(true, true),
+        cfg(true, true),
+        |backend, mut tx, mut rx| async move {
             // Time out (drop) a pending receive a few times.
             for _ in 0..3 {
                 let r = monoio::time::timeout(Duration::from_millis(10), rx.recv()).await;
@@ -431,8 +445,8 @@ fn udp_dropped_recv_future_loses_nothing() {
             let got = recv_buffers(&mut rx, 5).await;
             let firsts: Vec<u8> = got.iter().map(|(_, d)| d[0]).collect();
             assert_eq!(firsts, [0, 1, 2, 3, 4], "{backend:?}");
-        });
-    }
+        },
+    );
 }
 
 #[test]
