@@ -518,41 +518,52 @@ fn spawn_http_accept(
 /// Binds `n` UDP sockets to `addr` with SO_REUSEPORT. With port 0 the first socket picks the
 /// port and the others join it.
 pub fn bind_reuseport_udp(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::UdpSocket>> {
-    let mut out = Vec::with_capacity(n);
-    let mut at = addr;
-    for _ in 0..n {
-        let s = socket2::Socket::new(
-            socket2::Domain::for_address(at),
-            socket2::Type::DGRAM,
-            Some(socket2::Protocol::UDP),
-        )?;
-        s.set_reuse_port(true)?;
-        s.set_nonblocking(true)?;
-        s.bind(&at.into())?;
-        let s: std::net::UdpSocket = s.into();
-        at = s.local_addr()?;
-        out.push(s);
-    }
-    Ok(out)
+    let socks = bind_reuseport(
+        addr,
+        n,
+        socket2::Type::DGRAM,
+        socket2::Protocol::UDP,
+        |s, at| s.bind(&at.into()),
+    )?;
+    Ok(socks.into_iter().map(Into::into).collect())
 }
 
 /// Binds `n` TCP listeners to `addr` with SO_REUSEPORT (port 0: the first picks it).
 pub fn bind_reuseport_tcp(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let socks = bind_reuseport(
+        addr,
+        n,
+        socket2::Type::STREAM,
+        socket2::Protocol::TCP,
+        |s, at| {
+            s.set_reuse_address(true)?;
+            s.bind(&at.into())?;
+            s.listen(4096)
+        },
+    )?;
+    Ok(socks.into_iter().map(Into::into).collect())
+}
+
+/// `n` non-blocking SO_REUSEPORT sockets, each set up and bound to `at` by `bind`, where `at`
+/// is `addr` for the first and the port it got for the rest.
+fn bind_reuseport(
+    addr: SocketAddr,
+    n: usize,
+    kind: socket2::Type,
+    protocol: socket2::Protocol,
+    bind: impl Fn(&socket2::Socket, SocketAddr) -> io::Result<()>,
+) -> io::Result<Vec<socket2::Socket>> {
     let mut out = Vec::with_capacity(n);
     let mut at = addr;
     for _ in 0..n {
-        let s = socket2::Socket::new(
-            socket2::Domain::for_address(at),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        s.set_reuse_address(true)?;
+        let s = socket2::Socket::new(socket2::Domain::for_address(at), kind, Some(protocol))?;
         s.set_reuse_port(true)?;
         s.set_nonblocking(true)?;
-        s.bind(&at.into())?;
-        s.listen(4096)?;
-        let s: std::net::TcpListener = s.into();
-        at = s.local_addr()?;
+        bind(&s, at)?;
+        at = s
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("bound socket has no IP address"))?;
         out.push(s);
     }
     Ok(out)
