@@ -126,14 +126,7 @@ struct Options {
 }
 
 fn main() {
-    procs::install_signal_handlers();
-    match run(Args::parse()) {
-        Ok(last) => println!("{last}"),
-        Err(e) => {
-            eprintln!("e2e: error: {e:#}");
-            std::process::exit(1);
-        }
-    }
+    procs::run_main("e2e", || run(Args::parse()));
 }
 
 fn run(args: Args) -> Result<String> {

@@ -59,14 +59,7 @@ struct Round {
 }
 
 fn main() {
-    procs::install_signal_handlers();
-    match run(Args::parse()) {
-        Ok(last) => println!("{last}"),
-        Err(e) => {
-            eprintln!("loadgen_vs_wrk: error: {e:#}");
-            std::process::exit(1);
-        }
-    }
+    procs::run_main("loadgen_vs_wrk", || run(Args::parse()));
 }
 
 fn run(args: Args) -> Result<String> {

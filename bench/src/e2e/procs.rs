@@ -23,12 +23,25 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 /// Turns SIGINT/SIGTERM into a flag that every wait loop polls, so Ctrl-C unwinds through the
 /// guards (children stopped, temp dir removed) instead of killing the bench on the spot.
-pub fn install_signal_handlers() {
+fn install_signal_handlers() {
     let handler: extern "C" fn(libc::c_int) = on_signal;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, handler as libc::sighandler_t);
         libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+    }
+}
+
+/// A bench binary's `main`: with the signal handlers installed, runs `run` and prints the
+/// line it returns; on error prints `<bench>: error: <cause chain>` and exits 1.
+pub fn run_main(bench: &str, run: impl FnOnce() -> Result<String>) {
+    install_signal_handlers();
+    match run() {
+        Ok(last) => println!("{last}"),
+        Err(e) => {
+            eprintln!("{bench}: error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 

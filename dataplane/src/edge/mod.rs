@@ -568,3 +568,34 @@ fn bind_reuseport(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod bind_tests {
+    use super::*;
+
+    #[test]
+    fn reuseport_sockets_share_the_port_the_first_one_picked() {
+        let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let udp = bind_reuseport_udp(any_port, 3).unwrap();
+        let port = udp[0].local_addr().unwrap().port();
+        assert_ne!(port, 0);
+        for s in &udp {
+            assert_eq!(s.local_addr().unwrap().port(), port);
+        }
+        let tcp = bind_reuseport_tcp(any_port, 3).unwrap();
+        let port = tcp[0].local_addr().unwrap().port();
+        for l in &tcp {
+            assert_eq!(l.local_addr().unwrap().port(), port);
+        }
+        // They listen: a connect to the shared port is accepted by one of them.
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let accepted = (0..200).find_map(|_| {
+            let hit = tcp.iter().find_map(|l| l.accept().ok());
+            if hit.is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            hit
+        });
+        assert!(accepted.is_some(), "no listener accepted the connection");
+    }
+}
