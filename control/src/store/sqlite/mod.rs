@@ -147,11 +147,7 @@ impl Store for SqliteStore {
                 params![acct.id, acct.name, fmt_time(acct.created_on)],
             )
             .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Conflict(format!("an account named '{name}' already exists"))
-                } else {
-                    e.into()
-                }
+                conflict_if_unique(e, || format!("an account named '{name}' already exists"))
             })?;
             Ok(acct)
         })
@@ -199,11 +195,7 @@ impl Store for SqliteStore {
                 ],
             )
             .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Conflict(format!("zone '{}' already exists", zone.name))
-                } else {
-                    e.into()
-                }
+                conflict_if_unique(e, || format!("zone '{}' already exists", zone.name))
             })?;
             Ok(zone)
         })
@@ -297,11 +289,7 @@ impl Store for SqliteStore {
                 ],
             )
             .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Conflict(format!("tunnel with name already exists: {name}"))
-                } else {
-                    e.into()
-                }
+                conflict_if_unique(e, || format!("tunnel with name already exists: {name}"))
             })?;
             Ok(t)
         })

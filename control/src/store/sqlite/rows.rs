@@ -41,9 +41,19 @@ pub(super) fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-pub(super) fn is_unique_violation(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+/// A write's error as the store reports it: a uniqueness clash becomes `Conflict` with the
+/// caller's message (made only then), anything else stays a backend error.
+pub(super) fn conflict_if_unique(
+    e: rusqlite::Error,
+    message: impl FnOnce() -> String,
+) -> StoreError {
+    if matches!(&e, rusqlite::Error::SqliteFailure(f, _)
         if f.code == rusqlite::ErrorCode::ConstraintViolation)
+    {
+        StoreError::Conflict(message())
+    } else {
+        e.into()
+    }
 }
 
 /// Bumps the snapshot version inside the caller's transaction.
