@@ -9,10 +9,12 @@
 //!   scaling, ringway's endpoint (monoio + quinn-proto) against `quinn` on tokio.
 //! - `benches/hot_paths`: criterion micro-benchmarks of the hot pieces (wire messages, HTTP
 //!   heads, ingress matching, route lookup, the QUIC driver).
-//! - `src/quic.rs`: the loopback endpoint the QUIC benches start.
+//! - `src/quic.rs`: the loopback endpoint the QUIC benches start; `src/results.rs`: the
+//!   dated folder results go to.
 //! - `src/e2e/`: the benches' machinery (processes, origin, tunnels, `/proc` sampling, reports,
 //!   chart).
 //! - `results/`: committed results, one folder per run date.
 
 pub mod e2e;
 pub mod quic;
+pub mod results;

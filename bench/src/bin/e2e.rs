@@ -174,15 +174,10 @@ fn run(args: Args) -> Result<String> {
         }
     }
     let bins = Bins::locate(args.loadgen.as_deref())?;
-    let date = time::OffsetDateTime::now_utc();
-    let out = args.out.clone().unwrap_or_else(|| {
-        bins.root.join("bench/results").join(format!(
-            "{:04}-{:02}-{:02}",
-            date.year(),
-            date.month() as u8,
-            date.day()
-        ))
-    });
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| bench::results::todays_dir(&bins.root.join("bench")));
     std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
 
     let work = tempfile::Builder::new()
@@ -376,7 +371,7 @@ fn bench(
     );
     let rep = Report {
         schema: "ringway.e2e.v1".into(),
-        date: date_time(),
+        date: bench::results::utc_timestamp(),
         header,
         machine: Machine { cores, kernel },
         options: serde_json::to_value(opts)?,
@@ -418,19 +413,6 @@ fn render(rep: &Report, out: &Path) -> Result<String> {
         }
     );
     Ok(report::last_line(&rep.headline))
-}
-
-fn date_time() -> String {
-    let d = time::OffsetDateTime::now_utc();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        d.year(),
-        d.month() as u8,
-        d.day(),
-        d.hour(),
-        d.minute(),
-        d.second()
-    )
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {

@@ -71,15 +71,11 @@ fn run(args: Args) -> Result<String> {
     // client.
     let threads = args.threads.unwrap_or((cores / 2).max(1));
     let bins = Bins::locate(args.loadgen.as_deref())?;
-    let d = time::OffsetDateTime::now_utc();
-    let out = args.out.clone().unwrap_or_else(|| {
-        bins.root.join("bench/results").join(format!(
-            "{:04}-{:02}-{:02}",
-            d.year(),
-            d.month() as u8,
-            d.day()
-        ))
-    });
+    let started = bench::results::utc_timestamp();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| bench::results::todays_dir(&bins.root.join("bench")));
     std::fs::create_dir_all(&out)?;
     let work = tempfile::Builder::new().prefix("ringway-lvw.").tempdir()?;
     let mut procs = Procs::new(&work.path().join("logs"))?;
@@ -149,20 +145,12 @@ fn run(args: Args) -> Result<String> {
             .map_or("–".into(), |v| format!("{v:.2}"))
     };
     let mut md = format!(
-        "# loadgen vs. wrk — {:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z\n\n{cores} cores; nginx ({}) serving a 12-byte \
+        "# loadgen vs. wrk — {started}\n\n{cores} cores; nginx ({}) serving a 12-byte \
          /small; both tools `-t {threads} -c {}` for {} s (loadgen after a 1 s warm-up), alternating \
          wrk, loadgen, {ROUNDS} rounds each; the median round by req/s shown. Latency is closed-loop \
          (response complete − request sent) for both. Tool CPU = the generator's own user+system \
          time per request.\n\n| tool | req/s (median of {ROUNDS}) | p50 | p99 | tool CPU µs/req | rounds req/s |\n|---|--:|--:|--:|--:|---|\n",
-        d.year(),
-        d.month() as u8,
-        d.day(),
-        d.hour(),
-        d.minute(),
-        d.second(),
-        origin.detail,
-        args.conns,
-        args.secs,
+        origin.detail, args.conns, args.secs,
     );
     for b in [&w, &l] {
         let all: Vec<String> = rounds

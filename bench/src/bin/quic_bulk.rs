@@ -373,10 +373,7 @@ fn main() -> anyhow::Result<()> {
             "ratio": o.mb_per_s() / q.mb_per_s(),
         })).collect::<Vec<_>>(),
     });
-    let date = time::OffsetDateTime::now_utc().date();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("results")
-        .join(date.to_string());
+    let dir = bench::results::todays_dir_here();
     std::fs::create_dir_all(&dir)?;
     std::fs::write(
         dir.join("quic_bulk.json"),

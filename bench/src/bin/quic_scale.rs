@@ -336,10 +336,7 @@ fn main() -> anyhow::Result<()> {
         "measure_secs": MEASURE.as_secs_f64(),
         "rows": rows.iter().map(|(n, o, q)| serde_json::json!({"n": n, "ringway_bytes_per_s": o, "quinn_bytes_per_s": q})).collect::<Vec<_>>(),
     });
-    let date = time::OffsetDateTime::now_utc().date();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("results")
-        .join(date.to_string());
+    let dir = bench::results::todays_dir_here();
     std::fs::create_dir_all(&dir)?;
     let tag = std::env::var("QUIC_SCALE_TAG").unwrap_or_else(|_| format!("{cores}cores"));
     std::fs::write(
