@@ -91,11 +91,6 @@ impl HeaderField {
     pub fn value_bytes(&self) -> &Bytes {
         &self.value
     }
-
-    /// The value as text, if it is UTF-8 (metadata values travel as Cap'n Proto `Text`).
-    pub fn value_str(&self) -> Option<&str> {
-        std::str::from_utf8(&self.value).ok()
-    }
 }
 
 /// Anything that looks like a header field, so the hop-by-hop helpers work on parsed request

@@ -110,22 +110,6 @@ impl Connection {
         r
     }
 
-    pub async fn read_datagram(&self) -> Result<Bytes, ConnectionFailed> {
-        poll_fn(|cx| {
-            let mut st = self.state.borrow_mut();
-            let c = st.conn(self.id);
-            if let Some(d) = c.datagrams.pop_front() {
-                return Poll::Ready(Ok(d));
-            }
-            if let Some(e) = c.failure() {
-                return Poll::Ready(Err(e));
-            }
-            c.datagram_waker = Some(cx.waker().clone());
-            Poll::Pending
-        })
-        .await
-    }
-
     /// Closes the connection with an application error code.
     pub fn close(&self, code: VarInt, reason: &[u8]) {
         let mut st = self.state.borrow_mut();

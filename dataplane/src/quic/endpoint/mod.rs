@@ -100,6 +100,9 @@ pub struct EndpointIoStats {
     pub initials_deferred: u64,
     /// First-flight Initials dropped because `MAX_PENDING_INITIALS` were queued.
     pub initials_dropped: u64,
+    /// QUIC DATAGRAM frames received and dropped: nothing in ringway reads them (cloudflared
+    /// carries UDP sessions in them, which ringway does not serve), so none is kept.
+    pub quic_datagrams_dropped: u64,
 }
 
 /// Why a connection could not be used.
@@ -155,8 +158,6 @@ struct ConnState {
     /// per request when the peer's stream limit is reached), and each must be woken when
     /// credit arrives, not only the last one to register.
     open_wakers: Vec<Waker>,
-    datagrams: VecDeque<Bytes>,
-    datagram_waker: Option<Waker>,
     streams: HashMap<StreamId, StreamState>,
     /// Opened by our `connect` (client side) rather than accepted.
     outgoing: bool,
@@ -170,7 +171,6 @@ impl ConnState {
         for w in [
             self.state_waker.take(),
             self.incoming_waker.take(),
-            self.datagram_waker.take(),
         ]
         .into_iter()
         .flatten()
@@ -317,17 +317,8 @@ impl State {
                         w.wake();
                     }
                 }
-                DriverEvent::DatagramReceived(c, d) => {
-                    let st = self.conn(c);
-                    // A reader that never reads must not grow memory without bound; the
-                    // oldest datagram goes first, as an unreliable datagram may.
-                    if st.datagrams.len() >= 1024 {
-                        st.datagrams.pop_front();
-                    }
-                    st.datagrams.push_back(d);
-                    if let Some(w) = st.datagram_waker.take() {
-                        w.wake();
-                    }
+                DriverEvent::DatagramReceived(..) => {
+                    self.stats.quic_datagrams_dropped += 1;
                 }
                 DriverEvent::DatagramsUnblocked(_) => {}
                 DriverEvent::ConnectionDrained(c) => {
