@@ -168,12 +168,9 @@ struct ConnState {
 
 impl ConnState {
     fn wake_all(&mut self) {
-        for w in [
-            self.state_waker.take(),
-            self.incoming_waker.take(),
-        ]
-        .into_iter()
-        .flatten()
+        for w in [self.state_waker.take(), self.incoming_waker.take()]
+            .into_iter()
+            .flatten()
         {
             w.wake();
         }
