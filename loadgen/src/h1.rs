@@ -53,15 +53,15 @@ impl ResponseState {
     fn advance(&mut self, buf: &mut BytesMut) -> Result<Option<ResponseSummary>, Failure> {
         let malformed =
             |e: &dyn std::fmt::Display| (ErrorKind::Parse, format!("malformed response: {e}"));
-        if self.body.is_none() {
-            let Some(summary) = self.head.read_summary(buf).map_err(|e| malformed(&e))? else {
-                return Ok(None);
-            };
-            let body = BodyDecoder::for_response(summary.framing, ChunkedLimits::default());
-            self.body = Some((summary, body));
-        }
-        let Some((summary, body)) = self.body.as_mut() else {
-            return Ok(None);
+        let (summary, body) = match &mut self.body {
+            Some(in_body) => in_body,
+            None => {
+                let Some(summary) = self.head.read_summary(buf).map_err(|e| malformed(&e))? else {
+                    return Ok(None);
+                };
+                let body = BodyDecoder::for_response(summary.framing, ChunkedLimits::default());
+                self.body.insert((summary, body))
+            }
         };
         if !body.skip(buf).map_err(|e| malformed(&e))? {
             return Ok(None);

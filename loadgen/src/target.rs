@@ -71,8 +71,13 @@ fn parse_url(raw: &str) -> Result<Parsed, TargetError> {
         other => return Err(bad(&format!("scheme {other:?} is not http or https"))),
     };
     let host = url.host_str().ok_or_else(|| bad("no host"))?;
-    // `url` keeps the brackets of an IPv6 literal; the resolver and SNI want it bare.
-    let host = dataplane::http::host_without_port(host).to_owned();
+    // `url` keeps the brackets of an IPv6 literal; the resolver and SNI want it bare. Only
+    // the brackets go: `host_str` has no port, and a final dot the user wrote is sent as is.
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+        .to_owned();
     let port = url.port_or_known_default().ok_or_else(|| bad("no port"))?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(bad(

@@ -83,11 +83,7 @@ async fn serve_http(
     };
     let key = RouteKey::of_request(&meta.host, &req.dest);
     let target = shared.ingress.route(key.host, &key.path);
-    let host = if meta.host.is_empty() {
-        authority_of(&req.dest).to_owned()
-    } else {
-        meta.host.clone()
-    };
+    let host = request_authority(&meta.host, &req.dest).to_owned();
     let request = OriginRequest {
         method: meta.method,
         dest: req.dest,
@@ -234,13 +230,8 @@ impl<'a> RouteKey<'a> {
     /// For a request from the edge: the `Host` it forwarded, else `dest`'s authority (an
     /// HTTP/1.0 request may have neither, and then the host is empty); the path from `dest`.
     pub fn of_request(host: &'a str, dest: &'a str) -> Self {
-        let authority = if host.is_empty() {
-            authority_of(dest)
-        } else {
-            host
-        };
         Self {
-            host: host_without_port(authority),
+            host: host_without_port(request_authority(host, dest)),
             path: percent_decode(path_of(dest)),
         }
     }
@@ -248,6 +239,15 @@ impl<'a> RouteKey<'a> {
     /// For a URL as `ingress rule` takes it: the request a client sends for that URL.
     pub fn of_url(url: &'a str) -> Self {
         Self::of_request("", url)
+    }
+}
+
+/// The authority a request names: the `Host` the edge forwarded, else `dest`'s.
+fn request_authority<'a>(host: &'a str, dest: &'a str) -> &'a str {
+    if host.is_empty() {
+        authority_of(dest)
+    } else {
+        host
     }
 }
 

@@ -560,10 +560,7 @@ fn bind_reuseport(
         s.set_reuse_port(true)?;
         s.set_nonblocking(true)?;
         bind(&s, at)?;
-        at = s
-            .local_addr()?
-            .as_socket()
-            .ok_or_else(|| io::Error::other("bound socket has no IP address"))?;
+        at = crate::udp::socket_local_addr(&s)?;
         out.push(s);
     }
     Ok(out)

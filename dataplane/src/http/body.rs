@@ -310,9 +310,23 @@ impl LengthDecoder {
         if buf.is_empty() {
             return DecodeEvent::NeedMore;
         }
-        let n = usize::try_from(self.remaining.min(buf.len() as u64)).unwrap_or(buf.len());
-        self.remaining -= n as u64;
+        let n = self.take(buf.len());
         DecodeEvent::Data(buf.split_to(n).freeze())
+    }
+
+    /// Advances past up to `remaining` bytes of `buf` without handing them out; whether the
+    /// body is complete.
+    pub fn skip(&mut self, buf: &mut BytesMut) -> bool {
+        let n = self.take(buf.len());
+        buf.advance(n);
+        self.is_done()
+    }
+
+    /// How many of `available` bytes belong to this body; counts them as consumed.
+    fn take(&mut self, available: usize) -> usize {
+        let n = usize::try_from(self.remaining.min(available as u64)).unwrap_or(available);
+        self.remaining -= n as u64;
+        n
     }
 }
 
@@ -365,12 +379,7 @@ impl BodyDecoder {
     pub fn skip(&mut self, buf: &mut BytesMut) -> Result<bool, BodyError> {
         match self {
             BodyDecoder::Empty => Ok(true),
-            BodyDecoder::Length(d) => {
-                let n = usize::try_from(d.remaining.min(buf.len() as u64)).unwrap_or(buf.len());
-                buf.advance(n);
-                d.remaining -= n as u64;
-                Ok(d.remaining == 0)
-            }
+            BodyDecoder::Length(d) => Ok(d.skip(buf)),
             // Bound: each Data event consumes at least one byte of `buf`.
             BodyDecoder::Chunked(d) => loop {
                 match d.decode(buf)? {

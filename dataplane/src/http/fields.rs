@@ -188,6 +188,18 @@ pub(crate) fn connection_tokens<H: HeaderLike>(headers: &[H]) -> impl Iterator<I
         .filter(|t| !t.is_empty())
 }
 
+/// Connection tokens decide persistence (RFC 9112 §9.3): `close` always wins; 1.1 persists by
+/// default; 1.0 only with `keep-alive`. The same rule for requests and responses.
+pub(crate) fn keep_alive<H: HeaderLike>(version: Version, headers: &[H]) -> bool {
+    let mut close = false;
+    let mut keep = false;
+    for token in connection_tokens(headers) {
+        close |= token.eq_ignore_ascii_case(b"close");
+        keep |= token.eq_ignore_ascii_case(b"keep-alive");
+    }
+    !close && (version == Version::Http11 || keep)
+}
+
 /// Trims optional whitespace (SP / HTAB) from both ends.
 pub(crate) fn trim_ows(v: &[u8]) -> &[u8] {
     let start = v

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use super::fields::{
-    HARD_MAX_HEADERS, HeaderField, Limits, Version, connection_tokens, parse_content_length,
+    HARD_MAX_HEADERS, HeaderField, Limits, Version, keep_alive, parse_content_length,
     slice_of_copy, strip_hop_by_hop, trim_ows,
 };
 
@@ -431,24 +431,6 @@ fn body_kind(version: Version, headers: &[HeaderField]) -> Result<BodyKind, Requ
     parse_content_length(value)
         .map(BodyKind::Length)
         .ok_or(RequestHeadError::InvalidContentLength)
-}
-
-/// Connection tokens decide persistence (RFC 9112 §9.3): `close` always wins; 1.1 persists by
-/// default; 1.0 only with `keep-alive`.
-fn keep_alive(version: Version, headers: &[HeaderField]) -> bool {
-    let mut close = false;
-    let mut keep = false;
-    for token in connection_tokens(headers) {
-        close |= token.eq_ignore_ascii_case(b"close");
-        keep |= token.eq_ignore_ascii_case(b"keep-alive");
-    }
-    if close {
-        return false;
-    }
-    match version {
-        Version::Http11 => true,
-        Version::Http10 => keep,
-    }
 }
 
 #[cfg(test)]

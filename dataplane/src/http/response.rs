@@ -83,7 +83,8 @@ pub enum ResponseError {
     InvalidStatus(u16),
 }
 
-fn no_body_status(status: u16) -> bool {
+/// 1xx, 204 and 304 never carry a body (RFC 9112 §6.3 item 1).
+pub(crate) fn no_body_status(status: u16) -> bool {
     (100..200).contains(&status) || status == 204 || status == 304
 }
 

@@ -5,8 +5,8 @@
 //! - [`ResponseHeadReader::read_summary`] keeps only what frames the body and decides reuse
 //!   ([`ResponseSummary`]): no allocation, for a client that counts responses (loadgen).
 //! - [`ResponseHeadReader::read_head`] also keeps the reason and the fields
-//!   ([`ParsedResponseHead`]), as slices of the head's own bytes taken off the receive
-//!   buffer without copying (the connector, which forwards them).
+//!   ([`ParsedResponseHead`]), as slices of one copy of the head's bytes (the connector,
+//!   which forwards them).
 //!
 //! Lenient where only the syntax of one field is affected (obs-fold is unfolded, whitespace
 //! before a colon is accepted, values may be obs-text), strict wherever the answer decides
@@ -20,10 +20,10 @@ use bytes::{Buf, Bytes, BytesMut};
 use thiserror::Error;
 
 use super::fields::{
-    HARD_MAX_HEADERS, HeaderField, HeaderLike, Limits, Version, connection_tokens,
-    parse_content_length, slice_of_copy, trim_ows,
+    HARD_MAX_HEADERS, HeaderField, HeaderLike, Limits, Version, keep_alive, parse_content_length,
+    slice_of_copy, trim_ows,
 };
-use super::response::BodyFraming;
+use super::response::{BodyFraming, no_body_status};
 
 /// Interim (1xx) responses skipped before the final one: real origins send one or two
 /// (100 Continue, 103 Early Hints); more is an origin looping.
@@ -258,9 +258,8 @@ fn parse_response_head<'b, 's>(
     }
     let fields: &'s [httparse::Header<'b>] = res.headers;
     let framing = response_framing(status, head_request, fields)?;
-    let keep_alive = server_keeps_alive(version, fields)
-        && framing != BodyFraming::CloseDelimited
-        && status != 101;
+    let keep_alive =
+        keep_alive(version, fields) && framing != BodyFraming::CloseDelimited && status != 101;
     let summary = ResponseSummary {
         status,
         version,
@@ -293,18 +292,17 @@ fn response_framing(
         }
         length = Some(n);
     }
-    if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
+    if head_request || no_body_status(status) {
         return Ok(BodyFraming::None);
     }
-    if fields
+    let mut transfer_encodings = fields
         .iter()
-        .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
-    {
+        .filter(|h| h.header_name().eq_ignore_ascii_case("transfer-encoding"))
+        .peekable();
+    if transfer_encodings.peek().is_some() {
         // Chunked only if it is the final coding (across all field lines); anything else
         // runs to the close. Transfer-Encoding overrides Content-Length (§6.3 item 3).
-        let last = fields
-            .iter()
-            .filter(|h| h.header_name().eq_ignore_ascii_case("transfer-encoding"))
+        let last = transfer_encodings
             .flat_map(|h| h.value.split(|&b| b == b','))
             .map(trim_ows)
             .rfind(|t| !t.is_empty());
@@ -314,18 +312,6 @@ fn response_framing(
         });
     }
     Ok(length.map_or(BodyFraming::CloseDelimited, BodyFraming::Length))
-}
-
-/// Connection tokens (RFC 9112 §9.3): `close` always wins; 1.1 persists by default, 1.0 only
-/// with `keep-alive`.
-fn server_keeps_alive(version: Version, fields: &[httparse::Header<'_>]) -> bool {
-    let mut close = false;
-    let mut keep = false;
-    for t in connection_tokens(fields) {
-        close |= t.eq_ignore_ascii_case(b"close");
-        keep |= t.eq_ignore_ascii_case(b"keep-alive");
-    }
-    !close && (version == Version::Http11 || keep)
 }
 
 /// An obs-fold value with each CR LF (or lone CR or LF) replaced by one space (RFC 9112
