@@ -64,11 +64,8 @@ impl Edge {
         tunnel_addrs: &[SocketAddr],
         http_addr: SocketAddr,
     ) -> Self {
-        let opts = EdgeOpts {
-            tunnel_listeners: tunnel_addrs.len(),
-            ..EdgeOpts::default()
-        };
-        let edge = Self::spawn(cp, dir, &opts, tunnel_addrs, http_addr);
+        // `spawn` takes the listen addresses as given; `tunnel_listeners` only sizes `start`'s.
+        let edge = Self::spawn(cp, dir, &EdgeOpts::default(), tunnel_addrs, http_addr);
         let mut printed = edge.tunnel_addrs.clone();
         let mut asked = tunnel_addrs.to_vec();
         printed.sort();

@@ -196,12 +196,12 @@ fn terminal_safe(out: String) -> String {
         .collect()
 }
 
-/// Fetches every page of a tunnel list, the way cloudflared pages.
 /// cert.pem and the API client from the `tunnel` command's `--origincert` and `--api-url`.
 fn load_ctx(t: &TunnelCmd) -> Result<Ctx, ContextError> {
     Ctx::from_flags(t.origincert.as_deref(), t.api_url.as_deref())
 }
 
+/// Fetches every page of a tunnel list, the way cloudflared pages.
 fn list_all(ctx: &Ctx, query: &str) -> anyhow::Result<Vec<Value>> {
     let mut out = Vec::new();
     // A hard bound on pages: a misbehaving server cannot make the CLI loop forever.
