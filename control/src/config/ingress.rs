@@ -34,6 +34,9 @@ pub struct Rule {
     /// The ASCII (punycode) form of a non-ASCII hostname: the edge may send
     /// either form, and cloudflared accepts both.
     punycode: Option<String>,
+    /// `hostname` read as an authority once (no port, brackets or final dot),
+    /// so matching a request does not re-read it per rule.
+    match_name: Option<String>,
 }
 
 /// The validated ingress rules, in config order. The last one always matches.
@@ -161,12 +164,14 @@ impl Rule {
             // The conversion returns "" for names IDNA refuses; cloudflared
             // then matches the name only as written.
             .filter(|p| !p.is_empty());
+        let match_name = hostname.as_deref().map(|h| host_without_port(h).to_owned());
         Rule {
             hostname,
             path,
             service,
             origin_request,
             punycode,
+            match_name,
         }
     }
 
@@ -181,10 +186,11 @@ impl Rule {
     /// authority reading, so `[::1]` or `a.example.com.` in config.yml name
     /// the hosts a request for them carries.
     pub fn matches(&self, host: &str, path: &str) -> bool {
-        let host_ok = match self.hostname.as_deref() {
-            None | Some("*") => true,
-            Some(rule_host) => {
-                match_host(host_without_port(rule_host), host)
+        // `match_name` is set exactly when `hostname` is.
+        let host_ok = match self.hostname.as_deref().zip(self.match_name.as_deref()) {
+            None | Some(("*", _)) => true,
+            Some((_, rule_host)) => {
+                match_host(rule_host, host)
                     || self
                         .punycode
                         .as_deref()
