@@ -389,15 +389,7 @@ impl Store for SqliteStore {
         // Check and insert in one transaction under the connection lock, so two concurrent
         // creates cannot both pass the check.
         self.edge_visible_write(|tx| {
-            if is_address_type(&rec.record_type) {
-                let existing = address_records_tx(tx, zone_id, &rec.name)?;
-                if !existing.is_empty()
-                    && (rec.record_type == "CNAME"
-                        || existing.iter().any(|r| r.record_type == "CNAME"))
-                {
-                    return Err(StoreError::Conflict(address_conflict(&rec.name)));
-                }
-            }
+            check_address_clash(tx, zone_id, rec, None)?;
             let id = insert_dns_tx(tx, zone_id, rec)?;
             Ok(dns_by_id_tx(tx, &id)?)
         })
@@ -405,18 +397,7 @@ impl Store for SqliteStore {
 
     fn update_dns(&self, zone_id: &str, id: &str, rec: &NewDnsRecord) -> StoreResult<DnsRecord> {
         self.edge_visible_write(|tx| {
-            if is_address_type(&rec.record_type) {
-                let others: Vec<DnsRecord> = address_records_tx(tx, zone_id, &rec.name)?
-                    .into_iter()
-                    .filter(|r| r.id != id)
-                    .collect();
-                if !others.is_empty()
-                    && (rec.record_type == "CNAME"
-                        || others.iter().any(|r| r.record_type == "CNAME"))
-                {
-                    return Err(StoreError::Conflict(address_conflict(&rec.name)));
-                }
-            }
+            check_address_clash(tx, zone_id, rec, Some(id))?;
             if update_dns_tx(tx, zone_id, id, rec)? == 0 {
                 return Err(StoreError::NotFound(format!("DNS record {id} not found")));
             }

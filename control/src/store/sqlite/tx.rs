@@ -14,6 +14,29 @@ pub(super) fn address_conflict(name: &str) -> String {
     format!("An A, AAAA, or CNAME record with that host already exists: {name}")
 }
 
+/// The address-record rule for writing `rec`: a CNAME shares its name with no A, AAAA or
+/// CNAME, and nothing shares a name with a CNAME. `except` is the record being replaced.
+pub(super) fn check_address_clash(
+    tx: &Connection,
+    zone_id: &str,
+    rec: &NewDnsRecord,
+    except: Option<&str>,
+) -> StoreResult<()> {
+    if !is_address_type(&rec.record_type) {
+        return Ok(());
+    }
+    let others: Vec<DnsRecord> = address_records_tx(tx, zone_id, &rec.name)?
+        .into_iter()
+        .filter(|r| Some(r.id.as_str()) != except)
+        .collect();
+    if !others.is_empty()
+        && (rec.record_type == "CNAME" || others.iter().any(|r| r.record_type == "CNAME"))
+    {
+        return Err(StoreError::Conflict(address_conflict(&rec.name)));
+    }
+    Ok(())
+}
+
 pub(super) fn address_records_tx(
     tx: &Connection,
     zone_id: &str,
