@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 /// `<bench_dir>/results/<UTC date, YYYY-MM-DD>/`, where `bench_dir` is this crate's folder
 /// (`bench/` in the workspace).
-pub fn todays_dir(bench_dir: &Path) -> PathBuf {
+fn todays_dir(bench_dir: &Path) -> PathBuf {
     let date = time::OffsetDateTime::now_utc().date();
     bench_dir.join("results").join(format!(
         "{:04}-{:02}-{:02}",

@@ -177,7 +177,7 @@ fn run(args: Args) -> Result<String> {
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| bench::results::todays_dir(&bins.root.join("bench")));
+        .unwrap_or_else(bench::results::todays_dir_here);
     std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
 
     let work = tempfile::Builder::new()

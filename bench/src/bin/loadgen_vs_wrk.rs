@@ -75,7 +75,7 @@ fn run(args: Args) -> Result<String> {
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| bench::results::todays_dir(&bins.root.join("bench")));
+        .unwrap_or_else(bench::results::todays_dir_here);
     std::fs::create_dir_all(&out)?;
     let work = tempfile::Builder::new().prefix("ringway-lvw.").tempdir()?;
     let mut procs = Procs::new(&work.path().join("logs"))?;
