@@ -190,6 +190,8 @@ pub(crate) fn connection_tokens<H: HeaderLike>(headers: &[H]) -> impl Iterator<I
 
 /// Connection tokens decide persistence (RFC 9112 §9.3): `close` always wins; 1.1 persists by
 /// default; 1.0 only with `keep-alive`. The same rule for requests and responses.
+// Inlined: it is on every head, and callers sit in other modules (codegen units).
+#[inline]
 pub(crate) fn keep_alive<H: HeaderLike>(version: Version, headers: &[H]) -> bool {
     let mut close = false;
     let mut keep = false;

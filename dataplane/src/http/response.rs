@@ -84,6 +84,8 @@ pub enum ResponseError {
 }
 
 /// 1xx, 204 and 304 never carry a body (RFC 9112 §6.3 item 1).
+// Inlined: it is on every head, and callers sit in other modules (codegen units).
+#[inline]
 pub(crate) fn no_body_status(status: u16) -> bool {
     (100..200).contains(&status) || status == 204 || status == 304
 }
