@@ -37,6 +37,7 @@ pub mod edge;
 pub mod edge_sync;
 pub mod files;
 pub mod hostname;
+pub mod logging;
 pub mod metrics_server;
 pub mod secret;
 pub mod signal;

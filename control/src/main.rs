@@ -12,17 +12,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let cli = Cli::parse();
-    // HTTP client internals stay at warn whatever the level: at debug they would print request
-    // headers, and those carry bearer tokens.
-    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.loglevel.clone());
-    let filter =
-        tracing_subscriber::EnvFilter::new(format!("{directives},ureq=warn,ureq_proto=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let _log = match control::logging::init(&cli::log_options(&cli)) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
     if let Err(e) = cli::run(cli) {
         // `{:#}` joins the context chain into one line: "what failed: why".
         eprintln!("error: {e:#}");

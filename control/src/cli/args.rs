@@ -384,6 +384,14 @@ pub struct ServeArgs {
     /// Client connections served at once; past it a new one gets 503 and is closed.
     #[arg(long = "max-connections", default_value_t = 512)]
     pub max_connections: usize,
+    /// Serve quick tunnels (`POST /tunnel`, cloudflared's `--quick-service`): each gets a random
+    /// hostname in this zone, created if missing. Without it quick tunnels are refused.
+    #[arg(long = "quick-zone")]
+    pub quick_zone: Option<String>,
+    /// A quick tunnel with no registered connection for this long is deleted with its DNS
+    /// record (Go duration).
+    #[arg(long = "quick-lease", default_value = "60s", value_parser = crate::config::parse_go_duration)]
+    pub quick_lease: std::time::Duration,
 }
 
 #[cfg(test)]

@@ -22,6 +22,14 @@ pub mod tunnel;
 
 pub use args::Cli;
 
+/// What the command line asks of logging.
+pub fn log_options(cli: &Cli) -> crate::logging::LogOptions {
+    crate::logging::LogOptions {
+        level: cli.loglevel.clone(),
+        ..Default::default()
+    }
+}
+
 /// Runs the parsed command. Errors come back to `main`, which prints one line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {

@@ -28,6 +28,7 @@ pub fn run(t: &TunnelCmd, a: &RunArgs) -> anyhow::Result<()> {
         grace_period: crate::config::parse_go_duration(&a.grace_period)
             .map_err(|e| anyhow::anyhow!("--grace-period: {e}"))?,
         max_failures: a.max_failures,
+        ..RunOptions::default()
     })?;
     Ok(())
 }

@@ -57,6 +57,53 @@ pub struct RunOptions {
     pub grace_period: std::time::Duration,
     /// Exit nonzero once every connection failed this many attempts in a row.
     pub max_failures: Option<u32>,
+    /// `--credentials-contents`: the credentials file's JSON itself (beats a credentials file,
+    /// loses to a token).
+    pub credentials_contents: Option<String>,
+    /// `--edge-ip-version`: which address family of the edge names to dial.
+    pub edge_ip_version: EdgeIpVersion,
+    /// `--edge-bind-address`: local IP the edge connections are sent from.
+    pub edge_bind_address: Option<std::net::IpAddr>,
+    /// `--post-quantum`: offer only X25519MLKEM768 to the edge.
+    pub post_quantum: bool,
+    /// `--label`: this connector's label, reported to the edge and shown by `tunnel info`.
+    pub label: Option<String>,
+    /// `--tag KEY=VALUE` (repeatable), reported to the edge and shown by `tunnel info`.
+    pub tags: Vec<(String, String)>,
+    /// `--pidfile`: written with this process's PID once the first connection is registered.
+    pub pidfile: Option<PathBuf>,
+    /// `--unix-socket`: ad hoc mode's origin is this unix socket.
+    pub unix_socket: Option<PathBuf>,
+    /// Origin options from the command line (`--http-host-header`, `--no-tls-verify`, ...):
+    /// in ad hoc mode (`--url`, `--hello-world`, `--unix-socket`) they override config.yml's
+    /// top-level `originRequest` field by field.
+    pub origin_defaults: crate::config::OriginRequestConfig,
+    /// A quick tunnel's hostname, served by the metrics server at `/quicktunnel`.
+    pub quick_hostname: Option<String>,
+}
+
+/// `--edge-ip-version`: `4`, `6` or `auto` (cloudflared's values).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EdgeIpVersion {
+    /// Every address the edge names resolve to, IPv4 first.
+    #[default]
+    Auto,
+    V4,
+    V6,
+}
+
+impl std::str::FromStr for EdgeIpVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "4" => Ok(Self::V4),
+            "6" => Ok(Self::V6),
+            _ => Err(format!(
+                "invalid edge-ip-version {s:?}: expected 4, 6 or auto"
+            )),
+        }
+    }
 }
 
 /// Everything resolved; ready to start.
