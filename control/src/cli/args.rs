@@ -6,18 +6,23 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::secret::Secret;
 
+/// The root command. cloudflared's global flags (the same table as `tunnel`'s) are added to
+/// it, to `tunnel` and to `tunnel run` by [`super::flags::augment`]; they are read through
+/// [`super::flags::Flags`], not through these structs.
 #[derive(Debug, Parser)]
 #[command(
     name = "ringway",
-    version,
-    about = "Self-hostable named tunnels, cloudflared-compatible"
+    about = "Self-hostable named tunnels, cloudflared-compatible",
+    disable_version_flag = true
 )]
 pub struct Cli {
-    /// Log level: debug, info, warn, error.
-    #[arg(long, global = true, env = "TUNNEL_LOGLEVEL", default_value = "info")]
-    pub loglevel: String,
+    /// Print the version and exit.
+    #[arg(short = 'v', long = "version", short_alias = 'V')]
+    pub version: bool,
+    /// With no command: cloudflared's `tunnel` command (a quick tunnel with `--url`), or, with
+    /// no flags either, `tunnel run` from the default config.yml.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -30,6 +35,46 @@ pub enum Command {
     Quickstart(QuickstartArgs),
     /// Run the edge.
     Edge(EdgeCmd),
+    /// Print the version.
+    Version {
+        /// Print only the version number.
+        #[arg(short = 's', long)]
+        short: bool,
+    },
+    /// Self-update (a self-hosted build never updates itself; says so and exits 0).
+    Update {
+        #[arg(long)]
+        beta: bool,
+        #[arg(long, hide = true)]
+        force: bool,
+        #[arg(long, hide = true)]
+        staging: bool,
+        #[arg(long = "version")]
+        target_version: Option<String>,
+    },
+    /// Install or remove the systemd unit that runs the tunnel.
+    #[command(subcommand)]
+    Service(ServiceVerb),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceVerb {
+    /// Write the unit (and the token file with TOKEN) and enable it where systemd runs.
+    Install {
+        /// A tunnel token; without one the unit runs from /etc/cloudflared/config.yml.
+        token: Option<Secret<String>>,
+        /// Do not install an update timer (ringway never installs one; accepted for scripts).
+        #[arg(long = "no-update-service")]
+        no_update_service: bool,
+        /// Write under this root instead of `/` (for images and tests).
+        #[arg(long, env = "RINGWAY_SERVICE_ROOT", default_value = "/")]
+        root: PathBuf,
+    },
+    /// Stop, disable and remove the unit.
+    Uninstall {
+        #[arg(long, env = "RINGWAY_SERVICE_ROOT", default_value = "/")]
+        root: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -132,19 +177,20 @@ pub struct QuickstartArgs {
     pub url: Option<String>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct TunnelCmd {
-    /// Origin certificate from `tunnel login` (default: cert.pem in the search directories).
-    #[arg(long, global = true, env = "TUNNEL_ORIGIN_CERT")]
+    /// `--origincert`, resolved from every level, env and config.yml.
+    #[arg(skip)]
     pub origincert: Option<PathBuf>,
-    /// config.yml (default: config.yml or config.yaml in the search directories).
-    #[arg(long, global = true)]
+    /// `--config`, as given on the command line (None: the search directories).
+    #[arg(skip)]
     pub config: Option<PathBuf>,
-    /// Control-plane API base, e.g. http://127.0.0.1:8080/client/v4 (default: from cert.pem).
-    #[arg(long = "api-url", global = true, env = "TUNNEL_API_URL")]
+    /// `--api-url`, resolved.
+    #[arg(skip)]
     pub api_url: Option<String>,
+    /// None: cloudflared's bare `tunnel` (a quick tunnel with `--url`).
     #[command(subcommand)]
-    pub verb: TunnelVerb,
+    pub verb: Option<TunnelVerb>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -233,61 +279,15 @@ pub enum TunnelVerb {
     Ingress(IngressVerb),
     /// Run a tunnel: connect to the edge and proxy its requests to the origins.
     Run(RunArgs),
+    /// Exit 0 when the running connector's metrics server (`--metrics`) says it is ready.
+    Ready,
 }
 
+/// `tunnel run [TUNNEL]`; its flags are in the table ([`super::flags::spec`]).
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Tunnel NAME or UUID (default: `tunnel:` in config.yml).
     pub tunnel: Option<String>,
-    #[arg(
-        long = "credentials-file",
-        visible_alias = "cred-file",
-        env = "TUNNEL_CRED_FILE"
-    )]
-    pub credentials_file: Option<PathBuf>,
-    /// A tunnel token (`tunnel token`), instead of a credentials file.
-    #[arg(long, env = "TUNNEL_TOKEN", hide_env_values = true)]
-    pub token: Option<Secret<String>>,
-    /// Ad hoc mode: send every request to this origin URL (no ingress rules allowed).
-    #[arg(long, env = "TUNNEL_URL")]
-    pub url: Option<String>,
-    /// Serve the built-in hello_world page.
-    #[arg(long = "hello-world", env = "TUNNEL_HELLO_WORLD")]
-    pub hello_world: bool,
-    /// Edge address HOST:PORT (repeatable).
-    #[arg(long = "edge", env = "TUNNEL_EDGE", value_delimiter = ',')]
-    pub edge: Vec<String>,
-    /// CA certificate that signs the edge's certificate.
-    #[arg(long, env = "TUNNEL_CACERT")]
-    pub cacert: Option<PathBuf>,
-    /// Connections to keep to the edge.
-    #[arg(long = "ha-connections", default_value_t = 4)]
-    pub ha_connections: u8,
-    /// Worker threads (default: one per core).
-    #[arg(long, default_value_t = 0)]
-    pub workers: usize,
-    /// Metrics server address (default: 127.0.0.1:20241, or the next free port up to 20245).
-    #[arg(long, env = "TUNNEL_METRICS")]
-    pub metrics: Option<String>,
-    /// Failed attempts in a row before a connection is reported failed (it then keeps
-    /// retrying at the 32 s cap); a refusal the edge calls permanent (a wrong secret) this many
-    /// times in a row makes the connection give up.
-    #[arg(long, env = "TUNNEL_RETRIES", default_value_t = 5)]
-    pub retries: u32,
-    /// Exit nonzero once every connection has failed this many attempts in a row (default:
-    /// never; the connector keeps retrying at the backoff cap).
-    #[arg(long = "max-failures", env = "TUNNEL_MAX_FAILURES")]
-    pub max_failures: Option<u32>,
-    /// How long in-flight requests may finish after SIGTERM/SIGINT (Go duration, e.g. 30s).
-    #[arg(
-        long = "grace-period",
-        env = "TUNNEL_GRACE_PERIOD",
-        default_value = "30s"
-    )]
-    pub grace_period: String,
-    /// Transport: quic (http2 is not supported yet).
-    #[arg(long, env = "TUNNEL_TRANSPORT_PROTOCOL", default_value = "quic")]
-    pub protocol: String,
 }
 
 #[derive(Debug, Args)]

@@ -58,25 +58,31 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         origincert: Some(cert_path.clone()),
         config: None,
         api_url: Some(format!("{url}/client/v4")),
-        verb,
+        verb: Some(verb),
     };
     let api_url = format!("{url}/client/v4");
     let have = crate::context::Ctx::from_flags(Some(&cert_path), Some(&api_url))?
         .find_id(TUNNEL)
         .is_ok();
     if !have {
-        super::tunnel::run(tunnel_cmd(TunnelVerb::Create {
-            name: TUNNEL.into(),
-            output: None::<OutputFormat>,
-            credentials_file: None,
-            secret: None,
-        }))?;
+        super::tunnel::run(
+            tunnel_cmd(TunnelVerb::Create {
+                name: TUNNEL.into(),
+                output: None::<OutputFormat>,
+                credentials_file: None,
+                secret: None,
+            }),
+            &Default::default(),
+        )?;
     }
-    super::tunnel::run(tunnel_cmd(TunnelVerb::Route(RouteVerb::Dns {
-        tunnel: TUNNEL.into(),
-        hostname: format!("hello.{ZONE}"),
-        overwrite_dns: true,
-    })))?;
+    super::tunnel::run(
+        tunnel_cmd(TunnelVerb::Route(RouteVerb::Dns {
+            tunnel: TUNNEL.into(),
+            hostname: format!("hello.{ZONE}"),
+            overwrite_dns: true,
+        })),
+        &Default::default(),
+    )?;
 
     let ctx = crate::context::Ctx::from_flags(Some(&cert_path), Some(&api_url))?;
     let tunnel_id = ctx.find_id(TUNNEL)?;

@@ -1,34 +1,192 @@
-//! `ringway tunnel run`: flags → [`crate::connector::RunOptions`].
+//! `ringway tunnel run`, `tunnel ready`, and the bare `tunnel` command: flags →
+//! [`crate::connector::RunOptions`].
 
-use anyhow::bail;
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow, bail};
 
 use super::args::{RunArgs, TunnelCmd};
-use crate::connector::{self, RunOptions};
+use super::flags::Flags;
+use crate::config::OriginRequestConfig;
+use crate::connector::{self, EdgeIpVersion, RunOptions};
 
-pub fn run(t: &TunnelCmd, a: &RunArgs) -> anyhow::Result<()> {
-    if !matches!(a.protocol.as_str(), "quic" | "auto") {
-        bail!("--protocol {}: ringway connects over quic only", a.protocol);
+/// cloudflared's defaults.
+const DEFAULT_HA_CONNECTIONS: u8 = 4;
+const DEFAULT_RETRIES: u32 = 5;
+const DEFAULT_GRACE_PERIOD: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `tunnel run [TUNNEL]`.
+pub fn run(t: &TunnelCmd, a: &RunArgs, flags: &Flags) -> anyhow::Result<()> {
+    let opts = options(t, a.tunnel.clone(), flags)?;
+    connector::run(opts)?;
+    Ok(())
+}
+
+/// The bare `tunnel` command (and the root with no command), as cloudflared's
+/// `TunnelCommand`: `--url`/`--hello-world` with no named tunnel starts a quick tunnel; a
+/// config.yml naming a tunnel runs it; with nothing at all (the root, no flags) it runs the
+/// default config.yml like cloudflared's service mode.
+pub fn bare_tunnel(t: &TunnelCmd, flags: &Flags) -> anyhow::Result<()> {
+    if flags.is_set("name") {
+        bail!(
+            "--name: ad hoc named tunnels are made in three steps with ringway: `ringway tunnel create NAME`, `ringway tunnel route dns NAME HOST`, `ringway tunnel run NAME`"
+        );
     }
-    connector::run(RunOptions {
-        tunnel: a.tunnel.clone(),
+    let has_origin = flags.is_set("url") || flags.is_set("hello-world");
+    let named_in_config = flags.config().and_then(|c| c.tunnel.clone());
+    if has_origin && named_in_config.is_none() {
+        let service = flags.str("quick-service")?.ok_or_else(|| {
+            anyhow!(
+                "a quick tunnel needs --quick-service URL: the address of a control plane that serves quick tunnels (`ringway control serve --quick-zone ZONE`)"
+            )
+        })?;
+        let mut opts = options(t, None, flags)?;
+        opts.ha_connections = 1;
+        return quick(&service, opts);
+    }
+    if named_in_config.is_some() {
+        if flags.config().is_some_and(|c| c.source.exists()) && !has_origin {
+            // cloudflared refuses here and asks for `tunnel run`; the intent is plain.
+            let opts = options(t, None, flags)?;
+            connector::run(opts)?;
+            return Ok(());
+        }
+        bail!("config.yml names a tunnel: use `ringway tunnel run` to run it");
+    }
+    bail!(
+        "nothing to run: give --url URL (a quick tunnel), or name a tunnel with `ringway tunnel run NAME`, or put `tunnel:` in config.yml"
+    )
+}
+
+fn quick(service: &str, opts: RunOptions) -> anyhow::Result<()> {
+    let _ = (service, opts);
+    bail!("quick tunnels are not built into this binary")
+}
+
+/// `tunnel ready`: exit 0 when `GET http://METRICS/ready` answers 200.
+pub fn ready(flags: &Flags) -> anyhow::Result<()> {
+    let addr = flags
+        .str("metrics")?
+        .ok_or_else(|| anyhow!("--metrics has to be provided"))?;
+    let url = format!("http://{addr}/ready");
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let resp = agent
+        .get(&url)
+        .call()
+        .with_context(|| format!("cannot reach the metrics server at {url}"))?;
+    let status = resp.status().as_u16();
+    if status != 200 {
+        bail!("http://{addr}/ready endpoint returned status code {status}");
+    }
+    Ok(())
+}
+
+fn options(t: &TunnelCmd, tunnel: Option<String>, f: &Flags) -> anyhow::Result<RunOptions> {
+    let protocol = f.str("protocol")?.unwrap_or_else(|| "auto".into());
+    match protocol.as_str() {
+        "auto" | "quic" => {}
+        "http2" => bail!("--protocol http2: this edge serves the QUIC transport; use quic or auto"),
+        other => bail!("--protocol {other}: expected auto, quic or http2"),
+    }
+    let token = match f.str("token")? {
+        Some(t) => Some(t),
+        None => match f.str("token-file")? {
+            Some(path) => Some(
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read token file {path}"))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => None,
+        },
+    };
+    if f.bool("http2-origin")? {
+        bail!("--http2-origin: ringway speaks HTTP/1.1 to origins");
+    }
+    let grace_period = f.duration("grace-period")?.unwrap_or(DEFAULT_GRACE_PERIOD);
+    let edge_ip_version = match f.str("edge-ip-version")? {
+        None => EdgeIpVersion::Auto,
+        Some(v) => v
+            .parse()
+            .map_err(|e: String| anyhow!("--edge-ip-version: {e}"))?,
+    };
+    let edge_bind_address = f
+        .str("edge-bind-address")?
+        .map(|a| {
+            a.parse()
+                .map_err(|_| anyhow!("--edge-bind-address {a}: not an IP address"))
+        })
+        .transpose()?;
+    let mut tags = Vec::new();
+    for tag in f.list("tag")? {
+        let (k, v) = tag
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--tag {tag}: expected KEY=VALUE"))?;
+        tags.push((k.to_owned(), v.to_owned()));
+    }
+    let ha_connections = match f.int::<u8>("ha-connections")? {
+        Some(0) => bail!("--ha-connections must be at least 1"),
+        Some(n) => n,
+        None => DEFAULT_HA_CONNECTIONS,
+    };
+    Ok(RunOptions {
+        tunnel,
         config: t.config.clone(),
         search_config: true,
         origincert: t.origincert.clone(),
         api_url: t.api_url.clone(),
-        credentials_file: a.credentials_file.clone(),
-        token: a.token.as_ref().map(|s| s.expose().clone()),
-        url: a.url.clone(),
-        hello_world: a.hello_world,
-        edges: a.edge.clone(),
-        cacert: a.cacert.clone(),
-        ha_connections: a.ha_connections,
-        workers: a.workers,
-        metrics: a.metrics.clone(),
-        retries: a.retries,
-        grace_period: crate::config::parse_go_duration(&a.grace_period)
-            .map_err(|e| anyhow::anyhow!("--grace-period: {e}"))?,
-        max_failures: a.max_failures,
-        ..RunOptions::default()
-    })?;
-    Ok(())
+        credentials_file: f.str("credentials-file")?.map(PathBuf::from),
+        credentials_contents: f.str("credentials-contents")?,
+        token,
+        url: f.str("url")?,
+        hello_world: f.bool("hello-world")?,
+        edges: f.list("edge")?,
+        cacert: f.str("cacert")?.map(PathBuf::from),
+        ha_connections,
+        workers: f.int("workers")?.unwrap_or(0),
+        metrics: f.str("metrics")?,
+        retries: f.int("retries")?.unwrap_or(DEFAULT_RETRIES),
+        grace_period,
+        max_failures: f.int("max-failures")?,
+        edge_ip_version,
+        edge_bind_address,
+        post_quantum: f.bool("post-quantum")?,
+        label: f.str("label")?,
+        tags,
+        pidfile: f.str("pidfile")?.map(PathBuf::from),
+        unix_socket: f.str("unix-socket")?.map(PathBuf::from),
+        origin_defaults: origin_defaults(f)?,
+        quick_hostname: None,
+    })
+}
+
+/// The origin flags of ad hoc mode, as config.yml's `originRequest` fields.
+fn origin_defaults(f: &Flags) -> anyhow::Result<OriginRequestConfig> {
+    Ok(OriginRequestConfig {
+        connect_timeout: f.duration("proxy-connect-timeout")?,
+        tls_timeout: f.duration("proxy-tls-timeout")?,
+        tcp_keep_alive: f.duration("proxy-tcp-keepalive")?,
+        no_happy_eyeballs: f.opt_bool("proxy-no-happy-eyeballs")?,
+        keep_alive_connections: f.int("proxy-keepalive-connections")?,
+        keep_alive_timeout: f.duration("proxy-keepalive-timeout")?,
+        http_host_header: f.str("http-host-header")?,
+        origin_server_name: f.str("origin-server-name")?,
+        ca_pool: f.str("origin-ca-pool")?.map(PathBuf::from),
+        no_tls_verify: f.opt_bool("no-tls-verify")?,
+        disable_chunked_encoding: f.opt_bool("no-chunked-encoding")?,
+        bastion_mode: f.opt_bool("bastion")?,
+        proxy_address: f.str("proxy-address")?,
+        proxy_port: f.int("proxy-port")?,
+        proxy_type: if f.bool("socks5")? {
+            Some("socks".into())
+        } else {
+            None
+        },
+        http2_origin: f.opt_bool("http2-origin")?,
+        ..OriginRequestConfig::default()
+    })
 }

@@ -11,6 +11,7 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use super::args::{OutputFormat, RouteVerb, TunnelCmd, TunnelVerb};
+use super::flags::Flags;
 use super::output::{render, table};
 use crate::api::tunnels::{check_tunnel_name, escape_name, is_unsafe_char};
 use crate::context::{ContextError, Ctx};
@@ -18,11 +19,15 @@ use crate::files::{self, Credentials, TunnelToken};
 use crate::hostname::normalize_hostname;
 use crate::secret::TunnelSecret;
 
-pub fn run(t: TunnelCmd) -> anyhow::Result<()> {
-    match &t.verb {
+pub fn run(t: TunnelCmd, flags: &Flags) -> anyhow::Result<()> {
+    let Some(verb) = &t.verb else {
+        return super::run::bare_tunnel(&t, flags);
+    };
+    match verb {
         TunnelVerb::Login(args) => super::login::run(args),
         TunnelVerb::Ingress(v) => super::ingress::run(&t, v),
-        TunnelVerb::Run(a) => super::run::run(&t, a),
+        TunnelVerb::Run(a) => super::run::run(&t, a, flags),
+        TunnelVerb::Ready => super::run::ready(flags),
         TunnelVerb::Create {
             name,
             output,
