@@ -27,35 +27,79 @@ pub fn run(t: &TunnelCmd, a: &RunArgs, flags: &Flags) -> anyhow::Result<()> {
 /// config.yml naming a tunnel runs it; with nothing at all (the root, no flags) it runs the
 /// default config.yml like cloudflared's service mode.
 pub fn bare_tunnel(t: &TunnelCmd, flags: &Flags) -> anyhow::Result<()> {
-    if flags.is_set("name") {
-        bail!(
-            "--name: ad hoc named tunnels are made in three steps with ringway: `ringway tunnel create NAME`, `ringway tunnel route dns NAME HOST`, `ringway tunnel run NAME`"
-        );
+    if let Some(name) = flags.str("name")? {
+        return ad_hoc_named(t, &name, flags);
     }
     let has_origin = flags.is_set("url") || flags.is_set("hello-world");
     let named_in_config = flags.config().and_then(|c| c.tunnel.clone());
-    if has_origin && named_in_config.is_none() {
-        let service = flags.str("quick-service")?.ok_or_else(|| {
-            anyhow!(
-                "a quick tunnel needs --quick-service URL: the address of a control plane that serves quick tunnels (`ringway control serve --quick-zone ZONE`)"
-            )
-        })?;
-        let mut opts = options(t, None, flags)?;
-        opts.ha_connections = 1;
-        return quick(&service, opts);
-    }
-    if named_in_config.is_some() {
-        if flags.config().is_some_and(|c| c.source.exists()) && !has_origin {
-            // cloudflared refuses here and asks for `tunnel run`; the intent is plain.
-            let opts = options(t, None, flags)?;
-            connector::run(opts)?;
-            return Ok(());
+    match (has_origin, named_in_config) {
+        (true, None) => {
+            let service = flags.str("quick-service")?.ok_or_else(|| {
+                anyhow!(
+                    "a quick tunnel needs --quick-service URL: the address of a control plane that serves quick tunnels (`ringway control serve --quick-zone ZONE`)"
+                )
+            })?;
+            let mut opts = options(t, None, flags)?;
+            opts.ha_connections = 1;
+            quick(&service, opts)
         }
-        bail!("config.yml names a tunnel: use `ringway tunnel run` to run it");
+        // cloudflared asks for `tunnel run` here; the intent is plain, so run it.
+        (_, Some(_)) => {
+            connector::run(options(t, None, flags)?)?;
+            Ok(())
+        }
+        (false, None) => bail!(
+            "nothing to run: give --url URL (a quick tunnel), name a tunnel with `ringway tunnel run NAME`, or put `tunnel:` in config.yml"
+        ),
     }
-    bail!(
-        "nothing to run: give --url URL (a quick tunnel), or name a tunnel with `ringway tunnel run NAME`, or put `tunnel:` in config.yml"
-    )
+}
+
+/// cloudflared's `tunnel --name NAME [--hostname HOST | --lb-pool POOL] --url URL`: creates
+/// NAME if it does not exist (credentials written next to cert.pem), routes HOST (a CNAME, or
+/// with `--lb-pool` a load balancer HOST with that pool) to it, and runs it.
+fn ad_hoc_named(t: &TunnelCmd, name: &str, flags: &Flags) -> anyhow::Result<()> {
+    use super::args::{RouteVerb, TunnelVerb};
+    let verb_cmd = |verb| TunnelCmd {
+        origincert: t.origincert.clone(),
+        config: t.config.clone(),
+        api_url: t.api_url.clone(),
+        verb: Some(verb),
+    };
+    let ctx = crate::context::Ctx::from_flags(t.origincert.as_deref(), t.api_url.as_deref())?;
+    let id = match ctx.find_id(name) {
+        Ok(id) => id,
+        Err(_) => {
+            super::tunnel::run(
+                verb_cmd(TunnelVerb::Create {
+                    name: name.to_owned(),
+                    output: None,
+                    credentials_file: None,
+                    secret: None,
+                }),
+                flags,
+            )?;
+            ctx.find_id(name)?
+        }
+    };
+    if let Some(hostname) = flags.str("hostname")? {
+        let route = match flags.str("lb-pool")? {
+            Some(pool) => RouteVerb::Lb {
+                tunnel: id.to_string(),
+                lb: hostname,
+                pool,
+            },
+            None => RouteVerb::Dns {
+                tunnel: id.to_string(),
+                hostname,
+                overwrite_dns: flags.bool("overwrite-dns")?,
+            },
+        };
+        super::tunnel::run(verb_cmd(TunnelVerb::Route(route)), flags)?;
+    } else if flags.is_set("lb-pool") {
+        bail!("--lb-pool needs --hostname: the load balancer's hostname");
+    }
+    connector::run(options(t, Some(id.to_string()), flags)?)?;
+    Ok(())
 }
 
 fn quick(service: &str, opts: RunOptions) -> anyhow::Result<()> {

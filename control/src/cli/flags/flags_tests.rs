@@ -288,3 +288,23 @@ fn single_dash_rewrite_leaves_values_and_unknown_words_alone() {
         ]
     );
 }
+
+#[test]
+fn docs_cli_md_carries_the_flag_table() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/cli.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    let (begin, end) = ("<!-- flags:begin -->\n", "<!-- flags:end -->");
+    let start = doc.find(begin).expect("flags:begin marker") + begin.len();
+    let stop = doc.find(end).expect("flags:end marker");
+    let table = spec::docs_table();
+    if std::env::var_os("RINGWAY_UPDATE_DOCS").is_some() {
+        let updated = format!("{}{table}{}", &doc[..start], &doc[stop..]);
+        std::fs::write(path, updated).unwrap();
+        return;
+    }
+    assert_eq!(
+        &doc[start..stop],
+        table,
+        "docs/cli.md is out of date: run with RINGWAY_UPDATE_DOCS=1"
+    );
+}

@@ -897,3 +897,37 @@ impl FlagSpec {
         self.levels != Levels::GlobalAndTunnel
     }
 }
+
+/// The flag table of `docs/cli.md` (between its `flags:begin` and `flags:end` markers).
+pub fn docs_table() -> String {
+    let mut out =
+        String::from("| flag | env | where | config.yml | in ringway |\n|---|---|---|---|---|\n");
+    for s in FLAGS.iter().chain(RINGWAY_RUN_FLAGS) {
+        let mut names = format!("`--{}`", s.name);
+        for a in s.aliases {
+            let dashes = if a.len() == 1 { "-" } else { "--" };
+            names.push_str(&format!(", `{dashes}{a}`"));
+        }
+        let env = s
+            .env
+            .iter()
+            .map(|e| format!("`{e}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let place = match s.levels {
+            Levels::GlobalAndTunnel => "global, tunnel, run*",
+            Levels::All => "global, tunnel, run",
+            Levels::RunOnly => "run",
+        };
+        let key = if s.config_key { "yes" } else { "no" };
+        let meaning = match s.effect {
+            Effect::Works(m) => m.to_string(),
+            Effect::NoEffect(why) => format!("accepted, no effect (INFO line): {why}"),
+        };
+        out.push_str(&format!(
+            "| {names} | {env} | {place} | {key} | {} |\n",
+            meaning.replace('|', "\\|")
+        ));
+    }
+    out
+}

@@ -1,0 +1,235 @@
+//! cloudflared's documented command lines, verbatim, against a real edge: each runs until it
+//! serves a request. Where the edge is and whom to trust come from `TUNNEL_EDGE` and
+//! `TUNNEL_CACERT`, so the command lines themselves stay exactly as users write them.
+
+use std::time::Duration;
+
+use ringway_tests::connector::Connector;
+use ringway_tests::origins::HashOrigin;
+use ringway_tests::prelude::*;
+use ringway_tests::process::{LoggedProc, closed_port_url};
+
+const ZONE: &str = "invoke.test";
+
+struct Case {
+    t: TunnelSetup,
+    origin: HashOrigin,
+    host: String,
+    id: String,
+}
+
+impl Case {
+    fn new(name: &str) -> Self {
+        let t = TunnelSetup::new(ZONE);
+        let host = format!("{name}.{ZONE}");
+        let id = t.tunnel(name, &[&host]);
+        Self {
+            origin: HashOrigin::start(name),
+            t,
+            host,
+            id,
+        }
+    }
+
+    fn token(&self) -> String {
+        let out = self.t.cli().run(&["tunnel", "token", &self.id]).ok().stdout;
+        out.trim().to_owned()
+    }
+
+    /// A config.yml naming the tunnel, its credentials and one ingress rule to the origin.
+    fn config(&self, extra: &str) -> String {
+        let path = self.t.s.tmp.path().join("config.yml");
+        std::fs::write(
+            &path,
+            format!(
+                "tunnel: {id}\ncredentials-file: {creds}\n{extra}ingress:\n  - hostname: {host}\n    service: {url}\n  - service: http_status:404\n",
+                id = self.id,
+                creds = self.t.credentials_path(&self.id).display(),
+                host = self.host,
+                url = self.origin.url(),
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    }
+
+    /// Runs `ringway ARGS` with `envs` plus the edge's address and CA in the environment.
+    fn spawn(&self, args: &[&str], envs: &[(&str, String)]) -> Connector {
+        let mut cmd = self.t.cli().command(args);
+        let edges: Vec<String> = self
+            .t
+            .edge
+            .tunnel_addrs()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        cmd.env("TUNNEL_EDGE", edges.join(","))
+            .env("TUNNEL_CACERT", self.t.edge.ca_path())
+            .env("TUNNEL_METRICS", "127.0.0.1:0");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut c = Connector {
+            proc: LoggedProc::spawn("connector", cmd),
+        };
+        c.wait_registered(1);
+        c
+    }
+
+    /// A request through the edge reaches this case's origin.
+    fn assert_served(&self, c: &Connector) {
+        self.t.wait_served(&self.host);
+        let r = self.t.edge.get(&self.host, "/x");
+        assert_eq!(r.status, 200, "{}\n{}", r.summary(), c.logs());
+        assert_eq!(r.text(), format!("tag={} path=/x", self.origin_tag()));
+    }
+
+    /// A token carries no ingress rules (Cloudflare's dashboard would push them): the origin
+    /// comes from `TUNNEL_URL`, leaving the command line as written.
+    fn origin_env(&self) -> Vec<(&'static str, String)> {
+        vec![("TUNNEL_URL", self.origin.url())]
+    }
+
+    fn origin_tag(&self) -> &str {
+        self.host.split('.').next().unwrap()
+    }
+}
+
+#[test]
+fn systemd_unit_with_a_token_file() {
+    let c = Case::new("unit");
+    let token_file = c.t.s.tmp.path().join("token");
+    std::fs::write(&token_file, format!("{}\n", c.token())).unwrap();
+    let tf = token_file.display().to_string();
+    let conn = c.spawn(
+        &["--no-autoupdate", "tunnel", "run", "--token-file", &tf],
+        &c.origin_env(),
+    );
+    c.assert_served(&conn);
+    assert!(
+        conn.logs()
+            .contains("--no-autoupdate has no effect on a self-hosted edge"),
+        "{}",
+        conn.logs()
+    );
+}
+
+#[test]
+fn systemd_unit_with_the_token_on_the_command_line() {
+    let c = Case::new("unittoken");
+    let token = c.token();
+    let conn = c.spawn(
+        &["--no-autoupdate", "tunnel", "run", "--token", &token],
+        &c.origin_env(),
+    );
+    c.assert_served(&conn);
+    assert!(!conn.logs().contains(&token), "the token is never logged");
+}
+
+#[test]
+fn docker_entrypoint() {
+    let c = Case::new("docker");
+    let token = c.token();
+    let conn = c.spawn(
+        &["tunnel", "--no-autoupdate", "run", "--token", &token],
+        &c.origin_env(),
+    );
+    c.assert_served(&conn);
+}
+
+#[test]
+fn tunnel_token_from_the_environment() {
+    let c = Case::new("envtoken");
+    let mut env = c.origin_env();
+    env.push(("TUNNEL_TOKEN", c.token()));
+    let conn = c.spawn(&["tunnel", "run"], &env);
+    c.assert_served(&conn);
+}
+
+#[test]
+fn config_file_named_before_run() {
+    let c = Case::new("config");
+    let config = c.config("");
+    let conn = c.spawn(&["tunnel", "--config", &config, "run"], &[]);
+    c.assert_served(&conn);
+}
+
+#[test]
+fn sysv_init_script_line_with_pidfile_and_config_keys() {
+    let c = Case::new("sysv");
+    // config.yml's top-level keys set flags: here the log level and the HA connection count.
+    let config = c.config("loglevel: debug\nha-connections: 2\n");
+    let pidfile = c.t.s.tmp.path().join("run").join("ringway.pid");
+    std::fs::create_dir_all(pidfile.parent().unwrap()).unwrap();
+    let pf = pidfile.display().to_string();
+    let mut conn = c.spawn(
+        &[
+            "--pidfile",
+            &pf,
+            "--autoupdate-freq",
+            "24h0m0s",
+            "--config",
+            &config,
+            "tunnel",
+            "run",
+        ],
+        &[],
+    );
+    conn.wait_registered(2);
+    c.assert_served(&conn);
+    assert!(
+        conn.logs().contains("DEBUG"),
+        "config.yml's loglevel applies: {}",
+        conn.logs()
+    );
+    let pid = wait_for("the pidfile", Duration::from_secs(10), || {
+        std::fs::read_to_string(&pidfile)
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    assert_eq!(pid.trim(), conn.proc.proc.pid().to_string());
+}
+
+#[test]
+fn no_arguments_runs_the_default_config_file() {
+    let c = Case::new("bare");
+    let config = c.config("");
+    let default = c.t.cli().cloudflared_dir().join("config.yml");
+    std::fs::copy(&config, &default).unwrap();
+    let conn = c.spawn(&[], &[]);
+    c.assert_served(&conn);
+}
+
+#[test]
+fn tunnel_ready_follows_the_metrics_server() {
+    let c = Case::new("ready");
+    let mut conn = c.spawn(&["tunnel", "run", &c.id], &[]);
+    let addr = conn.metrics_addr().to_string();
+    c.t.cli().run(&["tunnel", "--metrics", &addr, "ready"]).ok();
+    let closed = closed_port_url();
+    let closed = closed.trim_start_matches("http://");
+    let err =
+        c.t.cli()
+            .run(&["tunnel", "--metrics", closed, "ready"])
+            .one_line_error();
+    assert!(err.contains("cannot reach the metrics server"), "{err}");
+    let err = c.t.cli().run(&["tunnel", "ready"]).one_line_error();
+    assert!(err.contains("--metrics has to be provided"), "{err}");
+}
+
+#[test]
+fn version_and_update() {
+    let c = TunnelSetup::new(ZONE);
+    let cli = c.cli();
+    let v = env!("CARGO_PKG_VERSION");
+    for flag in ["--version", "-v", "-V"] {
+        let out = cli.run(&[flag]).ok().stdout;
+        assert!(
+            out.starts_with(&format!("ringway version {v} (built ")),
+            "{out}"
+        );
+    }
+    assert_eq!(cli.run(&["version", "--short"]).ok().stdout.trim(), v);
+    let out = cli.run(&["update"]).ok().stdout;
+    assert!(out.contains("does not update itself"), "{out}");
+}
