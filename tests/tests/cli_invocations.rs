@@ -233,3 +233,32 @@ fn version_and_update() {
     let out = cli.run(&["update"]).ok().stdout;
     assert!(out.contains("does not update itself"), "{out}");
 }
+
+#[test]
+fn ad_hoc_named_tunnel_is_created_routed_and_run() {
+    let t = TunnelSetup::new(ZONE);
+    let origin = HashOrigin::start("adhoc");
+    let host = format!("adhoc.{ZONE}");
+    let c = Case {
+        t,
+        origin,
+        host,
+        id: String::new(),
+    };
+    let url = c.origin.url();
+    let conn = c.spawn(
+        &[
+            "tunnel",
+            "--name",
+            "adhoc",
+            "--hostname",
+            &c.host,
+            "--url",
+            &url,
+        ],
+        &[],
+    );
+    c.assert_served(&conn);
+    let listed = c.t.cli().list_json(&["--name", "adhoc"]);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+}
