@@ -55,6 +55,31 @@ pub enum Command {
     /// Install or remove the systemd unit that runs the tunnel.
     #[command(subcommand)]
     Service(ServiceVerb),
+    /// cloudflared's remote log stream from Cloudflare's management service. A self-hosted
+    /// edge has none: this says where the logs are instead and exits 1.
+    Tail(TailArgs),
+}
+
+/// cloudflared's `tail` flags, so its command lines parse.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    pub tunnel: Option<String>,
+    #[arg(long = "connector-id", env = "TUNNEL_MANAGEMENT_CONNECTOR")]
+    pub connector_id: Option<String>,
+    #[arg(long, env = "TUNNEL_MANAGEMENT_FILTER_EVENTS", value_delimiter = ',')]
+    pub event: Vec<String>,
+    #[arg(long, env = "TUNNEL_MANAGEMENT_FILTER_LEVEL")]
+    pub level: Option<String>,
+    #[arg(long, env = "TUNNEL_MANAGEMENT_FILTER_SAMPLE")]
+    pub sample: Option<f64>,
+    #[arg(long, env = "TUNNEL_MANAGEMENT_TOKEN", hide_env_values = true)]
+    pub token: Option<Secret<String>>,
+    #[arg(long = "management-hostname", hide = true)]
+    pub management_hostname: Option<String>,
+    #[arg(long, hide = true)]
+    pub trace: Option<String>,
+    #[arg(long, env = "TUNNEL_ORIGIN_CERT")]
+    pub origincert: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -154,6 +154,9 @@ pub fn run(inv: Invocation) -> anyhow::Result<()> {
             Ok(())
         }
         Some(args::Command::Service(v)) => service(v),
+        Some(args::Command::Tail(_)) => anyhow::bail!(
+            "tail streams logs from Cloudflare's management service, which a self-hosted edge does not have: read the connector's own logs (--logfile, --log-directory, or journalctl -u cloudflared)"
+        ),
     }
 }
 

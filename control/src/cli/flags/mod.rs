@@ -115,6 +115,7 @@ pub fn augment(root: Command) -> Command {
             c.mut_subcommand("serve", |s| s.args(logging()))
         })
         .mut_subcommand("quickstart", |q| q.args(logging()))
+        .mut_subcommand("tail", |t| t.args(logging()))
 }
 
 /// Go's flag package reads `-name` like `--name`. Rewrites a single-dash table flag (or alias
