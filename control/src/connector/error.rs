@@ -51,6 +51,13 @@ pub enum ConnectorError {
     Token(FilesError),
     #[error("{} has no TunnelID; run it as `tunnel run UUID`", .0.display())]
     CredentialsWithoutTunnelId(PathBuf),
+    /// The JSON is never part of the message: it holds the tunnel secret.
+    #[error("--credentials-contents: {0}")]
+    CredentialsContents(FilesError),
+    #[error("--credentials-contents has no TunnelID; run it as `tunnel run UUID`")]
+    CredentialsContentsWithoutTunnelId,
+    #[error("--unix-socket must be used exclusivly.")]
+    UnixSocketWithUrl,
     #[error(
         "\"cloudflared tunnel run\" requires the ID or name of the tunnel to run as the last \
          command line argument or in the configuration file."
@@ -78,6 +85,20 @@ pub enum ConnectorError {
     EdgeAddress { edge: String, cause: std::io::Error },
     #[error("--edge {0}: the name resolves to no address")]
     EdgeUnresolved(String),
+    #[error("--edge {}: no {family} address (--edge-ip-version)", edges.join(", "))]
+    EdgeNoAddressOfFamily {
+        edges: Vec<String>,
+        family: &'static str,
+    },
+    #[error(
+        "--edge-bind-address {bind} is {family}, but --edge {} has no {family} address",
+        edges.join(", ")
+    )]
+    EdgeBindFamily {
+        bind: std::net::IpAddr,
+        family: &'static str,
+        edges: Vec<String>,
+    },
     #[error("no CA for the edge: pass --cacert FILE (the edge's ca.pem)")]
     NoCa,
     #[error("cannot read --cacert {}: {cause}", path.display())]
@@ -130,6 +151,11 @@ impl ConnectorError {
             | E::NoEdge
             | E::EdgeAddress { .. }
             | E::EdgeUnresolved(_)
+            | E::EdgeNoAddressOfFamily { .. }
+            | E::EdgeBindFamily { .. }
+            | E::CredentialsContents(_)
+            | E::CredentialsContentsWithoutTunnelId
+            | E::UnixSocketWithUrl
             | E::NoCa => Side::CommandLine,
             E::Config(_)
             | E::Files(_)

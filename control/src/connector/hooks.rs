@@ -37,6 +37,9 @@ pub struct LoggingHooks {
     /// Consecutive failed attempts per connection index (reset by a registration).
     failures: Vec<AtomicU32>,
     exhausted: AtomicBool,
+    /// `--pidfile`: written once, when the first connection registers.
+    pidfile: Option<std::path::PathBuf>,
+    pid_written: AtomicBool,
 }
 
 /// The receiving side, with how many connections must give up before the process exits.
@@ -56,6 +59,8 @@ impl LoggingHooks {
                 max_failures,
                 failures: (0..connections).map(|_| AtomicU32::new(0)).collect(),
                 exhausted: AtomicBool::new(false),
+                pidfile: None,
+                pid_written: AtomicBool::new(false),
             },
             Events {
                 rx,
@@ -63,6 +68,28 @@ impl LoggingHooks {
                 tunnel,
             },
         )
+    }
+}
+
+impl LoggingHooks {
+    /// Writes this process's PID to `path` once the first connection registers: a
+    /// supervisor reading the file then knows the tunnel is serving.
+    pub fn with_pidfile(mut self, path: Option<std::path::PathBuf>) -> Self {
+        self.pidfile = path;
+        self
+    }
+
+    fn write_pidfile(&self) {
+        let Some(path) = &self.pidfile else { return };
+        if self.pid_written.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        // Like cloudflared: no parent directory is created, and a failure is logged while the
+        // tunnel keeps serving.
+        let pid = format!("{}\n", std::process::id());
+        if let Err(e) = std::fs::write(path, pid) {
+            error!("Unable to write pid to {}: {e}", path.display());
+        }
     }
 }
 
@@ -77,6 +104,7 @@ impl ConnectorHooks for LoggingHooks {
             edge.ip(),
             details.location_name
         );
+        self.write_pidfile();
     }
 
     fn disconnected(&self, index: u8, edge: SocketAddr, reason: &ConnectionError) {

@@ -174,18 +174,7 @@ pub fn prepare(opts: &RunOptions) -> Result<Prepared, ConnectorError> {
     if edge_names.is_empty() {
         return Err(ConnectorError::NoEdge);
     }
-    let mut edges = Vec::new();
-    for e in &edge_names {
-        let addr = e
-            .to_socket_addrs()
-            .map_err(|cause| ConnectorError::EdgeAddress {
-                edge: e.clone(),
-                cause,
-            })?
-            .next()
-            .ok_or_else(|| ConnectorError::EdgeUnresolved(e.clone()))?;
-        edges.push(addr);
-    }
+    let edges = resolve_edges(&edge_names, opts.edge_ip_version, opts.edge_bind_address)?;
     let cacert = opts
         .cacert
         .clone()
@@ -206,6 +195,65 @@ pub fn prepare(opts: &RunOptions) -> Result<Prepared, ConnectorError> {
     })
 }
 
+fn family_name(v6: bool) -> &'static str {
+    if v6 { "IPv6" } else { "IPv4" }
+}
+
+/// Every address each edge name resolves to, of the family `--edge-ip-version` asks for (auto:
+/// IPv4 first, then IPv6, as cloudflared orders them), and of `--edge-bind-address`'s family
+/// when one is given (a socket bound to an IPv4 address cannot reach an IPv6 edge).
+fn resolve_edges(
+    names: &[String],
+    version: EdgeIpVersion,
+    bind: Option<std::net::IpAddr>,
+) -> Result<Vec<SocketAddr>, ConnectorError> {
+    let mut all = Vec::new();
+    for e in names {
+        let resolved: Vec<SocketAddr> = e
+            .to_socket_addrs()
+            .map_err(|cause| ConnectorError::EdgeAddress {
+                edge: e.clone(),
+                cause,
+            })?
+            .collect();
+        if resolved.is_empty() {
+            return Err(ConnectorError::EdgeUnresolved(e.clone()));
+        }
+        for a in resolved {
+            if !all.contains(&a) {
+                all.push(a);
+            }
+        }
+    }
+    let wanted = match version {
+        EdgeIpVersion::Auto => None,
+        EdgeIpVersion::V4 => Some(false),
+        EdgeIpVersion::V6 => Some(true),
+    };
+    if let Some(v6) = wanted {
+        all.retain(|a| a.is_ipv6() == v6);
+        if all.is_empty() {
+            return Err(ConnectorError::EdgeNoAddressOfFamily {
+                edges: names.to_vec(),
+                family: family_name(v6),
+            });
+        }
+    }
+    if let Some(ip) = bind {
+        all.retain(|a| a.is_ipv6() == ip.is_ipv6());
+        if all.is_empty() {
+            return Err(ConnectorError::EdgeBindFamily {
+                bind: ip,
+                family: family_name(ip.is_ipv6()),
+                edges: names.to_vec(),
+            });
+        }
+    }
+    // Stable: each family keeps the order the names and the resolver gave.
+    all.sort_by_key(|a| a.is_ipv6());
+    Ok(all)
+}
+
 /// Ingress from config.yml rules, or `--url` / `--hello-world`, never both; with none, cloudflared's
 /// 503 catch-all and its warning.
 fn load_ingress(
@@ -214,13 +262,26 @@ fn load_ingress(
 ) -> Result<CompiledIngress, ConnectorError> {
     let has_rules = cfg.is_some_and(|c| !c.ingress.is_empty());
     let url = opts.url.clone().or_else(|| flag_str(cfg, "url"));
-    let defaults = cfg.map(|c| c.origin_request.clone()).unwrap_or_default();
+    let unix_socket = opts
+        .unix_socket
+        .clone()
+        .or_else(|| flag_str(cfg, "unix-socket").map(PathBuf::from));
+    // Ad hoc mode's single rule: the command line's origin options over config.yml's
+    // top-level originRequest, field by field.
+    let defaults = opts
+        .origin_defaults
+        .merged(&cfg.map(|c| c.origin_request.clone()).unwrap_or_default());
     let ingress = if has_rules {
-        if url.is_some() || opts.hello_world {
+        if url.is_some() || opts.hello_world || unix_socket.is_some() {
             return Err(ConnectorError::UrlWithIngress);
         }
         let cfg = cfg.expect("has_rules implies a config");
         Ingress::from_config(cfg)?
+    } else if let Some(path) = unix_socket {
+        if url.is_some() {
+            return Err(ConnectorError::UnixSocketWithUrl);
+        }
+        Ingress::single(Service::Unix { path, tls: false }, defaults)
     } else if let Some(u) = &url {
         let service = Service::parse(u).map_err(|cause| ConnectorError::BadUrl {
             url: u.clone(),
@@ -270,6 +331,17 @@ fn resolve_credentials(
         .credentials_file
         .clone()
         .or_else(|| cfg.and_then(|c| c.credentials_file.clone()));
+    if let Some(json) = &opts.credentials_contents {
+        let creds = Credentials::from_json(json).map_err(ConnectorError::CredentialsContents)?;
+        if creds.has_tunnel_id() {
+            return Ok(creds);
+        }
+        let id = named
+            .as_deref()
+            .and_then(|n| Uuid::parse_str(n).ok())
+            .ok_or(ConnectorError::CredentialsContentsWithoutTunnelId)?;
+        return Ok(creds.with_tunnel_id(id));
+    }
     if let Some(p) = cred_path {
         let p = files::search::expand_home(&p);
         let creds = Credentials::load(&p)?;
@@ -348,6 +420,25 @@ impl RunningConnector {
     }
 }
 
+/// `ConnectionOptions.features`: the capabilities, plus `--label` and each `--tag` as
+/// `ringway-label=…` / `ringway-tag=K=V` (an edge ignores features it does not know, so
+/// cloudflared's edge accepts them too), which `tunnel info` shows.
+fn connection_features(opts: &RunOptions) -> Vec<String> {
+    let mut features = vec!["ha-origin".to_owned()];
+    if let Some(label) = &opts.label {
+        features.push(format!("{LABEL_FEATURE}{label}"));
+    }
+    for (k, v) in &opts.tags {
+        features.push(format!("{TAG_FEATURE}{k}={v}"));
+    }
+    features
+}
+
+/// Feature prefix carrying `--label`.
+pub const LABEL_FEATURE: &str = "ringway-label=";
+/// Feature prefix carrying one `--tag KEY=VALUE`.
+pub const TAG_FEATURE: &str = "ringway-tag=";
+
 /// Runs the connector until a signal, or until every connection gave up.
 pub fn run(opts: RunOptions) -> Result<(), ConnectorError> {
     start(opts)?.wait()
@@ -365,12 +456,19 @@ pub fn start(opts: RunOptions) -> Result<RunningConnector, ConnectorError> {
     info!("Starting metrics server on {}/metrics", server.local_addr());
 
     let quic = QuicConfig::default();
-    let crypto = tls::client_crypto(&prepared.ca_pem, &quic.alpn).map_err(ConnectorError::BadCa)?;
+    let crypto = if opts.post_quantum {
+        info!("Using post-quantum key agreement X25519MLKEM768");
+        tls::client_crypto_post_quantum(&prepared.ca_pem, &quic.alpn)
+    } else {
+        tls::client_crypto(&prepared.ca_pem, &quic.alpn)
+    }
+    .map_err(ConnectorError::BadCa)?;
     let client_config = quic
         .client_config(crypto)
         .map_err(ConnectorError::QuicClient)?;
     let ha = opts.ha_connections.max(1);
     let (hooks, events) = hooks::LoggingHooks::new(ha, creds.tunnel_id, opts.max_failures);
+    let hooks = hooks.with_pidfile(opts.pidfile.clone());
     info!(
         "Starting tunnel tunnelID={} connectorID={connector_id} edges={:?} ha_connections={ha}",
         creds.tunnel_id, prepared.edges
@@ -380,6 +478,7 @@ pub fn start(opts: RunOptions) -> Result<RunningConnector, ConnectorError> {
         client_config,
         udp: UdpConfig::default(),
         udp_backend: UdpBackend::default(),
+        bind_address: opts.edge_bind_address,
         edges: prepared.edges.clone(),
         server_name: dataplane::quic::DEFAULT_SERVER_NAME.to_owned(),
         ha_connections: ha,
@@ -390,7 +489,7 @@ pub fn start(opts: RunOptions) -> Result<RunningConnector, ConnectorError> {
         },
         options: ConnectionOptions {
             client_id: connector_id,
-            features: vec!["ha-origin".into()],
+            features: connection_features(&opts),
             version: format!("ringway {}", env!("CARGO_PKG_VERSION")),
             arch: format!("{}_{}", std::env::consts::OS, std::env::consts::ARCH),
             ..ConnectionOptions::default()

@@ -45,11 +45,10 @@ impl Credentials {
         ])
     }
 
-    /// Parses credentials JSON text, as [`Credentials::load`] does a file's (the tests' entry
-    /// to the parser). Keys match case-insensitively and unknown keys (old files carry
-    /// `"TunnelName"`) are ignored, as with Go's `encoding/json`.
-    #[cfg(test)]
-    fn from_json(text: &str) -> Result<Self, FilesError> {
+    /// Parses credentials JSON text (`--credentials-contents`), as [`Credentials::load`] does a
+    /// file's. Keys match case-insensitively and unknown keys (old files carry `"TunnelName"`)
+    /// are ignored, as with Go's `encoding/json`.
+    pub fn from_json(text: &str) -> Result<Self, FilesError> {
         parse(text.as_bytes()).map_err(|problem| FilesError::Invalid {
             kind: FileKind::Credentials,
             problem,

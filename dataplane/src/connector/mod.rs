@@ -132,6 +132,9 @@ pub struct ConnectorSetup {
     pub client_config: quinn_proto::ClientConfig,
     pub udp: UdpConfig,
     pub udp_backend: UdpBackend,
+    /// Local IP the edge connections' UDP sockets bind to (port 0); `None` binds the
+    /// unspecified address of each edge's family. Its family must match every edge's.
+    pub bind_address: Option<std::net::IpAddr>,
     /// Edge addresses (`--edge`); connections spread over them.
     pub edges: Vec<SocketAddr>,
     /// TLS server name (SNI) for the edge: `quic.cftunnel.com`.
@@ -439,10 +442,10 @@ async fn run_connection(
 ) -> Outcome {
     let setup = &common.setup;
     let failed = Outcome::Failed;
-    let bind: SocketAddr = if edge.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    let bind: SocketAddr = match setup.bind_address {
+        Some(ip) => (ip, 0).into(),
+        None if edge.is_ipv4() => ([0, 0, 0, 0], 0).into(),
+        None => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
     };
     let udp = match UdpIo::bind(bind, &setup.udp, setup.udp_backend) {
         Ok(u) => u,

@@ -231,6 +231,19 @@ pub fn client_crypto(root_ca: &[u8], alpn: &[Vec<u8>]) -> Result<Arc<QuicClientC
     client_crypto_with_groups(root_ca, alpn, default_kx_groups())
 }
 
+/// [`client_crypto`] offering only the hybrid post-quantum group X25519MLKEM768: an edge
+/// that cannot negotiate it fails the handshake rather than fall back to a classical group.
+pub fn client_crypto_post_quantum(
+    root_ca: &[u8],
+    alpn: &[Vec<u8>],
+) -> Result<Arc<QuicClientConfig>, TlsError> {
+    client_crypto_with_groups(
+        root_ca,
+        alpn,
+        vec![rustls::crypto::aws_lc_rs::kx_group::X25519MLKEM768],
+    )
+}
+
 /// [`client_crypto`] with explicit key exchange groups.
 pub(crate) fn client_crypto_with_groups(
     root_ca: &[u8],
@@ -335,6 +348,32 @@ mod tests {
             handshake(default_kx_groups()),
             vec![NamedGroup::X25519MLKEM768]
         );
+    }
+
+    #[test]
+    fn post_quantum_client_negotiates_mlkem_and_fails_against_a_classical_edge() {
+        let alpn = vec![b"argotunnel".to_vec()];
+        let ca = TlsMaterial::generate_ca().unwrap();
+        let material = TlsMaterial::issue_server_cert(&ca, EDGE_SERVER_NAMES).unwrap();
+        let connects = |server_groups: Vec<&'static dyn SupportedKxGroup>| {
+            let server = server_crypto_with_groups(
+                material.cert_chain.clone(),
+                material.key.clone_key(),
+                &alpn,
+                server_groups,
+            )
+            .unwrap();
+            let client = client_crypto_post_quantum(ca.cert_pem().as_bytes(), &alpn).unwrap();
+            let mut pair = Pair::with_config(PairConfig {
+                server_crypto: Some(server),
+                client_crypto: Some(client),
+                ..PairConfig::new(11)
+            });
+            let conn = pair.connect();
+            pair.drive_until_connected(conn)
+        };
+        assert!(connects(default_kx_groups()));
+        assert!(!connects(vec![kx_group::X25519, kx_group::SECP256R1]));
     }
 
     #[test]
