@@ -262,3 +262,20 @@ fn ad_hoc_named_tunnel_is_created_routed_and_run() {
     let listed = c.t.cli().list_json(&["--name", "adhoc"]);
     assert_eq!(listed.len(), 1, "{listed:?}");
 }
+
+#[test]
+fn an_unknown_flag_or_a_flag_out_of_place_is_one_error_line() {
+    let s = Setup::new(&[ZONE]);
+    for args in [
+        &["tunnel", "run", "--bogus", "x"][..],
+        // Run-only, given before `run`: cloudflared refuses it too.
+        &["tunnel", "--token", "abc", "run"][..],
+        &["tunnel", "--no-autoupdate=maybe", "run"][..],
+    ] {
+        let run = s.cli.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        let lines: Vec<&str> = run.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {}", run.stderr);
+        assert!(lines[0].starts_with("error: "), "{args:?}: {}", run.stderr);
+    }
+}

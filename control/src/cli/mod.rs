@@ -42,8 +42,34 @@ pub struct Invocation {
 /// a bad flag value or config.yml is an `Err`.
 pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Invocation> {
     let args = flags::normalize_args(args);
-    let matches = flags::augment(Cli::command()).get_matches_from(args);
+    let matches = match flags::augment(Cli::command()).try_get_matches_from(args) {
+        Ok(m) => m,
+        Err(e) => usage_error(e),
+    };
     from_matches(&matches)
+}
+
+/// Help and version go out as clap writes them; a usage error is one line (clap's first, with
+/// its tip folded in) and exit status 2, like cloudflared's "Incorrect Usage" line.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("error: invalid command line");
+    let tip = lines
+        .find(|l| l.starts_with("tip:"))
+        .map(|t| format!(" ({t})"))
+        .unwrap_or_default();
+    eprintln!("{first}{tip}; see --help");
+    std::process::exit(2);
 }
 
 /// [`parse`] without exiting and without reading config.yml: usage errors come back as `Err`.

@@ -53,6 +53,7 @@ fn arg(spec: &'static FlagSpec) -> Arg {
             .require_equals(true)
             .default_missing_value("true")
             .value_parser(clap::builder::BoolishValueParser::new())
+            .value_name("true|false")
             .action(ArgAction::Set),
         Kind::List => a.action(ArgAction::Append).value_name("VALUE"),
         _ => a.action(ArgAction::Set).value_name("VALUE"),
