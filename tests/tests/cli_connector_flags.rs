@@ -1,0 +1,182 @@
+//! `tunnel run`'s connector options against a real edge and origin: each flag changes what
+//! the connector does, seen from outside (files it writes, what it dials, what it serves).
+
+use std::time::Duration;
+
+use ringway_tests::connector::Connector;
+use ringway_tests::origins::HashOrigin;
+use ringway_tests::prelude::*;
+
+const ZONE: &str = "flags.test";
+
+struct Case {
+    t: TunnelSetup,
+    origin: HashOrigin,
+    host: String,
+    id: String,
+}
+
+impl Case {
+    fn new(name: &str) -> Self {
+        let t = TunnelSetup::new(ZONE);
+        let host = format!("{name}.{ZONE}");
+        let id = t.tunnel(name, &[&host]);
+        Self {
+            origin: HashOrigin::start(name),
+            t,
+            host,
+            id,
+        }
+    }
+
+    fn run(&self, edge_args: &[String], extra: &[&str]) -> Connector {
+        let args = self
+            .t
+            .run_args(&self.id, &self.id, &self.origin.url(), edge_args, extra);
+        Connector::start(self.t.cli(), &args)
+    }
+
+    fn assert_served(&self, c: &Connector) {
+        self.t.wait_served(&self.host);
+        let r = self.t.edge.get(&self.host, "/x");
+        assert_eq!(r.status, 200, "{}\n{}", r.summary(), c.logs());
+        let tag = self.host.split('.').next().unwrap();
+        assert_eq!(r.text(), format!("tag={tag} path=/x"));
+    }
+}
+
+#[test]
+fn pidfile_holds_the_connector_pid_once_registered() {
+    let c = Case::new("pid");
+    let pidfile = c.t.s.tmp.path().join("ringway.pid");
+    let p = pidfile.display().to_string();
+    let conn = c.run(&c.t.edge.connector_args(), &["--pidfile", &p]);
+    let text = wait_for("the pidfile", Duration::from_secs(10), || {
+        std::fs::read_to_string(&pidfile).ok()
+    });
+    assert_eq!(text, format!("{}\n", conn.proc.proc.pid()));
+    c.assert_served(&conn);
+}
+
+#[test]
+fn post_quantum_negotiates_with_the_edge_and_says_so() {
+    let c = Case::new("pq");
+    let conn = c.run(&c.t.edge.connector_args(), &["--post-quantum"]);
+    c.assert_served(&conn);
+    assert!(
+        conn.logs()
+            .contains("Using post-quantum key agreement X25519MLKEM768"),
+        "{}",
+        conn.logs()
+    );
+}
+
+#[test]
+fn credentials_contents_serves_without_a_file() {
+    let c = Case::new("contents");
+    let json = std::fs::read_to_string(c.t.credentials_path(&c.id)).unwrap();
+    let mut args: Vec<String> = [
+        "tunnel",
+        "run",
+        "--credentials-contents",
+        &json,
+        "--url",
+        &c.origin.url(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(c.t.edge.connector_args());
+    args.push(c.id.clone());
+    let conn = Connector::start(c.t.cli(), &args);
+    c.assert_served(&conn);
+
+    // Broken contents: one error line that does not echo the JSON (it holds the secret).
+    let secret = c.t.cli().credentials(&c.id)["TunnelSecret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let broken = json.replace("\"AccountTag\"", "\"Nope\"");
+    let mut bad: Vec<String> = ["tunnel", "run", "--credentials-contents", &broken]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    bad.extend(c.t.edge.connector_args());
+    bad.push(c.id.clone());
+    let bad: Vec<&str> = bad.iter().map(String::as_str).collect();
+    let run = c.t.cli().run(&bad);
+    let line = run.one_line_error();
+    assert!(line.contains("--credentials-contents"), "{line}");
+    assert!(!line.contains(&secret), "the secret leaked: {line}");
+}
+
+#[test]
+fn edge_ip_version_keeps_only_that_family() {
+    let c = Case::new("family");
+    let v4 = c.t.edge.tunnel_addrs()[0];
+    // An IPv6 edge where nothing listens: with version 4 it is never dialed.
+    let mut edge_args = vec!["--edge".to_string(), format!("[::1]:{}", v4.port())];
+    edge_args.extend(c.t.edge.connector_args());
+    let conn = c.run(&edge_args, &["--edge-ip-version", "4"]);
+    c.assert_served(&conn);
+    assert!(
+        !conn.logs().contains("ip=::1"),
+        "dialed the IPv6 edge: {}",
+        conn.logs()
+    );
+    drop(conn);
+
+    // Only IPv4 edges and version 6: one clear error naming the edges and the family.
+    let args = c.t.run_args(
+        &c.id,
+        &c.id,
+        &c.origin.url(),
+        &c.t.edge.connector_args(),
+        &["--edge-ip-version", "6"],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let line = c.t.cli().run(&args).one_line_error();
+    assert!(
+        line.contains("no IPv6 address") && line.contains(&v4.to_string()),
+        "{line}"
+    );
+}
+
+#[test]
+fn edge_bind_address_of_the_other_family_is_refused() {
+    let c = Case::new("bind");
+    let conn = c.run(
+        &c.t.edge.connector_args(),
+        &["--edge-bind-address", "127.0.0.1"],
+    );
+    c.assert_served(&conn);
+    drop(conn);
+    let args = c.t.run_args(
+        &c.id,
+        &c.id,
+        &c.origin.url(),
+        &c.t.edge.connector_args(),
+        &["--edge-bind-address", "::1"],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let line = c.t.cli().run(&args).one_line_error();
+    assert!(line.contains("--edge-bind-address ::1 is IPv6"), "{line}");
+}
+
+#[test]
+fn unix_socket_with_url_is_cloudflareds_error() {
+    let c = Case::new("unixurl");
+    let args = c.t.run_args(
+        &c.id,
+        &c.id,
+        &c.origin.url(),
+        &c.t.edge.connector_args(),
+        &["--unix-socket", "/tmp/nowhere.sock"],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let line = c.t.cli().run(&args).one_line_error();
+    assert!(
+        line.contains("--unix-socket must be used exclusivly."),
+        "{line}"
+    );
+}
