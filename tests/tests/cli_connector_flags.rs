@@ -180,3 +180,24 @@ fn unix_socket_with_url_is_cloudflareds_error() {
         "{line}"
     );
 }
+
+#[test]
+fn label_and_tags_reach_tunnel_info() {
+    let c = Case::new("labels");
+    let conn = c.run(
+        &c.t.edge.connector_args(),
+        &[
+            "--label", "rack-7", "--tag", "env=prod", "--tag", "team=web",
+        ],
+    );
+    c.assert_served(&conn);
+    let info = wait_for("the connection record", Duration::from_secs(20), || {
+        let out = c.t.cli().run(&["tunnel", "info", "-o", "json", &c.id]).ok();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+        let conns = v["conns"].as_array()?.clone();
+        (!conns.is_empty()).then_some(conns)
+    });
+    assert_eq!(info[0]["label"], "rack-7", "{info:?}");
+    assert_eq!(info[0]["tags"]["env"], "prod", "{info:?}");
+    assert_eq!(info[0]["tags"]["team"], "web", "{info:?}");
+}

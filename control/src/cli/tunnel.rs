@@ -315,6 +315,7 @@ fn info(t: &TunnelCmd, input: &str, output: Option<OutputFormat>) -> anyhow::Res
         ),
     };
     if let Some(f) = output {
+        let clients: Vec<Value> = clients.into_iter().map(with_label_and_tags).collect();
         let v = json!({
             "id": tunnel["id"],
             "name": tunnel["name"],
@@ -371,6 +372,34 @@ fn info(t: &TunnelCmd, input: &str, output: Option<OutputFormat>) -> anyhow::Res
         print!("{}", table(&rows));
     }
     Ok(())
+}
+
+/// A connector's `--label` and `--tag`s, read back from the features it registered with
+/// (`ringway-label=…`, `ringway-tag=K=V`), as `label` and `tags` next to them.
+fn with_label_and_tags(mut client: Value) -> Value {
+    use crate::connector::{LABEL_FEATURE, TAG_FEATURE};
+    let features: Vec<String> = client["features"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .filter_map(|f| f.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let label = features
+        .iter()
+        .find_map(|f| f.strip_prefix(LABEL_FEATURE))
+        .map(str::to_owned);
+    let tags: serde_json::Map<String, Value> = features
+        .iter()
+        .filter_map(|f| f.strip_prefix(TAG_FEATURE)?.split_once('='))
+        .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
+        .collect();
+    if let Some(obj) = client.as_object_mut() {
+        obj.insert("label".into(), label.map_or(Value::Null, Value::String));
+        obj.insert("tags".into(), Value::Object(tags));
+    }
+    client
 }
 
 /// Resolves many NAME|UUID arguments: UUIDs first, then names, as cloudflared orders them.
