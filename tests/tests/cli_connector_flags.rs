@@ -201,3 +201,42 @@ fn label_and_tags_reach_tunnel_info() {
     assert_eq!(info[0]["tags"]["env"], "prod", "{info:?}");
     assert_eq!(info[0]["tags"]["team"], "web", "{info:?}");
 }
+
+/// The Host header the origin received for `GET /headers` through the edge.
+fn origin_host(c: &Case, conn: &Connector) -> String {
+    c.t.wait_served(&c.host);
+    let r = c.t.edge.get(&c.host, "/headers");
+    assert_eq!(r.status, 200, "{}\n{}", r.summary(), conn.logs());
+    let v: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+    v["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| {
+            h[0].as_str()
+                .is_some_and(|k| k.eq_ignore_ascii_case("host"))
+        })
+        .and_then(|h| h[1].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn ad_hoc_origin_flags_override_config_origin_request() {
+    let c = Case::new("hosthdr");
+    let config = c.t.s.tmp.path().join("config.yml");
+    std::fs::write(
+        &config,
+        "originRequest:\n  httpHostHeader: from-config.example\n",
+    )
+    .unwrap();
+    let cfg = config.display().to_string();
+    let conn = c.run(&c.t.edge.connector_args(), &["--config", &cfg]);
+    assert_eq!(origin_host(&c, &conn), "from-config.example");
+    drop(conn);
+    let conn = c.run(
+        &c.t.edge.connector_args(),
+        &["--config", &cfg, "--http-host-header", "from-flag.example"],
+    );
+    assert_eq!(origin_host(&c, &conn), "from-flag.example");
+}
