@@ -41,17 +41,21 @@ pub(crate) async fn serve_connection(worker: Rc<EdgeWorker>, conn: Connection) {
         }
     };
     let live: Rc<RefCell<Option<Arc<LiveConn>>>> = Rc::new(RefCell::new(None));
+    let unregistered: Rc<RefCell<Option<Arc<LiveConn>>>> = Rc::new(RefCell::new(None));
     let handler = Registration {
         worker: worker.clone(),
         conn: conn.clone(),
         live: live.clone(),
+        unregistered: unregistered.clone(),
     };
     let rpc = serve_registration(handler, StreamReader::new(recv), StreamWriter::new(send));
     let mut rpc = std::pin::pin!(rpc.fuse());
     let mut closed = std::pin::pin!(conn.closed().fuse());
     let mut liveness = std::pin::pin!(track_liveness(&conn, &live).fuse());
+    let mut drained = std::pin::pin!(close_once_drained(&conn, &unregistered).fuse());
     futures::select! {
         () = liveness => {}
+        () = drained => debug!(?remote, "unregistered connection drained; closed"),
         r = rpc => match r {
             Ok(()) => debug!(?remote, "control stream ended"),
             Err(e) => warn!(?remote, error = %e, "control stream failed"),
@@ -88,10 +92,33 @@ async fn track_liveness(conn: &Connection, live: &RefCell<Option<Arc<LiveConn>>>
     }
 }
 
+/// After `unregisterConnection`, closes the connection as soon as the data streams the edge
+/// had already opened on it are done (at once when there are none), as Cloudflare's edge
+/// does: the stock connector otherwise waits out its whole grace period before exiting. No new
+/// stream is opened meanwhile, since the connection has left routing. Runs until the
+/// surrounding `select!` ends.
+async fn close_once_drained(conn: &Connection, unregistered: &RefCell<Option<Arc<LiveConn>>>) {
+    // Fifty checks per second once unregistered, none of them before: the wait also lets the
+    // answer to `unregisterConnection` leave before the close.
+    loop {
+        monoio::time::sleep(DRAIN_CHECK).await;
+        let entry = unregistered.borrow().clone();
+        if entry.is_some_and(|l| l.open_streams() == 0) {
+            conn.close(VarInt::from_u32(0), b"unregistered");
+            return;
+        }
+    }
+}
+
+/// How often an unregistered connection's open data streams are counted.
+const DRAIN_CHECK: Duration = Duration::from_millis(20);
+
 struct Registration {
     worker: Rc<EdgeWorker>,
     conn: Rc<Connection>,
     live: Rc<RefCell<Option<Arc<LiveConn>>>>,
+    /// Set by `unregisterConnection`: the connection closes once its streams are done.
+    unregistered: Rc<RefCell<Option<Arc<LiveConn>>>>,
 }
 
 impl RegistrationHandler for Registration {
@@ -182,6 +209,7 @@ impl RegistrationHandler for Registration {
         if let Some(l) = gone {
             info!(connection = %l.id, tunnel = %l.tunnel, index = l.conn_index, "connection unregistered by the connector");
             self.worker.conn_down(&l);
+            *self.unregistered.borrow_mut() = Some(l);
         }
     }
 

@@ -1,0 +1,120 @@
+//! Graceful shutdown of a connector against the edge: after `unregisterConnection` the edge
+//! closes the connection once its in-flight streams are done, so a SIGTERMed connector exits
+//! without waiting out its grace period. Deadlines are failure limits; the measured times are
+//! printed, not asserted.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ringway_tests::edge::TunnelSetup;
+
+const ZONE: &str = "shutdown.test";
+/// The connector's grace period, as cloudflared's component test sets it.
+const GRACE: &str = "5s";
+/// The failure limit for the exit: the grace period itself.
+const EXIT_LIMIT: Duration = Duration::from_secs(5);
+
+#[test]
+fn sigterm_without_requests_exits_within_the_grace_period() {
+    let t = TunnelSetup::new(ZONE);
+    let host = format!("idle.{ZONE}");
+    let id = t.tunnel("idle", &[&host]);
+    let mut c = t.run_url(
+        "idle",
+        &id,
+        "http_status:204",
+        &["--ha-connections", "2", "--grace-period", GRACE],
+        2,
+    );
+    t.wait_served(&host);
+    let stopping = Instant::now();
+    c.proc.proc.signal("TERM");
+    let status = c.proc.wait_exit(EXIT_LIMIT);
+    eprintln!(
+        "[idle] connector exited {:?} after SIGTERM",
+        stopping.elapsed()
+    );
+    assert!(
+        status.success(),
+        "connector after SIGTERM: {status}\n{}",
+        c.logs()
+    );
+}
+
+#[test]
+fn sigterm_with_a_slow_request_finishes_it_then_exits() {
+    let t = TunnelSetup::new(ZONE);
+    let host = format!("slow.{ZONE}");
+    let id = t.tunnel("slow", &[&host]);
+    let (origin_url, got_request) = slow_origin(Duration::from_secs(2));
+    let mut c = t.run_url(
+        "slow",
+        &id,
+        &origin_url,
+        &["--ha-connections", "1", "--grace-period", GRACE],
+        1,
+    );
+    t.wait_served(&host);
+    let answer = std::thread::scope(|s| {
+        let request = s.spawn(|| t.edge.get(&host, "/slow"));
+        got_request
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the origin to receive the slow request");
+        let stopping = Instant::now();
+        c.proc.proc.signal("TERM");
+        let status = c.proc.wait_exit(Duration::from_secs(30));
+        eprintln!(
+            "[slow] connector exited {:?} after SIGTERM",
+            stopping.elapsed()
+        );
+        assert!(
+            status.success(),
+            "connector after SIGTERM: {status}\n{}",
+            c.logs()
+        );
+        request.join().expect("request thread")
+    });
+    assert_eq!(
+        answer.status, 200,
+        "the in-flight request completes: {answer:?}"
+    );
+    assert_eq!(answer.body, b"slow answer");
+}
+
+/// An origin answering `GET /slow` after `delay` (other paths at once); sends on the channel
+/// when a `/slow` request arrives.
+fn slow_origin(delay: Duration) -> (String, mpsc::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind origin");
+    let url = format!("http://{}", listener.local_addr().expect("origin addr"));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match conn.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                if head.starts_with(b"GET /slow ") {
+                    let _ = tx.send(());
+                    std::thread::sleep(delay);
+                }
+                let body = b"slow answer";
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(body);
+            });
+        }
+    });
+    (url, rx)
+}
