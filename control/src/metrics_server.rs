@@ -133,6 +133,8 @@ impl Default for Limits {
 struct Shared {
     metrics: Arc<TunnelMetrics>,
     connector_id: String,
+    /// `/quicktunnel`'s hostname; empty when not a quick tunnel (cloudflared answers `""`).
+    quick_hostname: String,
     limits: Limits,
     active: AtomicUsize,
 }
@@ -153,14 +155,22 @@ impl MetricsServer {
         listener: TcpListener,
         metrics: Arc<TunnelMetrics>,
         connector_id: Uuid,
+        quick_hostname: Option<String>,
     ) -> io::Result<Self> {
-        Self::start_with(listener, metrics, connector_id, Limits::default())
+        Self::start_with(
+            listener,
+            metrics,
+            connector_id,
+            quick_hostname,
+            Limits::default(),
+        )
     }
 
     fn start_with(
         listener: TcpListener,
         metrics: Arc<TunnelMetrics>,
         connector_id: Uuid,
+        quick_hostname: Option<String>,
         limits: Limits,
     ) -> io::Result<Self> {
         let addr = listener.local_addr()?;
@@ -169,6 +179,7 @@ impl MetricsServer {
         let shared = Arc::new(Shared {
             metrics,
             connector_id: connector_id.to_string(),
+            quick_hostname: quick_hostname.unwrap_or_default(),
             limits,
             active: AtomicUsize::new(0),
         });
@@ -397,7 +408,10 @@ impl Response {
 
 /// The answer to `method path`.
 fn route(method: &str, path: &str, shared: &Shared) -> Response {
-    let known = matches!(path, "/metrics" | "/ready" | "/healthcheck");
+    let known = matches!(
+        path,
+        "/metrics" | "/ready" | "/healthcheck" | "/quicktunnel"
+    );
     if !known {
         return Response::text(404, "404 page not found\n");
     }
@@ -423,6 +437,14 @@ fn route(method: &str, path: &str, shared: &Shared) -> Response {
             );
             Response::new(status, CONTENT_TYPE_JSON, body)
         }
+        "/quicktunnel" => Response::new(
+            200,
+            CONTENT_TYPE_JSON,
+            format!(
+                "{}\n",
+                serde_json::json!({ "hostname": shared.quick_hostname })
+            ),
+        ),
         _ => Response::text(200, "OK\n"),
     }
 }

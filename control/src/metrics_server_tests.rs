@@ -5,7 +5,8 @@ fn start_server(limits: Limits) -> (MetricsServer, Arc<TunnelMetrics>, Uuid) {
     let metrics = Arc::new(TunnelMetrics::new());
     let id = Uuid::new_v4();
     let listener = bind(Some("127.0.0.1:0")).unwrap();
-    let server = MetricsServer::start_with(listener, Arc::clone(&metrics), id, limits).unwrap();
+    let server =
+        MetricsServer::start_with(listener, Arc::clone(&metrics), id, None, limits).unwrap();
     (server, metrics, id)
 }
 

@@ -18,6 +18,7 @@ pub mod envelope;
 pub mod isolation;
 mod lb;
 pub mod login;
+pub mod quick;
 mod scope;
 pub mod server;
 pub mod tunnels;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub max_poll: Duration,
     /// The largest request body a handler reads; more is refused with 413.
     pub max_body: usize,
+    /// The quick-tunnel service (`--quick-zone`); `None` refuses `POST /tunnel`.
+    pub quick: Option<Arc<quick::QuickTunnels>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -68,6 +71,7 @@ impl AppState {
             logins: login::LoginSessions::default(),
             max_poll: Duration::from_secs(30),
             max_body: DEFAULT_MAX_BODY,
+            quick: None,
         })
     }
 
@@ -153,6 +157,9 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(login::page).post(login::submit))
         .route("/login/poll", get(login::poll))
         .route("/login/cert", post(login::issue_cert))
+        // cloudflared's `--quick-service URL` posts to `URL/tunnel`.
+        .route("/tunnel", post(quick::create))
+        .route("/tunnel/{id}", delete(quick::delete))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { envelope::ApiError::not_found("no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(state.max_body))

@@ -112,6 +112,26 @@ fn limits(args: &ServeArgs) -> anyhow::Result<ServerLimits> {
     })
 }
 
+/// `--quick-zone`'s zone (in the quick account, created if missing) and the quick limits.
+fn quick_tunnels(
+    store: &dyn Store,
+    zone: &str,
+    args: &ServeArgs,
+) -> anyhow::Result<api::quick::QuickTunnels> {
+    let name = normalize_hostname(zone).map_err(|e| anyhow::anyhow!("--quick-zone {zone}: {e}"))?;
+    if name.starts_with('*') {
+        bail!("--quick-zone {zone}: a zone cannot be a wildcard");
+    }
+    if args.quick_lease.is_zero() {
+        bail!("--quick-lease must be longer than 0");
+    }
+    if args.quick_max_tunnels == 0 {
+        bail!("--quick-max-tunnels must be at least 1");
+    }
+    api::quick::QuickTunnels::open(store, &name, args.quick_lease, args.quick_max_tunnels)
+        .map_err(|e| anyhow::anyhow!("--quick-zone {zone}: {e}"))
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let limits = limits(&args)?;
     let suffix = normalize_hostname(&args.tunnel_suffix)
@@ -126,6 +146,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut state = AppState::new(store, suffix)?;
     state.max_poll = args.long_poll_max;
     state.max_body = args.max_body;
+    if let Some(zone) = &args.quick_zone {
+        state.quick = Some(Arc::new(quick_tunnels(&*state.store, zone, &args)?));
+    }
     // Routes stored before the isolation rule (or behind the API's back) that break it are
     // named now; they are not served to edges.
     let broken = api::isolation::audit(&state)?;
@@ -175,9 +198,11 @@ async fn serve_with(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let expiry = tokio::spawn(api::expire_leases(state.clone()));
+    let quick_expiry = tokio::spawn(api::quick::expire(state.clone()));
     let res = api::server::serve(listener, state, limits, shutdown)
         .await
         .context("control plane server failed");
     expiry.abort();
+    quick_expiry.abort();
     res
 }
