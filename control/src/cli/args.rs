@@ -417,6 +417,9 @@ pub struct ServeArgs {
     /// record (Go duration).
     #[arg(long = "quick-lease", default_value = "60s", value_parser = crate::config::parse_go_duration)]
     pub quick_lease: std::time::Duration,
+    /// Quick tunnels alive at once; past it `POST /tunnel` gets 429.
+    #[arg(long = "quick-max-tunnels", default_value_t = crate::api::quick::DEFAULT_MAX_LIVE)]
+    pub quick_max_tunnels: usize,
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 mod error;
 pub mod hooks;
 pub mod ingress;
+pub mod quick;
 
 pub use error::{ConnectorError, Side};
 
@@ -451,7 +452,12 @@ pub fn start(opts: RunOptions) -> Result<RunningConnector, ConnectorError> {
     let connector_id = Uuid::new_v4();
     let metrics = Arc::new(TunnelMetrics::new());
     let listener = metrics_server::bind(opts.metrics.as_deref())?;
-    let server = MetricsServer::start(listener, metrics.clone(), connector_id)
+    let server = MetricsServer::start(
+        listener,
+        metrics.clone(),
+        connector_id,
+        opts.quick_hostname.clone(),
+    )
         .map_err(ConnectorError::MetricsStart)?;
     info!("Starting metrics server on {}/metrics", server.local_addr());
 
