@@ -23,6 +23,7 @@ pub mod login;
 pub mod output;
 pub mod quickstart;
 pub mod run;
+pub mod service;
 pub mod tunnel;
 pub mod version;
 
