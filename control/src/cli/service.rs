@@ -234,6 +234,7 @@ mod tests {
         assert!(unit.contains(
             "ExecStart=/usr/local/bin/ringway --no-autoupdate tunnel run --token-file /etc/cloudflared/token\n"
         ));
+        verify_unit(root.path(), "tunnel run --token-file");
         let again = install(&opts(root.path(), Some("x"), None)).unwrap_err();
         assert!(again.to_string().contains("already exists"), "{again}");
         uninstall(&ServiceUninstall {
@@ -246,6 +247,40 @@ mod tests {
                 .path()
                 .join("etc/systemd/system/cloudflared.service")
                 .exists()
+        );
+    }
+
+    /// `systemd-analyze verify` on the installed unit, rewritten to run this test binary (verify
+    /// checks that ExecStart's program exists). Skips, saying so, where systemd-analyze is absent
+    /// (Debian: package `systemd`).
+    fn verify_unit(root: &Path, expect: &str) {
+        let unit = root.join("etc/systemd/system/cloudflared.service");
+        let text = fs::read_to_string(&unit).unwrap();
+        assert!(text.contains(expect), "{text}");
+        let exe = std::env::current_exe().unwrap();
+        let checked = root.join("cloudflared.service");
+        fs::write(
+            &checked,
+            text.replace("/usr/local/bin/ringway", &exe.display().to_string()),
+        )
+        .unwrap();
+        // Units the service names but a bare test root lacks (sysinit.target...) are not its errors.
+        let out = match Command::new("systemd-analyze")
+            .args(["verify", "--recursive-errors=no"])
+            .arg(&checked)
+            .output()
+        {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("skipping systemd-analyze verify: {e} (install the systemd package)");
+                return;
+            }
+        };
+        assert!(
+            out.status.success(),
+            "systemd-analyze verify: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 
@@ -267,5 +302,6 @@ mod tests {
         let unit =
             fs::read_to_string(root.path().join("etc/systemd/system/cloudflared.service")).unwrap();
         assert!(unit.contains("--no-autoupdate --config /etc/cloudflared/config.yml tunnel run\n"));
+        verify_unit(root.path(), "--config /etc/cloudflared/config.yml");
     }
 }
