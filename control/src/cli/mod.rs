@@ -29,6 +29,7 @@ pub mod version;
 
 pub use args::Cli;
 
+use anyhow::Context;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use flags::Flags;
 
@@ -180,14 +181,29 @@ pub fn run(inv: Invocation) -> anyhow::Result<()> {
             println!("{}", version::UPDATE_MESSAGE);
             Ok(())
         }
-        Some(args::Command::Service(v)) => service(v),
+        Some(args::Command::Service(v)) => service(v, &flags),
         Some(args::Command::Tail(_)) => anyhow::bail!(
             "tail streams logs from Cloudflare's management service, which a self-hosted edge does not have: read the connector's own logs (--logfile, --log-directory, or journalctl -u cloudflared)"
         ),
     }
 }
 
-fn service(v: args::ServiceVerb) -> anyhow::Result<()> {
-    let _ = v;
-    anyhow::bail!("service: not built")
+fn service(v: args::ServiceVerb, flags: &Flags) -> anyhow::Result<()> {
+    match v {
+        args::ServiceVerb::Install {
+            token,
+            no_update_service,
+            root,
+        } => service::install(&service::ServiceInstall {
+            root,
+            token: token.map(|t| t.expose().clone()),
+            no_update_service,
+            binary: std::env::current_exe()
+                .context("cannot tell which binary the unit should run")?,
+            config: flags.str("config")?.map(Into::into),
+        }),
+        args::ServiceVerb::Uninstall { root } => {
+            service::uninstall(&service::ServiceUninstall { root })
+        }
+    }
 }
