@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use ringway_tests::process::ringway_bin;
+use ringway_tests::process::{closed_port_url, ringway_bin};
 
 /// Runs `ringway tunnel <log flags> --config C ingress validate` with a valid config and
 /// returns stderr.
@@ -142,4 +142,31 @@ fn output_json_puts_json_on_stderr_and_disabled_logs_nothing() {
         &[],
     );
     assert_eq!(fs::read_to_string(&file).unwrap(), "");
+}
+
+#[test]
+fn a_running_connector_logs_json_to_the_file_and_the_console() {
+    use ringway_tests::prelude::*;
+    let t = TunnelSetup::new("logging.test");
+    let id = t.tunnel("logs", &["www.logging.test"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("connector.log");
+    let f = file.to_str().unwrap();
+    let conn = t.run_url(
+        "logs",
+        &id,
+        &closed_port_url(),
+        &["--loglevel", "debug", "--logfile", f, "--output", "json"],
+        1,
+    );
+    let stderr = json_lines(&conn.proc.log.stderr_lines().join("\n"));
+    assert!(
+        has_message(&stderr, "info", "Registered tunnel connection"),
+        "{stderr:?}"
+    );
+    let lines = json_lines(&fs::read_to_string(&file).unwrap());
+    assert!(
+        has_message(&lines, "info", "Registered tunnel connection"),
+        "{lines:?}"
+    );
 }
