@@ -148,6 +148,12 @@ fn options(t: &TunnelCmd, tunnel: Option<String>, f: &Flags) -> anyhow::Result<R
             None => None,
         },
     };
+    if f.bool("bastion")? {
+        bail!("--bastion: ringway has no bastion (jump host) origin");
+    }
+    if f.bool("socks5")? {
+        bail!("--socks5: ringway has no socks5 proxy origin");
+    }
     if f.bool("http2-origin")? {
         bail!("--http2-origin: ringway speaks HTTP/1.1 to origins");
     }
@@ -222,14 +228,6 @@ fn origin_defaults(f: &Flags) -> anyhow::Result<OriginRequestConfig> {
         ca_pool: f.str("origin-ca-pool")?.map(PathBuf::from),
         no_tls_verify: f.opt_bool("no-tls-verify")?,
         disable_chunked_encoding: f.opt_bool("no-chunked-encoding")?,
-        bastion_mode: f.opt_bool("bastion")?,
-        proxy_address: f.str("proxy-address")?,
-        proxy_port: f.int("proxy-port")?,
-        proxy_type: if f.bool("socks5")? {
-            Some("socks".into())
-        } else {
-            None
-        },
         http2_origin: f.opt_bool("http2-origin")?,
         ..OriginRequestConfig::default()
     })

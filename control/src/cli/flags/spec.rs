@@ -415,7 +415,9 @@ pub const FLAGS: &[FlagSpec] = &[
         &["TUNNEL_PROXY_ADDRESS"],
         Str,
         All,
-        Works("ad hoc mode: originRequest.proxyAddress"),
+        NoEffect(
+            "the listen address of cloudflared's socks5/bastion proxy, origins ringway refuses",
+        ),
     ),
     f(
         "proxy-port",
@@ -423,7 +425,7 @@ pub const FLAGS: &[FlagSpec] = &[
         &["TUNNEL_PROXY_PORT"],
         Int,
         All,
-        Works("ad hoc mode: originRequest.proxyPort"),
+        NoEffect("the listen port of cloudflared's socks5/bastion proxy, origins ringway refuses"),
     ),
     f(
         "loglevel",
