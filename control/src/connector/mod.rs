@@ -458,7 +458,7 @@ pub fn start(opts: RunOptions) -> Result<RunningConnector, ConnectorError> {
         connector_id,
         opts.quick_hostname.clone(),
     )
-        .map_err(ConnectorError::MetricsStart)?;
+    .map_err(ConnectorError::MetricsStart)?;
     info!("Starting metrics server on {}/metrics", server.local_addr());
 
     let quic = QuicConfig::default();
