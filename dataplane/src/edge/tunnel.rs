@@ -98,8 +98,9 @@ async fn track_liveness(conn: &Connection, live: &RefCell<Option<Arc<LiveConn>>>
 /// stream is opened meanwhile, since the connection has left routing. Runs until the
 /// surrounding `select!` ends.
 async fn close_once_drained(conn: &Connection, unregistered: &RefCell<Option<Arc<LiveConn>>>) {
-    // Fifty checks per second once unregistered, none of them before: the wait also lets the
-    // answer to `unregisterConnection` leave before the close.
+    // Fifty wake-ups per second for the connection's whole life, each a flag test until the
+    // connector unregisters; the wait also lets the answer to `unregisterConnection` leave
+    // before the close.
     loop {
         monoio::time::sleep(DRAIN_CHECK).await;
         let entry = unregistered.borrow().clone();
