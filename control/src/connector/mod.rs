@@ -127,22 +127,6 @@ impl std::fmt::Debug for Prepared {
     }
 }
 
-fn flag_str(cfg: Option<&ConfigFile>, name: &str) -> Option<String> {
-    cfg.and_then(|c| c.flag(name))
-        .and_then(|v| v.as_str().map(str::to_owned))
-}
-
-fn flag_list(cfg: Option<&ConfigFile>, name: &str) -> Vec<String> {
-    match cfg.and_then(|c| c.flag(name)) {
-        Some(serde_yaml::Value::String(s)) => vec![s.clone()],
-        Some(serde_yaml::Value::Sequence(v)) => v
-            .iter()
-            .filter_map(|x| x.as_str().map(str::to_owned))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 /// Resolves credentials, ingress and edges; every failure is one clear error.
 pub fn prepare(opts: &RunOptions) -> Result<Prepared, ConnectorError> {
     let dirs = files::default_search_dirs();
@@ -168,19 +152,14 @@ pub fn prepare(opts: &RunOptions) -> Result<Prepared, ConnectorError> {
         .into_bytes()
     });
 
-    let mut edge_names = opts.edges.clone();
-    if edge_names.is_empty() {
-        edge_names = flag_list(cfg.as_ref(), "edge");
-    }
+    // config.yml's flag keys (`edge:`, `cacert:`, `url:`, ...) reach `opts` through the CLI's
+    // one lookup (`cli::flags`), with the command line and the environment ahead of them.
+    let edge_names = &opts.edges;
     if edge_names.is_empty() {
         return Err(ConnectorError::NoEdge);
     }
-    let edges = resolve_edges(&edge_names, opts.edge_ip_version, opts.edge_bind_address)?;
-    let cacert = opts
-        .cacert
-        .clone()
-        .or_else(|| flag_str(cfg.as_ref(), "cacert").map(PathBuf::from))
-        .ok_or(ConnectorError::NoCa)?;
+    let edges = resolve_edges(edge_names, opts.edge_ip_version, opts.edge_bind_address)?;
+    let cacert = opts.cacert.clone().ok_or(ConnectorError::NoCa)?;
     let cacert = files::search::expand_home(&cacert);
     let ca_pem = std::fs::read(&cacert).map_err(|cause| ConnectorError::ReadCa {
         path: cacert.clone(),
@@ -262,11 +241,8 @@ fn load_ingress(
     cfg: Option<&ConfigFile>,
 ) -> Result<CompiledIngress, ConnectorError> {
     let has_rules = cfg.is_some_and(|c| !c.ingress.is_empty());
-    let url = opts.url.clone().or_else(|| flag_str(cfg, "url"));
-    let unix_socket = opts
-        .unix_socket
-        .clone()
-        .or_else(|| flag_str(cfg, "unix-socket").map(PathBuf::from));
+    let url = opts.url.clone();
+    let unix_socket = opts.unix_socket.clone();
     // Ad hoc mode's single rule: the command line's origin options over config.yml's
     // top-level originRequest, field by field.
     let defaults = opts
