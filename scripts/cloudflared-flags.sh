@@ -12,9 +12,15 @@ bin=${1:?usage: $0 PATH/TO/cloudflared [OUT]}
 out=${2:-$(dirname "$0")/../docs/cloudflared-flags.txt}
 
 # One "NAME ALIAS..." line per flag in urfave/cli's help: `--name value, --alias value  text`.
+# `tunnel run --help` also lists its parent's flags (under "TUNNEL COMMAND OPTIONS"), which
+# `run` itself refuses: only its "SUBCOMMAND OPTIONS" section is read.
 flags_of() {
-  "$bin" "$@" --help 2>&1 | sed -n 's/^ *\(--*[a-zA-Z0-9][^ ]*\( value\)\?\(, --*[a-zA-Z0-9][^ ]*\( value\)\?\)*\) .*/\1/p' |
-    sed 's/ value//g; s/,//g; s/--*//g' | grep -v '^help\b' | grep -v '^version\b' || true
+  "$bin" "$@" --help 2>&1 | own_section | sed -n 's/^ *\(--*[a-zA-Z0-9][^ ,]*\( value\)\?\(, --*[a-zA-Z0-9][^ ,]*\( value\)\?\)*\) .*/\1/p' |
+    sed 's/ value//g; s/,//g; s/\(^\| \)--*/\1/g' | grep -v '^help\b' | grep -v '^version\b' || true
+}
+
+own_section() {
+  awk '/^TUNNEL COMMAND OPTIONS:/ { skip = 1; next } /^[A-Z ]+:$/ { skip = 0 } !skip'
 }
 
 tmp=$(mktemp)

@@ -44,6 +44,16 @@ impl Connector {
         }
     }
 
+    /// Starts `cmd` (another connector binary, e.g. the stock cloudflared) and waits for `n`
+    /// registered connections: both log the same marker.
+    pub fn start_command(cmd: std::process::Command, n: usize) -> Self {
+        let mut c = Self {
+            proc: LoggedProc::spawn("connector", cmd),
+        };
+        c.wait_registered(n);
+        c
+    }
+
     /// How many `Registered tunnel connection` lines it has logged.
     pub fn registered(&self) -> usize {
         self.registered_lines().len()

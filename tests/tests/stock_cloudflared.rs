@@ -1,0 +1,104 @@
+//! The stock cloudflared against a ringway edge: interop checks that need a cloudflared
+//! binary, which the project does not ship or build. They run when `RINGWAY_STOCK_CLOUDFLARED`
+//! names one:
+//!
+//! ```text
+//! RINGWAY_STOCK_CLOUDFLARED=/path/to/cloudflared \
+//!     cargo test -p ringway-tests --test stock_cloudflared -- --ignored
+//! ```
+//!
+//! Deadlines are failure limits; measured times are printed, not asserted.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ringway_tests::connector::Connector;
+use ringway_tests::edge::TunnelSetup;
+use ringway_tests::origins::HashOrigin;
+
+const ZONE: &str = "stock.test";
+/// cloudflared's component test of graceful shutdown runs with this grace period and expects
+/// the exit within it.
+const GRACE: &str = "5s";
+const EXIT_LIMIT: Duration = Duration::from_secs(5);
+
+fn stock_binary() -> PathBuf {
+    let path = std::env::var_os("RINGWAY_STOCK_CLOUDFLARED")
+        .expect("RINGWAY_STOCK_CLOUDFLARED must name a cloudflared binary");
+    PathBuf::from(path)
+}
+
+/// `cloudflared tunnel --no-autoupdate --edge … --cacert … --metrics 127.0.0.1:0 [tunnel_flags]
+/// run --credentials-file … --url URL NAME` (each flag where cloudflared accepts it), in the
+/// test's home, waiting for `n` registered connections.
+fn run_stock(
+    t: &TunnelSetup,
+    name: &str,
+    id: &str,
+    url: &str,
+    tunnel_flags: &[&str],
+    n: usize,
+) -> Connector {
+    let creds = t.credentials_path(id);
+    let mut cmd = Command::new(stock_binary());
+    cmd.args(["tunnel", "--no-autoupdate"])
+        .args(t.edge.connector_args())
+        .args(["--metrics", "127.0.0.1:0"])
+        .args(tunnel_flags)
+        .arg("run")
+        .arg("--credentials-file")
+        .arg(&creds)
+        .args(["--url", url, name])
+        .env("HOME", t.s.tmp.path())
+        .current_dir(t.s.tmp.path());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TUNNEL_") {
+            cmd.env_remove(k);
+        }
+    }
+    Connector::start_command(cmd, n)
+}
+
+#[test]
+#[ignore = "needs a stock cloudflared: RINGWAY_STOCK_CLOUDFLARED=PATH"]
+fn quic_serves_and_sigterm_exits_within_the_grace_period() {
+    let t0 = Instant::now();
+    let t = TunnelSetup::new(ZONE);
+    eprintln!("[stock quic] setup {:?}", t0.elapsed());
+    let host = format!("quic.{ZONE}");
+    let id = t.tunnel("quic", &[&host]);
+    let origin = HashOrigin::start("stock");
+    let started = Instant::now();
+    let mut c = run_stock(
+        &t,
+        "quic",
+        &id,
+        &origin.url(),
+        &[
+            "--protocol",
+            "quic",
+            "--ha-connections",
+            "1",
+            "--grace-period",
+            GRACE,
+        ],
+        1,
+    );
+    eprintln!("[stock quic] registered after {:?}", started.elapsed());
+    let answer = t.wait_served(&host);
+    assert_eq!(answer.status, 200, "{answer:?}\n{}", c.logs());
+    assert_eq!(answer.body, b"tag=stock path=/", "the origin's answer");
+    let stopping = Instant::now();
+    c.proc.proc.signal("TERM");
+    let status = c.proc.wait_exit(EXIT_LIMIT);
+    eprintln!(
+        "[stock quic] cloudflared exited {:?} after SIGTERM",
+        stopping.elapsed()
+    );
+    assert!(
+        status.success(),
+        "cloudflared after SIGTERM: {status}\n{}",
+        c.logs()
+    );
+}
