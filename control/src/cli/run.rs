@@ -154,9 +154,6 @@ fn options(t: &TunnelCmd, tunnel: Option<String>, f: &Flags) -> anyhow::Result<R
     if f.bool("socks5")? {
         bail!("--socks5: ringway has no socks5 proxy origin");
     }
-    if f.bool("http2-origin")? {
-        bail!("--http2-origin: ringway speaks HTTP/1.1 to origins");
-    }
     let grace_period = f.duration("grace-period")?.unwrap_or(DEFAULT_GRACE_PERIOD);
     let edge_ip_version = match f.str("edge-ip-version")? {
         None => EdgeIpVersion::Auto,

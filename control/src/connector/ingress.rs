@@ -108,6 +108,7 @@ fn options(o: &OriginRequestConfig) -> OriginOptions {
         no_tls_verify: o.no_tls_verify.unwrap_or(false),
         disable_chunked_encoding: o.disable_chunked_encoding.unwrap_or(false),
         match_sni_to_host: o.match_sni_to_host.unwrap_or(false),
+        http2_origin: o.http2_origin.unwrap_or(false),
     }
 }
 

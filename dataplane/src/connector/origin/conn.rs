@@ -6,6 +6,12 @@
 //! handed to the socket op. That keeps "one owned buffer per in-flight op" obvious and
 //! never cancels a read on purpose (only the handshake timeout can drop one, and then the
 //! connection is discarded).
+//!
+//! `http2Origin` connections are the exception: HTTP/2 (the `h2` crate) needs tokio's
+//! poll-based I/O traits, so those TLS connections go through tokio-rustls over
+//! monoio-compat's adapter ([`CompatTls`]), one copy per read. Which protocol they speak is
+//! known only after the handshake (ALPN), so [`connect_negotiating`] returns either an HTTP/2
+//! stream or a [`Conn::Compat`] that the HTTP/1.1 exchange uses like any other.
 
 use std::io::{self, Read as _, Write as _};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -16,11 +22,14 @@ use std::time::Duration;
 
 use crate::buf::{BytesVec, write_all_vectored};
 use bytes::{Bytes, BytesMut};
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::BufResult;
+use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::{TcpStream, UnixStream};
+use monoio_compat::StreamWrapper;
 use rustls::ClientConnection;
 use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::ProxyError;
 
@@ -72,6 +81,54 @@ impl Plain {
         }
     }
 }
+
+// monoio's own traits, by delegation, so that monoio-compat can wrap either transport.
+impl AsyncReadRent for Plain {
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        Plain::read(self, buf).await
+    }
+
+    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Plain::Tcp(s) => s.readv(buf).await,
+            Plain::Unix(s) => s.readv(buf).await,
+        }
+    }
+}
+
+impl AsyncWriteRent for Plain {
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Plain::Tcp(s) => s.write(buf).await,
+            Plain::Unix(s) => s.write(buf).await,
+        }
+    }
+
+    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Plain::Tcp(s) => s.writev(buf).await,
+            Plain::Unix(s) => s.writev(buf).await,
+        }
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Plain::Tcp(s) => s.flush().await,
+            Plain::Unix(s) => s.flush().await,
+        }
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        match self {
+            Plain::Tcp(s) => s.shutdown().await,
+            Plain::Unix(s) => s.shutdown().await,
+        }
+    }
+}
+
+/// TLS through tokio-rustls over monoio-compat: what HTTP/2 runs on, and what an
+/// `http2Origin` connection the origin answered with `http/1.1` stays.
+pub(crate) type CompatTls = tokio_rustls::client::TlsStream<StreamWrapper<Plain>>;
 
 /// rustls state plus the owned buffers its ciphertext travels in.
 pub(crate) struct TlsConn {
@@ -208,10 +265,22 @@ impl TlsConn {
 }
 
 /// An established origin connection.
-#[derive(Debug)]
 pub(crate) enum Conn {
     Plain(Plain),
     Tls(Box<TlsConn>),
+    /// An `http2Origin` TLS connection on which the origin chose HTTP/1.1; with the socket's
+    /// descriptor, which the adapter layers hide.
+    Compat(Box<CompatTls>, RawFd),
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Conn::Plain(p) => f.debug_tuple("Plain").field(p).finish(),
+            Conn::Tls(t) => f.debug_tuple("Tls").field(t).finish(),
+            Conn::Compat(_, fd) => f.debug_tuple("Compat").field(fd).finish(),
+        }
+    }
 }
 
 impl Conn {
@@ -231,6 +300,14 @@ impl Conn {
                 res
             }
             Conn::Tls(t) => t.read(buf).await,
+            Conn::Compat(t, _) => {
+                buf.reserve(want);
+                match t.read_buf(buf).await {
+                    // As on `Tls`: an end without close_notify is an end.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                    r => r,
+                }
+            }
         }
     }
 
@@ -255,6 +332,12 @@ impl Conn {
                 }
                 Ok(())
             }
+            Conn::Compat(t, _) => {
+                for b in bufs {
+                    t.write_all(&b).await?;
+                }
+                t.flush().await
+            }
         }
     }
 
@@ -269,6 +352,7 @@ impl Conn {
                 }
                 (t.io.raw_fd(), true)
             }
+            Conn::Compat(_, fd) => (*fd, true),
         };
         let mut byte = 0u8;
         // SAFETY: `fd` is an open socket owned by this connection; the buffer is one valid
@@ -338,6 +422,41 @@ async fn connect_unix(path: &Path) -> io::Result<UnixStream> {
     UnixStream::connect(path).await
 }
 
+/// The transport within `connect_timeout`.
+async fn connect_transport(
+    addr: &OriginAddr,
+    connect_timeout: Duration,
+) -> Result<Plain, ProxyError> {
+    let transport = async {
+        match addr {
+            OriginAddr::Tcp { host, port } => connect_tcp(host, *port).await.map(Plain::Tcp),
+            OriginAddr::Unix(path) => connect_unix(path).await.map(Plain::Unix),
+        }
+    };
+    match monoio::time::timeout(connect_timeout, transport).await {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(source)) => Err(ProxyError::Connect {
+            addr: addr.to_string(),
+            source,
+        }),
+        Err(_) => Err(ProxyError::ConnectTimeout {
+            addr: addr.to_string(),
+            timeout: connect_timeout,
+        }),
+    }
+}
+
+/// The handshake's failure: `cause`, or the timeout when there is none.
+fn tls_error(addr: &OriginAddr, tls_timeout: Duration, cause: Option<io::Error>) -> ProxyError {
+    ProxyError::Tls {
+        addr: addr.to_string(),
+        reason: match cause {
+            Some(e) => e.to_string(),
+            None => format!("handshake timed out after {}s", tls_timeout.as_secs_f64()),
+        },
+    }
+}
+
 /// Opens a new connection: transport within `connect_timeout`, then the TLS handshake within
 /// `tls_timeout`.
 pub(crate) async fn connect(
@@ -346,34 +465,13 @@ pub(crate) async fn connect(
     connect_timeout: Duration,
     tls_timeout: Duration,
 ) -> Result<Conn, ProxyError> {
-    let addr_text = addr.to_string();
-    let transport = async {
-        match addr {
-            OriginAddr::Tcp { host, port } => connect_tcp(host, *port).await.map(Plain::Tcp),
-            OriginAddr::Unix(path) => connect_unix(path).await.map(Plain::Unix),
-        }
-    };
-    let plain = match monoio::time::timeout(connect_timeout, transport).await {
-        Ok(Ok(p)) => p,
-        Ok(Err(source)) => {
-            return Err(ProxyError::Connect {
-                addr: addr_text,
-                source,
-            });
-        }
-        Err(_) => {
-            return Err(ProxyError::ConnectTimeout {
-                addr: addr_text,
-                timeout: connect_timeout,
-            });
-        }
-    };
+    let plain = connect_transport(addr, connect_timeout).await?;
     let Some(params) = tls else {
         return Ok(Conn::Plain(plain));
     };
     let tls =
         ClientConnection::new(params.config, params.server_name).map_err(|e| ProxyError::Tls {
-            addr: addr_text.clone(),
+            addr: addr.to_string(),
             reason: e.to_string(),
         })?;
     let mut conn = Box::new(TlsConn {
@@ -386,13 +484,38 @@ pub(crate) async fn connect(
     });
     match monoio::time::timeout(tls_timeout, conn.handshake()).await {
         Ok(Ok(())) => Ok(Conn::Tls(conn)),
-        Ok(Err(e)) => Err(ProxyError::Tls {
-            addr: addr_text,
-            reason: e.to_string(),
-        }),
-        Err(_) => Err(ProxyError::Tls {
-            addr: addr_text,
-            reason: format!("handshake timed out after {}s", tls_timeout.as_secs_f64()),
-        }),
+        Ok(Err(e)) => Err(tls_error(addr, tls_timeout, Some(e))),
+        Err(_) => Err(tls_error(addr, tls_timeout, None)),
+    }
+}
+
+/// What an `http2Origin` TLS connection speaks, as the origin chose by ALPN.
+pub(crate) enum Negotiated {
+    Http1(Conn),
+    Http2(Box<CompatTls>),
+}
+
+/// Opens an `http2Origin` TLS connection (offering `h2` and `http/1.1`, as `params.config`
+/// says): transport within `connect_timeout`, handshake within `tls_timeout`.
+pub(crate) async fn connect_negotiating(
+    addr: &OriginAddr,
+    params: TlsParams,
+    connect_timeout: Duration,
+    tls_timeout: Duration,
+) -> Result<Negotiated, ProxyError> {
+    let plain = connect_transport(addr, connect_timeout).await?;
+    let fd = plain.raw_fd();
+    let connector = tokio_rustls::TlsConnector::from(params.config);
+    let handshake = connector.connect(params.server_name, StreamWrapper::new(plain));
+    let stream = match monoio::time::timeout(tls_timeout, handshake).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(tls_error(addr, tls_timeout, Some(e))),
+        Err(_) => return Err(tls_error(addr, tls_timeout, None)),
+    };
+    let stream = Box::new(stream);
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        Ok(Negotiated::Http2(stream))
+    } else {
+        Ok(Negotiated::Http1(Conn::Compat(stream, fd)))
     }
 }

@@ -27,6 +27,14 @@ pub(crate) enum ExchangeError {
     Fatal(ProxyError),
 }
 
+impl ExchangeError {
+    pub(crate) fn into_inner(self) -> ProxyError {
+        match self {
+            Self::Retryable(e) | Self::Fatal(e) => e,
+        }
+    }
+}
+
 /// Why no final response head arrived.
 enum HeadFailure {
     Malformed(ResponseHeadError),

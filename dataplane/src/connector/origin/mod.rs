@@ -1,5 +1,5 @@
 //! The connector's origin side: what a request is proxied to ([`OriginTarget`]) and the
-//! per-worker HTTP/1.1 client that does it ([`OriginClient`]).
+//! per-worker HTTP/1.1 and HTTP/2 client that does it ([`OriginClient`]).
 //!
 //! # Layout
 //!
@@ -16,6 +16,9 @@
 //!   buffered for `disableChunkedEncoding`).
 //! - `conn.rs`: connect (TCP or unix, connect timeout), the TLS adapter over rustls with
 //!   owned buffers (TLS timeout), reads into `BytesMut`, vectored writes of `Bytes`.
+//! - `http2.rs`: `http2Origin` towards TLS origins that choose `h2` by ALPN: one multiplexed
+//!   connection per origin per worker (the `h2` crate), request mapping, both bodies under
+//!   HTTP/2 flow control.
 //! - `pool.rs`: keep-alive pools keyed by origin address and TLS identity, LIFO, bounded, expiry
 //!   checked on use, dead idle connections detected with a non-blocking peek.
 //! - `tls.rs`: rustls client configurations (webpki roots + `caPool`, `noTLSVerify`),
@@ -41,6 +44,7 @@
 mod builtin;
 mod conn;
 mod exchange;
+mod http2;
 mod pool;
 mod request;
 mod tls;
@@ -57,8 +61,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use conn::{OriginAddr, TlsParams};
+use conn::{Negotiated, OriginAddr, TlsParams};
 use exchange::ExchangeError;
+use http2::Http2Pool;
 use pool::{Pool, PoolKey};
 use request::ReqBody;
 use tls::TlsKey;
@@ -111,6 +116,9 @@ pub struct OriginOptions {
     pub disable_chunked_encoding: bool,
     /// Use the request's Host as the TLS server name.
     pub match_sni_to_host: bool,
+    /// Offer HTTP/2 to TLS origins (ALPN `h2`, then `http/1.1`) and speak it when the origin
+    /// picks it, as Go's `ForceAttemptHTTP2` does; plain-text origins stay HTTP/1.1.
+    pub http2_origin: bool,
 }
 
 impl Default for OriginOptions {
@@ -127,6 +135,7 @@ impl Default for OriginOptions {
             no_tls_verify: false,
             disable_chunked_encoding: false,
             match_sni_to_host: false,
+            http2_origin: false,
         }
     }
 }
@@ -312,6 +321,8 @@ impl ProxyError {
 #[derive(Debug, Default)]
 pub struct OriginClient {
     pool: RefCell<Pool>,
+    /// `http2Origin` origins that chose HTTP/2: one multiplexed connection each.
+    http2_pool: RefCell<Http2Pool>,
     tls_configs: RefCell<HashMap<TlsKey, Arc<rustls::ClientConfig>>>,
 }
 
@@ -333,6 +344,11 @@ impl OriginClient {
     /// Idle pooled connections across all origins.
     pub fn idle_connections(&self) -> usize {
         self.pool.borrow().idle_count()
+    }
+
+    /// HTTP/2 origin connections kept for reuse.
+    pub fn http2_connections(&self) -> usize {
+        self.http2_pool.borrow().len()
     }
 
     fn tls_config(&self, opts: &OriginOptions) -> Result<Arc<rustls::ClientConfig>, ProxyError> {
@@ -404,10 +420,35 @@ impl OriginClient {
                 .map(|(name, ..)| (name.clone(), TlsKey::of(opts))),
         };
 
+        // HTTP/2 is offered only over TLS (ALPN), as Go's transport does: a cleartext
+        // origin stays HTTP/1.1.
+        let http2 = opts.http2_origin && tls.is_some();
+
         // Bound: two attempts. A pooled connection the origin closed while idle (a race the
         // checkout peek cannot always win) is replaced once by a fresh one; a fresh
         // connection's failure is final.
         for attempt in 0..2 {
+            if http2 && attempt == 0 {
+                let pooled = self.http2_pool.borrow_mut().checkout(
+                    &key,
+                    Instant::now(),
+                    opts.keep_alive_timeout,
+                );
+                if let Some(send) = pooled {
+                    let request = http2::build_request(&req, &plan)?;
+                    match http2::exchange(send, request, &plan.body, &mut body, &mut sink).await {
+                        Ok(()) => return Ok(()),
+                        Err(ExchangeError::Retryable(e)) => {
+                            self.http2_pool.borrow_mut().remove(&key);
+                            tracing::debug!(
+                                "pooled HTTP/2 origin connection refused the request ({e}); retrying on a new one"
+                            );
+                            continue;
+                        }
+                        Err(ExchangeError::Fatal(e)) => return Err(e),
+                    }
+                }
+            }
             let pooled = if attempt == 0 {
                 self.pool
                     .borrow_mut()
@@ -423,7 +464,25 @@ impl OriginClient {
                         config: config.clone(),
                         server_name: server_name.clone(),
                     });
-                    conn::connect(&key.addr, params, opts.connect_timeout, opts.tls_timeout).await?
+                    match self.dial(&key.addr, params, http2, opts).await? {
+                        Negotiated::Http1(c) => c,
+                        Negotiated::Http2(io) => {
+                            let send = http2::handshake(io, &key.addr.to_string()).await?;
+                            if opts.keep_alive_connections > 0 {
+                                self.http2_pool.borrow_mut().insert(
+                                    key.clone(),
+                                    send.clone(),
+                                    Instant::now(),
+                                );
+                            }
+                            let request = http2::build_request(&req, &plan)?;
+                            return http2::exchange(
+                                send, request, &plan.body, &mut body, &mut sink,
+                            )
+                            .await
+                            .map_err(ExchangeError::into_inner);
+                        }
+                    }
                 }
             };
             match exchange::exchange(&mut conn, &plan, &mut body, &mut sink).await {
@@ -441,13 +500,33 @@ impl OriginClient {
                 Err(ExchangeError::Retryable(e)) if reused => {
                     tracing::debug!("pooled origin connection failed ({e}); retrying on a new one");
                 }
-                Err(ExchangeError::Retryable(e) | ExchangeError::Fatal(e)) => return Err(e),
+                Err(e) => return Err(e.into_inner()),
             }
         }
         Err(ProxyError::OriginClosed {
             detail: "before sending a response".to_owned(),
             head_sent: false,
         })
+    }
+
+    /// A new connection: HTTP/1.1, or for `http2Origin` TLS origins whatever the origin
+    /// chose by ALPN.
+    async fn dial(
+        &self,
+        addr: &OriginAddr,
+        tls: Option<TlsParams>,
+        http2: bool,
+        opts: &OriginOptions,
+    ) -> Result<Negotiated, ProxyError> {
+        match tls {
+            Some(params) if http2 => {
+                conn::connect_negotiating(addr, params, opts.connect_timeout, opts.tls_timeout)
+                    .await
+            }
+            tls => conn::connect(addr, tls, opts.connect_timeout, opts.tls_timeout)
+                .await
+                .map(Negotiated::Http1),
+        }
     }
 }
 

@@ -41,6 +41,8 @@ pub(crate) struct Plan {
     pub(crate) head_request: bool,
     /// The Host sent (after `http_host_header`).
     pub(crate) host: String,
+    /// The path and query sent.
+    pub(crate) path: String,
 }
 
 /// The path-and-query of `dest` ("/" when it has none); a bare path is used as is.
@@ -72,13 +74,24 @@ fn has_token(headers: &[(String, Bytes)], name: &str, token: &str) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
-/// Decides the head and body framing. `keep_alive` false adds `Connection: close`.
-pub(crate) fn plan(
+/// What both protocols check and decide before connecting: the method and target are sane,
+/// the Host to send (after `host_override`), and how the body is framed.
+struct Checked {
+    path: String,
+    host: String,
+    body: ReqBody,
+}
+
+/// Whether a header value would split a header (or a request) on HTTP/1.1.
+pub(crate) fn unsafe_value(v: &[u8]) -> bool {
+    v.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0)
+}
+
+fn check(
     req: &OriginRequest,
     host_override: Option<&str>,
     chunked_allowed: bool,
-    keep_alive: bool,
-) -> Result<Plan, ProxyError> {
+) -> Result<Checked, ProxyError> {
     if !is_token(req.method.as_bytes()) {
         return Err(bad(format!("method {:?} is not a token", req.method)));
     }
@@ -87,7 +100,6 @@ pub(crate) fn plan(
         return Err(bad("request target has whitespace or control bytes"));
     }
     let host = host_override.unwrap_or(&req.host).to_owned();
-    let unsafe_value = |v: &[u8]| v.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0);
     if unsafe_value(host.as_bytes()) {
         return Err(bad("host has control bytes"));
     }
@@ -120,7 +132,22 @@ pub(crate) fn plan(
         (None, true) if chunked_allowed => ReqBody::Chunked,
         (None, true) => ReqBody::Buffered(Vec::new()),
     };
+    Ok(Checked { path, host, body })
+}
 
+/// Whether the client asked for trailers (`TE: trailers`), which HTTP/2 forwards.
+pub(crate) fn wants_trailers(req: &OriginRequest) -> bool {
+    has_token(&req.headers, "te", "trailers")
+}
+
+/// Decides the head and body framing. `keep_alive` false adds `Connection: close`.
+pub(crate) fn plan(
+    req: &OriginRequest,
+    host_override: Option<&str>,
+    chunked_allowed: bool,
+    keep_alive: bool,
+) -> Result<Plan, ProxyError> {
+    let Checked { path, host, body } = check(req, host_override, chunked_allowed)?;
     let mut fields: Vec<(String, Bytes)> = req.headers.clone();
     strip_hop_by_hop(&mut fields);
     let mut head = BytesMut::with_capacity(
@@ -156,6 +183,7 @@ pub(crate) fn plan(
         body,
         head_request: req.method.eq_ignore_ascii_case("HEAD"),
         host,
+        path,
     })
 }
 

@@ -32,6 +32,8 @@ pub enum OriginConfigError {
 pub(crate) struct TlsKey {
     pub(crate) ca_pool: Option<PathBuf>,
     pub(crate) no_verify: bool,
+    /// The ALPN offer differs.
+    pub(crate) http2: bool,
 }
 
 impl TlsKey {
@@ -39,6 +41,7 @@ impl TlsKey {
         Self {
             ca_pool: opts.ca_pool.clone(),
             no_verify: opts.no_tls_verify,
+            http2: opts.http2_origin,
         }
     }
 }
@@ -59,8 +62,12 @@ impl OriginOptions {
             ClientConfigError::CaFile(e) => OriginConfigError::CaPool(e),
             ClientConfigError::Rustls(e) => OriginConfigError::Rustls(e),
         })?;
-        // We speak HTTP/1.1 only; an origin that would pick h2 must not.
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // Offer exactly what the client will speak: an origin that picks h2 must be able to.
+        config.alpn_protocols = if self.http2_origin {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
         Ok(Arc::new(config))
     }
 }

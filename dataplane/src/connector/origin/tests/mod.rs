@@ -4,11 +4,14 @@
 //! - `mod.rs`: the harness ([`Origin`], [`VecBody`], [`Recorder`], [`run`]).
 //! - `http.rs`: framing, keep-alive, retries, errors, over TCP.
 //! - `other.rs`: unix sockets, TLS, the built-in services, parsing helpers.
+//! - `http2.rs`: `http2Origin` against an HTTP/2 origin (the `h2` crate's server over
+//!   tokio-rustls) and against origins that decline it.
 //!
 //! Pass/fail never depends on timing: servers answer when asked, and where a race is
 //! possible (an idle connection closed by the origin) every branch leads to the same result.
 
 mod http;
+mod http2;
 mod other;
 
 use std::cell::{Cell, RefCell};
@@ -354,6 +357,29 @@ pub(super) async fn call(
     let res = client.proxy(target, req, body, rec).await;
     let recorded = std::mem::take(&mut *out.borrow_mut());
     (res, recorded)
+}
+
+/// A TLS server configuration whose certificate (for `names`) is signed by a fresh CA;
+/// returns the CA and its PEM in a temp file too.
+pub(super) fn tls_server(
+    names: &[&str],
+) -> (
+    rustls::ServerConfig,
+    crate::quic::CertificateAuthority,
+    tempfile::NamedTempFile,
+) {
+    let ca = crate::quic::TlsMaterial::generate_ca().expect("ca");
+    let leaf = crate::quic::TlsMaterial::issue_server_cert(&ca, names).expect("leaf");
+    let provider = crate::tls::crypto_provider(crate::tls::default_kx_groups());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(leaf.cert_chain.clone(), leaf.key.clone_key())
+        .expect("server config");
+    let mut pem = tempfile::NamedTempFile::new().expect("pem file");
+    pem.write_all(ca.cert_pem().as_bytes()).expect("write pem");
+    (config, ca, pem)
 }
 
 pub(super) fn run<F: std::future::Future>(f: F) -> F::Output {

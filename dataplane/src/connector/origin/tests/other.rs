@@ -1,7 +1,6 @@
 //! Unix sockets, TLS origins, built-in services, and the pure helpers.
 
-use crate::quic::{CertificateAuthority, TlsMaterial};
-use crate::tls::{crypto_provider, default_kx_groups};
+use crate::quic::CertificateAuthority;
 
 use super::super::request::path_and_query;
 use super::*;
@@ -55,23 +54,14 @@ fn unix_socket_missing_is_a_connect_error() {
 /// A TLS origin whose certificate (for `names`) is signed by a fresh CA; returns the CA PEM
 /// in a temp file too.
 fn tls_origin(names: &[&str]) -> (Origin, CertificateAuthority, tempfile::NamedTempFile) {
-    let ca = TlsMaterial::generate_ca().expect("ca");
-    let leaf = TlsMaterial::issue_server_cert(&ca, names).expect("leaf");
-    let config = rustls::ServerConfig::builder_with_provider(crypto_provider(default_kx_groups()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(leaf.cert_chain.clone(), leaf.key.clone_key())
-        .expect("server config");
+    let (config, ca, pem) = tls_server(names);
     let origin = Origin::tcp_tls(Some(Arc::new(config)), |r| {
         Action::Reply(ok(&format!("secure {}", r.target), ""))
     });
-    let mut pem = tempfile::NamedTempFile::new().expect("pem file");
-    pem.write_all(ca.cert_pem().as_bytes()).expect("write pem");
     (origin, ca, pem)
 }
 
-fn https_target(host: &str, port: u16) -> OriginTarget {
+pub(super) fn https_target(host: &str, port: u16) -> OriginTarget {
     OriginTarget {
         service: OriginService::Http {
             https: true,
