@@ -15,7 +15,10 @@
 //!   writes and prints.
 //! - `edge.rs`: the `Edge` fixture and `TunnelSetup`, the base of every data-path test.
 //! - `connector.rs`: the `Connector` fixture and waits on what it logs.
-//! - `origins.rs`: a real nginx and `HashOrigin`, an origin written for the tests.
+//! - `origins.rs`: a real nginx, `HashOrigin` (an origin written for the tests, over TCP, TLS
+//!   or a unix socket) and `BlackholeOrigin` (connects to it hang).
+//! - `case.rs`: `OriginCase`, a tunnel routed at a host plus the `HashOrigin` it serves: the
+//!   base of the connector-flag tests.
 //! - `raw_client.rs`: `RawClient`, an HTTP/1.1 client that sends exact bytes.
 //! - `http1.rs`: the harness's own HTTP/1.1 reader, independent of `dataplane::http` on
 //!   purpose (it is the oracle the product's codec is tested against).
@@ -52,10 +55,13 @@
 //! - `tunnel_faults.rs`: kills, restarts and stops under a steady request load.
 //! - `tunnel_loss.rs`: the tunnel under UDP packet loss.
 //! - `tunnel_replicas.rs`: replicas, HA connections, connections that come and go.
+//! - `cli_origin_flags.rs`: `tunnel run`'s origin flags (TLS trust and name, chunked bodies,
+//!   connect timeout, unix socket, keep-alive) seen from outside.
 //!
 //! Waits use deadlines only as failure limits: a test polls until the condition holds and fails
 //! if the deadline passes first, so a slow machine makes a test slower, never red.
 
+pub mod case;
 pub mod cli;
 pub mod connector;
 pub mod control_plane;

@@ -1,14 +1,17 @@
-//! Origins behind the connector: a real nginx ([`Nginx`]) and [`HashOrigin`], a small HTTP/1.1
-//! server written for the tests that hashes request bodies and echoes request heads. It reads
-//! requests with the harness's own reader ([`crate::http1`]), not the product's codec.
+//! Origins behind the connector: a real nginx ([`Nginx`]), [`HashOrigin`], a small HTTP/1.1
+//! server written for the tests that hashes request bodies and echoes request heads (over TCP,
+//! TLS with a CA of its own, or a unix socket: [`UnixHashOrigin`]), and [`BlackholeOrigin`],
+//! an address whose connects hang. It reads requests with the harness's own reader
+//! ([`crate::http1`]), not the product's codec.
 
 use std::collections::HashMap;
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -135,105 +138,357 @@ http {{
     }
 }
 
-/// A small HTTP/1.1 origin on a loopback port, written for the tests:
+/// A small HTTP/1.1 origin written for the tests, on a loopback port (plain or TLS, see
+/// [`HashOrigin::start_tls`]) or a unix socket ([`UnixHashOrigin`]):
 /// - any request with a body (or any `POST`/`PUT`): `200`, body = hex SHA-256 of the request
 ///   body (Content-Length or chunked), header `X-Body-Length`;
 /// - `GET /headers`: `200` JSON `{"method","path","tag","headers":[[name,value],…]}`;
 /// - `GET /status/NNN`: status NNN;
+/// - `GET /together/K`: answers once K such requests are in the origin at the same time
+///   (`200 together`; `504` if they never gather within 30 s), so K connections are open at
+///   once;
 /// - anything else: `200` text `tag=TAG path=PATH`.
 ///
 /// Every answer carries `X-Origin-Tag: TAG` and has a Content-Length; connections are kept
-/// alive. Closed on drop.
+/// alive. It records what it saw: requests, connections, the last body and the head it came
+/// with, and on TLS the server name (SNI) each connection asked for. Closed on drop.
 #[derive(Debug)]
 pub struct HashOrigin {
     pub addr: SocketAddr,
     pub tag: String,
-    requests: Arc<AtomicUsize>,
-    last_body: Arc<Mutex<Vec<u8>>>,
-    stop: Arc<AtomicBool>,
-    conns: Arc<Mutex<HashMap<usize, TcpStream>>>,
-    accept: Option<std::thread::JoinHandle<()>>,
+    tls: Option<OriginTls>,
+    server: Server,
+}
+
+/// The certificate side of a TLS [`HashOrigin`]: a CA of its own (trusted by nothing unless a
+/// test hands its PEM file over) and the server configuration with the leaf it issued.
+#[derive(Debug)]
+struct OriginTls {
+    ca_file: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl HashOrigin {
     pub fn start(tag: &str) -> Self {
+        Self::bind(tag, None)
+    }
+
+    /// An `https://` origin whose certificate covers only `names` (DNS names or IP addresses)
+    /// and is signed by a fresh CA of its own: a client that does not trust that CA
+    /// ([`HashOrigin::ca_file`]) sees an unknown issuer, as with a self-signed certificate.
+    pub fn start_tls(tag: &str, names: &[&str]) -> Self {
+        use dataplane::quic::tls::TlsMaterial;
+        let ca = TlsMaterial::generate_ca().expect("origin CA");
+        let leaf = TlsMaterial::issue_server_cert(&ca, names).expect("origin certificate");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_file = dir.path().join("origin-ca.pem");
+        std::fs::write(&ca_file, ca.cert_pem()).expect("write origin CA");
+        let config =
+            rustls::ServerConfig::builder_with_provider(dataplane::tls::default_provider())
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .with_no_client_auth()
+                .with_single_cert(leaf.cert_chain.clone(), leaf.key.clone_key())
+                .expect("origin TLS config");
+        let mut origin = Self::bind(tag, Some(Arc::new(config)));
+        origin.tls = Some(OriginTls { ca_file, _dir: dir });
+        origin
+    }
+
+    fn bind(tag: &str, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind origin");
         let addr = listener.local_addr().expect("addr");
-        let requests = Arc::new(AtomicUsize::new(0));
-        let last_body = Arc::new(Mutex::new(Vec::new()));
+        Self {
+            addr,
+            tag: tag.to_string(),
+            tls: None,
+            server: Server::start(Listener::Tcp(listener), tag, tls),
+        }
+    }
+
+    /// `http://ADDR`, or `https://ADDR` for a TLS origin.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The PEM file of the CA that signed a TLS origin's certificate (`--origin-ca-pool`).
+    pub fn ca_file(&self) -> &Path {
+        &self.tls.as_ref().expect("a TLS origin").ca_file
+    }
+
+    /// Requests answered so far.
+    pub fn requests(&self) -> usize {
+        self.server.seen.requests.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far (TLS ones counted whether or not the handshake succeeded).
+    pub fn connections(&self) -> usize {
+        self.server.seen.connections.load(Ordering::SeqCst)
+    }
+
+    /// The body of the last request that had one, as received.
+    pub fn last_body(&self) -> Vec<u8> {
+        self.server.seen.last_body.lock().expect("seen").clone()
+    }
+
+    /// The header fields of the request [`HashOrigin::last_body`] came with, as received.
+    pub fn last_body_headers(&self) -> Vec<(String, String)> {
+        self.server
+            .seen
+            .last_body_headers
+            .lock()
+            .expect("seen")
+            .clone()
+    }
+
+    /// The SNI of every completed TLS handshake, in order (`None`: the client sent none).
+    pub fn server_names(&self) -> Vec<Option<String>> {
+        self.server.seen.server_names.lock().expect("seen").clone()
+    }
+
+    /// Why each failed TLS handshake failed, in order (e.g. the client's alert).
+    pub fn tls_errors(&self) -> Vec<String> {
+        self.server.seen.tls_errors.lock().expect("seen").clone()
+    }
+}
+
+/// [`HashOrigin`]'s behaviour on a unix socket (`unix:PATH` services, `--unix-socket`).
+#[derive(Debug)]
+pub struct UnixHashOrigin {
+    pub path: PathBuf,
+    pub tag: String,
+    server: Server,
+}
+
+impl UnixHashOrigin {
+    /// Listens on `path` (which must not exist yet).
+    pub fn start(tag: &str, path: &Path) -> Self {
+        let listener =
+            UnixListener::bind(path).unwrap_or_else(|e| panic!("bind {}: {e}", path.display()));
+        Self {
+            path: path.to_path_buf(),
+            tag: tag.to_string(),
+            server: Server::start(Listener::Unix(listener), tag, None),
+        }
+    }
+
+    /// Requests answered so far.
+    pub fn requests(&self) -> usize {
+        self.server.seen.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// What an origin saw, shared with its connection threads.
+#[derive(Debug, Default)]
+struct Seen {
+    requests: AtomicUsize,
+    connections: AtomicUsize,
+    last_body: Mutex<Vec<u8>>,
+    last_body_headers: Mutex<Vec<(String, String)>>,
+    server_names: Mutex<Vec<Option<String>>>,
+    tls_errors: Mutex<Vec<String>>,
+    gate: Mutex<Gate>,
+    gathered: Condvar,
+}
+
+/// `GET /together/K`'s meeting point: requests waiting, and how many groups have met.
+#[derive(Debug, Default)]
+struct Gate {
+    waiting: usize,
+    groups: u64,
+}
+
+impl Seen {
+    /// Waits until `k` requests (this one included) are here together; `false` if they were
+    /// not within the failure limit.
+    fn gather(&self, k: usize) -> bool {
+        let mut g = self.gate.lock().expect("gate");
+        let group = g.groups;
+        g.waiting += 1;
+        if g.waiting >= k {
+            g.waiting = 0;
+            g.groups += 1;
+            self.gathered.notify_all();
+            return true;
+        }
+        let (mut g, r) = self
+            .gathered
+            .wait_timeout_while(g, Duration::from_secs(30), |g| g.groups == group)
+            .expect("gate");
+        if r.timed_out() {
+            g.waiting -= 1;
+            return false;
+        }
+        true
+    }
+}
+
+#[derive(Debug)]
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// An accepted connection, or the clone of one kept so that drop can close it.
+#[derive(Debug)]
+enum Sock {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Sock {
+    fn try_clone(&self) -> std::io::Result<Self> {
+        Ok(match self {
+            Sock::Tcp(s) => Sock::Tcp(s.try_clone()?),
+            Sock::Unix(s) => Sock::Unix(s.try_clone()?),
+        })
+    }
+
+    fn shutdown(&self) {
+        let _ = match self {
+            Sock::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Sock::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
+}
+
+impl Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.read(buf),
+            Sock::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.write(buf),
+            Sock::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.flush(),
+            Sock::Unix(s) => s.flush(),
+        }
+    }
+}
+
+/// The accept loop and connection threads behind [`HashOrigin`] and [`UnixHashOrigin`].
+#[derive(Debug)]
+struct Server {
+    seen: Arc<Seen>,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<HashMap<usize, Sock>>>,
+    /// Where to connect to wake the accept loop on drop.
+    wake: WakeAddr,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+enum WakeAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl Server {
+    fn start(listener: Listener, tag: &str, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+        let wake = match &listener {
+            Listener::Tcp(l) => WakeAddr::Tcp(l.local_addr().expect("addr")),
+            Listener::Unix(l) => WakeAddr::Unix(
+                l.local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+                    .expect("unix socket path"),
+            ),
+        };
+        let seen = Arc::new(Seen::default());
         let stop = Arc::new(AtomicBool::new(false));
         let conns = Arc::new(Mutex::new(HashMap::new()));
         let accept = {
-            let (tag, requests, last_body, stop, conns) = (
-                tag.to_string(),
-                requests.clone(),
-                last_body.clone(),
-                stop.clone(),
-                conns.clone(),
-            );
+            let (tag, seen, stop, conns) =
+                (tag.to_string(), seen.clone(), stop.clone(), conns.clone());
             std::thread::spawn(move || {
-                for (n, stream) in listener.incoming().enumerate() {
+                for n in 0.. {
+                    let accepted = match &listener {
+                        Listener::Tcp(l) => l.accept().map(|(s, _)| Sock::Tcp(s)),
+                        Listener::Unix(l) => l.accept().map(|(s, _)| Sock::Unix(s)),
+                    };
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
-                    let Ok(stream) = stream else { continue };
+                    let Ok(stream) = accepted else { continue };
                     let Ok(clone) = stream.try_clone() else {
                         continue;
                     };
+                    seen.connections.fetch_add(1, Ordering::SeqCst);
                     conns.lock().expect("conns").insert(n, clone);
-                    let (tag, requests, last_body, conns) = (
-                        tag.clone(),
-                        requests.clone(),
-                        last_body.clone(),
-                        conns.clone(),
-                    );
+                    let (tag, seen, conns, tls) =
+                        (tag.clone(), seen.clone(), conns.clone(), tls.clone());
                     std::thread::spawn(move || {
-                        let _ = serve_origin_conn(stream, &tag, &requests, &last_body);
+                        let _ = match tls {
+                            None => serve_origin_conn(stream, &tag, &seen),
+                            Some(config) => serve_tls_conn(stream, config, &tag, &seen),
+                        };
                         // Close for real: the clone kept for drop would hold the socket open.
                         if let Some(c) = conns.lock().expect("conns").remove(&n) {
-                            let _ = c.shutdown(std::net::Shutdown::Both);
+                            c.shutdown();
                         }
                     });
                 }
             })
         };
         Self {
-            addr,
-            tag: tag.to_string(),
-            requests,
-            last_body,
+            seen,
             stop,
             conns,
+            wake,
             accept: Some(accept),
         }
     }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Requests answered so far.
-    pub fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
-    }
-
-    /// The body of the last request that had one, as received.
-    pub fn last_body(&self) -> Vec<u8> {
-        self.last_body.lock().expect("last body").clone()
-    }
 }
 
-impl Drop for HashOrigin {
+impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
+        match &self.wake {
+            WakeAddr::Tcp(a) => drop(TcpStream::connect(a)),
+            WakeAddr::Unix(p) => drop(UnixStream::connect(p)),
+        }
         for (_, c) in self.conns.lock().expect("conns").drain() {
-            let _ = c.shutdown(std::net::Shutdown::Both);
+            c.shutdown();
         }
         if let Some(h) = self.accept.take() {
             let _ = h.join();
         }
     }
+}
+
+/// Completes the TLS handshake (recording the SNI, or why it failed), then serves HTTP/1.1
+/// inside it.
+fn serve_tls_conn(
+    mut sock: Sock,
+    config: Arc<rustls::ServerConfig>,
+    tag: &str,
+    seen: &Seen,
+) -> std::io::Result<()> {
+    let mut conn = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
+    // Bound: each round moves handshake bytes or fails; the handshake is a few flights.
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(&mut sock) {
+            seen.tls_errors.lock().expect("seen").push(e.to_string());
+            return Err(e);
+        }
+    }
+    seen.server_names
+        .lock()
+        .expect("seen")
+        .push(conn.server_name().map(str::to_owned));
+    serve_origin_conn(rustls::StreamOwned::new(conn, sock), tag, seen)
 }
 
 /// One parsed request head.
@@ -250,13 +505,7 @@ impl RequestHead {
     }
 }
 
-fn serve_origin_conn(
-    stream: TcpStream,
-    tag: &str,
-    requests: &AtomicUsize,
-    last_body: &Mutex<Vec<u8>>,
-) -> std::io::Result<()> {
-    let mut w = stream.try_clone()?;
+fn serve_origin_conn(stream: impl Read + Write, tag: &str, seen: &Seen) -> std::io::Result<()> {
     let mut r = BufReader::new(stream);
     loop {
         let Some((line, headers)) = read_head_lines(&mut r)? else {
@@ -274,7 +523,8 @@ fn serve_origin_conn(
             .header("expect")
             .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
         {
-            w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+            r.get_mut().write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+            r.get_mut().flush()?;
         }
         let body = if is_chunked(&head.headers) {
             Some(read_chunked(&mut r)?)
@@ -294,7 +544,8 @@ fn serve_origin_conn(
                 let b = body.unwrap_or_default();
                 let hash = sha256_hex(&b);
                 let len = b.len();
-                *last_body.lock().expect("last body") = b;
+                *seen.last_body.lock().expect("seen") = b;
+                *seen.last_body_headers.lock().expect("seen") = head.headers.clone();
                 (
                     200,
                     "text/plain",
@@ -314,6 +565,16 @@ fn serve_origin_conn(
                     String::new(),
                     j.to_string().into_bytes(),
                 )
+            } else if let Some(k) = path
+                .strip_prefix("/together/")
+                .and_then(|k| k.parse::<usize>().ok())
+            {
+                let (code, text) = if seen.gather(k) {
+                    (200, "together")
+                } else {
+                    (504, "the others never came")
+                };
+                (code, "text/plain", String::new(), text.as_bytes().to_vec())
             } else if let Some(code) = path
                 .strip_prefix("/status/")
                 .and_then(|c| c.parse::<u16>().ok())
@@ -332,7 +593,7 @@ fn serve_origin_conn(
                     format!("tag={tag} path={}", head.target).into_bytes(),
                 )
             };
-        requests.fetch_add(1, Ordering::SeqCst);
+        seen.requests.fetch_add(1, Ordering::SeqCst);
         let mut out = format!(
             "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nX-Origin-Tag: {tag}\r\n{extra}",
             reason(status),
@@ -350,10 +611,53 @@ fn serve_origin_conn(
         if head.method != "HEAD" {
             bytes.extend_from_slice(&resp_body);
         }
+        let w = r.get_mut();
         w.write_all(&bytes)?;
         w.flush()?;
         if close {
             return Ok(());
         }
+    }
+}
+
+/// An origin address that accepts no connection: a TCP listener that never accepts, whose
+/// accept queue is filled with connections held here, so the kernel drops every further SYN
+/// and a client's connect hangs until its own timeout (127.0.0.1 never blackholes by itself,
+/// and an unroutable address may be answered by a sandbox's network).
+#[derive(Debug)]
+pub struct BlackholeOrigin {
+    pub addr: SocketAddr,
+    _listener: TcpListener,
+    _held: Vec<TcpStream>,
+}
+
+impl BlackholeOrigin {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut held = Vec::new();
+        // Bound: the accept queue is the listen backlog plus one (std listens with 128); a
+        // connect that is not answered within the probe limit proves the queue full. The
+        // limit is not a pass/fail timing: a slow answer only means one more probe.
+        loop {
+            assert!(
+                held.len() < 10_000,
+                "the accept queue of {addr} never filled"
+            );
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+                Ok(s) => held.push(s),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
+                Err(e) => panic!("connect {addr}: {e}"),
+            }
+        }
+        Self {
+            addr,
+            _listener: listener,
+            _held: held,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 }

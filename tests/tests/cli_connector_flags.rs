@@ -3,54 +3,18 @@
 
 use std::time::Duration;
 
+use ringway_tests::case::{OriginCase, stop};
 use ringway_tests::connector::Connector;
-use ringway_tests::origins::HashOrigin;
 use ringway_tests::prelude::*;
 
 const ZONE: &str = "flags.test";
 
-struct Case {
-    t: TunnelSetup,
-    origin: HashOrigin,
-    host: String,
-    id: String,
-}
-
-impl Case {
-    fn new(name: &str) -> Self {
-        let t = TunnelSetup::new(ZONE);
-        let host = format!("{name}.{ZONE}");
-        let id = t.tunnel(name, &[&host]);
-        Self {
-            origin: HashOrigin::start(name),
-            t,
-            host,
-            id,
-        }
-    }
-
-    fn run(&self, edge_args: &[String], extra: &[&str]) -> Connector {
-        let args = self
-            .t
-            .run_args(&self.id, &self.id, &self.origin.url(), edge_args, extra);
-        Connector::start(self.t.cli(), &args)
-    }
-
-    fn assert_served(&self, c: &Connector) {
-        self.t.wait_served(&self.host);
-        let r = self.t.edge.get(&self.host, "/x");
-        assert_eq!(r.status, 200, "{}\n{}", r.summary(), c.logs());
-        let tag = self.host.split('.').next().unwrap();
-        assert_eq!(r.text(), format!("tag={tag} path=/x"));
-    }
-}
-
 #[test]
 fn pidfile_holds_the_connector_pid_once_registered() {
-    let c = Case::new("pid");
+    let c = OriginCase::new(ZONE, "pid");
     let pidfile = c.t.s.tmp.path().join("ringway.pid");
     let p = pidfile.display().to_string();
-    let conn = c.run(&c.t.edge.connector_args(), &["--pidfile", &p]);
+    let conn = c.run_with(&["--pidfile", &p]);
     let text = wait_for("the pidfile", Duration::from_secs(10), || {
         std::fs::read_to_string(&pidfile).ok()
     });
@@ -60,8 +24,8 @@ fn pidfile_holds_the_connector_pid_once_registered() {
 
 #[test]
 fn post_quantum_negotiates_with_the_edge_and_says_so() {
-    let c = Case::new("pq");
-    let conn = c.run(&c.t.edge.connector_args(), &["--post-quantum"]);
+    let c = OriginCase::new(ZONE, "pq");
+    let conn = c.run_with(&["--post-quantum"]);
     c.assert_served(&conn);
     assert!(
         conn.logs()
@@ -73,7 +37,7 @@ fn post_quantum_negotiates_with_the_edge_and_says_so() {
 
 #[test]
 fn credentials_contents_serves_without_a_file() {
-    let c = Case::new("contents");
+    let c = OriginCase::new(ZONE, "contents");
     let json = std::fs::read_to_string(c.t.credentials_path(&c.id)).unwrap();
     let mut args: Vec<String> = [
         "tunnel",
@@ -112,7 +76,7 @@ fn credentials_contents_serves_without_a_file() {
 
 #[test]
 fn edge_ip_version_keeps_only_that_family() {
-    let c = Case::new("family");
+    let c = OriginCase::new(ZONE, "family");
     let v4 = c.t.edge.tunnel_addrs()[0];
     // An IPv6 edge where nothing listens: with version 4 it is never dialed.
     let mut edge_args = vec!["--edge".to_string(), format!("[::1]:{}", v4.port())];
@@ -127,13 +91,7 @@ fn edge_ip_version_keeps_only_that_family() {
     drop(conn);
 
     // Only IPv4 edges and version 6: one clear error naming the edges and the family.
-    let args = c.t.run_args(
-        &c.id,
-        &c.id,
-        &c.origin.url(),
-        &c.t.edge.connector_args(),
-        &["--edge-ip-version", "6"],
-    );
+    let args = c.run_args(&c.t.edge.connector_args(), &["--edge-ip-version", "6"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let line = c.t.cli().run(&args).one_line_error();
     assert!(
@@ -144,20 +102,11 @@ fn edge_ip_version_keeps_only_that_family() {
 
 #[test]
 fn edge_bind_address_of_the_other_family_is_refused() {
-    let c = Case::new("bind");
-    let conn = c.run(
-        &c.t.edge.connector_args(),
-        &["--edge-bind-address", "127.0.0.1"],
-    );
+    let c = OriginCase::new(ZONE, "bind");
+    let conn = c.run_with(&["--edge-bind-address", "127.0.0.1"]);
     c.assert_served(&conn);
     drop(conn);
-    let args = c.t.run_args(
-        &c.id,
-        &c.id,
-        &c.origin.url(),
-        &c.t.edge.connector_args(),
-        &["--edge-bind-address", "::1"],
-    );
+    let args = c.run_args(&c.t.edge.connector_args(), &["--edge-bind-address", "::1"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let line = c.t.cli().run(&args).one_line_error();
     assert!(line.contains("--edge-bind-address ::1 is IPv6"), "{line}");
@@ -165,11 +114,8 @@ fn edge_bind_address_of_the_other_family_is_refused() {
 
 #[test]
 fn unix_socket_with_url_is_cloudflareds_error() {
-    let c = Case::new("unixurl");
-    let args = c.t.run_args(
-        &c.id,
-        &c.id,
-        &c.origin.url(),
+    let c = OriginCase::new(ZONE, "unixurl");
+    let args = c.run_args(
         &c.t.edge.connector_args(),
         &["--unix-socket", "/tmp/nowhere.sock"],
     );
@@ -183,13 +129,10 @@ fn unix_socket_with_url_is_cloudflareds_error() {
 
 #[test]
 fn label_and_tags_reach_tunnel_info() {
-    let c = Case::new("labels");
-    let conn = c.run(
-        &c.t.edge.connector_args(),
-        &[
-            "--label", "rack-7", "--tag", "env=prod", "--tag", "team=web",
-        ],
-    );
+    let c = OriginCase::new(ZONE, "labels");
+    let conn = c.run_with(&[
+        "--label", "rack-7", "--tag", "env=prod", "--tag", "team=web",
+    ]);
     c.assert_served(&conn);
     let info = wait_for("the connection record", Duration::from_secs(20), || {
         let out = c.t.cli().run(&["tunnel", "info", "-o", "json", &c.id]).ok();
@@ -203,7 +146,7 @@ fn label_and_tags_reach_tunnel_info() {
 }
 
 /// The Host header the origin received for `GET /headers` through the edge.
-fn origin_host(c: &Case, conn: &Connector) -> String {
+fn origin_host(c: &OriginCase, conn: &Connector) -> String {
     c.t.wait_served(&c.host);
     let r = c.t.edge.get(&c.host, "/headers");
     assert_eq!(r.status, 200, "{}\n{}", r.summary(), conn.logs());
@@ -223,7 +166,7 @@ fn origin_host(c: &Case, conn: &Connector) -> String {
 
 #[test]
 fn ad_hoc_origin_flags_override_config_origin_request() {
-    let c = Case::new("hosthdr");
+    let c = OriginCase::new(ZONE, "hosthdr");
     let config = c.t.s.tmp.path().join("config.yml");
     std::fs::write(
         &config,
@@ -231,12 +174,9 @@ fn ad_hoc_origin_flags_override_config_origin_request() {
     )
     .unwrap();
     let cfg = config.display().to_string();
-    let conn = c.run(&c.t.edge.connector_args(), &["--config", &cfg]);
+    let conn = c.run_with(&["--config", &cfg]);
     assert_eq!(origin_host(&c, &conn), "from-config.example");
-    drop(conn);
-    let conn = c.run(
-        &c.t.edge.connector_args(),
-        &["--config", &cfg, "--http-host-header", "from-flag.example"],
-    );
+    stop(conn);
+    let conn = c.run_with(&["--config", &cfg, "--http-host-header", "from-flag.example"]);
     assert_eq!(origin_host(&c, &conn), "from-flag.example");
 }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use ringway_tests::case::OriginCase;
 use ringway_tests::connector::Connector;
 use ringway_tests::origins::HashOrigin;
 use ringway_tests::prelude::*;
@@ -11,99 +12,69 @@ use ringway_tests::process::{LoggedProc, closed_port_url};
 
 const ZONE: &str = "invoke.test";
 
-struct Case {
-    t: TunnelSetup,
-    origin: HashOrigin,
-    host: String,
-    id: String,
+/// `tunnel token ID` for the case's tunnel.
+fn token(c: &OriginCase) -> String {
+    let out = c.t.cli().run(&["tunnel", "token", &c.id]).ok().stdout;
+    out.trim().to_owned()
 }
 
-impl Case {
-    fn new(name: &str) -> Self {
-        let t = TunnelSetup::new(ZONE);
-        let host = format!("{name}.{ZONE}");
-        let id = t.tunnel(name, &[&host]);
-        Self {
-            origin: HashOrigin::start(name),
-            t,
-            host,
-            id,
-        }
-    }
+/// A config.yml naming the tunnel, its credentials and one ingress rule to the origin, with
+/// `extra` top-level lines.
+fn write_config(c: &OriginCase, extra: &str) -> String {
+    let path = c.t.s.tmp.path().join("config.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "tunnel: {id}\ncredentials-file: {creds}\n{extra}ingress:\n  - hostname: {host}\n    service: {url}\n  - service: http_status:404\n",
+            id = c.id,
+            creds = c.t.credentials_path(&c.id).display(),
+            host = c.host,
+            url = c.origin.url(),
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
 
-    fn token(&self) -> String {
-        let out = self.t.cli().run(&["tunnel", "token", &self.id]).ok().stdout;
-        out.trim().to_owned()
-    }
-
-    /// A config.yml naming the tunnel, its credentials and one ingress rule to the origin.
-    fn config(&self, extra: &str) -> String {
-        let path = self.t.s.tmp.path().join("config.yml");
-        std::fs::write(
-            &path,
-            format!(
-                "tunnel: {id}\ncredentials-file: {creds}\n{extra}ingress:\n  - hostname: {host}\n    service: {url}\n  - service: http_status:404\n",
-                id = self.id,
-                creds = self.t.credentials_path(&self.id).display(),
-                host = self.host,
-                url = self.origin.url(),
-            ),
-        )
-        .unwrap();
-        path.display().to_string()
-    }
-
-    /// Runs `ringway ARGS` with `envs` plus the edge's address and CA in the environment.
-    fn spawn(&self, args: &[&str], envs: &[(&str, String)]) -> Connector {
-        let mut cmd = self.t.cli().command(args);
-        let edges: Vec<String> = self
-            .t
-            .edge
+/// Runs `ringway ARGS` with `envs` plus the edge's address and CA in the environment, and
+/// waits for a registered connection.
+fn spawn(c: &OriginCase, args: &[&str], envs: &[(&str, String)]) -> Connector {
+    let mut cmd = c.t.cli().command(args);
+    let edges: Vec<String> =
+        c.t.edge
             .tunnel_addrs()
             .iter()
             .map(|a| a.to_string())
             .collect();
-        cmd.env("TUNNEL_EDGE", edges.join(","))
-            .env("TUNNEL_CACERT", self.t.edge.ca_path())
-            .env("TUNNEL_METRICS", "127.0.0.1:0");
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut c = Connector {
-            proc: LoggedProc::spawn("connector", cmd),
-        };
-        c.wait_registered(1);
-        c
+    cmd.env("TUNNEL_EDGE", edges.join(","))
+        .env("TUNNEL_CACERT", c.t.edge.ca_path())
+        .env("TUNNEL_METRICS", "127.0.0.1:0");
+    for (k, v) in envs {
+        cmd.env(k, v);
     }
+    let mut conn = Connector {
+        proc: LoggedProc::spawn("connector", cmd),
+    };
+    conn.wait_registered(1);
+    conn
+}
 
-    /// A request through the edge reaches this case's origin.
-    fn assert_served(&self, c: &Connector) {
-        self.t.wait_served(&self.host);
-        let r = self.t.edge.get(&self.host, "/x");
-        assert_eq!(r.status, 200, "{}\n{}", r.summary(), c.logs());
-        assert_eq!(r.text(), format!("tag={} path=/x", self.origin_tag()));
-    }
-
-    /// A token carries no ingress rules (Cloudflare's dashboard would push them): the origin
-    /// comes from `TUNNEL_URL`, leaving the command line as written.
-    fn origin_env(&self) -> Vec<(&'static str, String)> {
-        vec![("TUNNEL_URL", self.origin.url())]
-    }
-
-    fn origin_tag(&self) -> &str {
-        self.host.split('.').next().unwrap()
-    }
+/// A token carries no ingress rules (Cloudflare's dashboard would push them): the origin
+/// comes from `TUNNEL_URL`, leaving the command line as written.
+fn origin_env(c: &OriginCase) -> Vec<(&'static str, String)> {
+    vec![("TUNNEL_URL", c.origin.url())]
 }
 
 #[test]
 fn systemd_unit_with_a_token_file() {
-    let c = Case::new("unit");
+    let c = OriginCase::new(ZONE, "unit");
     let token_file = c.t.s.tmp.path().join("token");
-    std::fs::write(&token_file, format!("{}\n", c.token())).unwrap();
+    std::fs::write(&token_file, format!("{}\n", token(&c))).unwrap();
     let tf = token_file.display().to_string();
-    let conn = c.spawn(
+    let conn = spawn(
+        &c,
         &["--no-autoupdate", "tunnel", "run", "--token-file", &tf],
-        &c.origin_env(),
+        &origin_env(&c),
     );
     c.assert_served(&conn);
     assert!(
@@ -116,11 +87,12 @@ fn systemd_unit_with_a_token_file() {
 
 #[test]
 fn systemd_unit_with_the_token_on_the_command_line() {
-    let c = Case::new("unittoken");
-    let token = c.token();
-    let conn = c.spawn(
+    let c = OriginCase::new(ZONE, "unittoken");
+    let token = token(&c);
+    let conn = spawn(
+        &c,
         &["--no-autoupdate", "tunnel", "run", "--token", &token],
-        &c.origin_env(),
+        &origin_env(&c),
     );
     c.assert_served(&conn);
     assert!(!conn.logs().contains(&token), "the token is never logged");
@@ -128,41 +100,43 @@ fn systemd_unit_with_the_token_on_the_command_line() {
 
 #[test]
 fn docker_entrypoint() {
-    let c = Case::new("docker");
-    let token = c.token();
-    let conn = c.spawn(
+    let c = OriginCase::new(ZONE, "docker");
+    let token = token(&c);
+    let conn = spawn(
+        &c,
         &["tunnel", "--no-autoupdate", "run", "--token", &token],
-        &c.origin_env(),
+        &origin_env(&c),
     );
     c.assert_served(&conn);
 }
 
 #[test]
 fn tunnel_token_from_the_environment() {
-    let c = Case::new("envtoken");
-    let mut env = c.origin_env();
-    env.push(("TUNNEL_TOKEN", c.token()));
-    let conn = c.spawn(&["tunnel", "run"], &env);
+    let c = OriginCase::new(ZONE, "envtoken");
+    let mut env = origin_env(&c);
+    env.push(("TUNNEL_TOKEN", token(&c)));
+    let conn = spawn(&c, &["tunnel", "run"], &env);
     c.assert_served(&conn);
 }
 
 #[test]
 fn config_file_named_before_run() {
-    let c = Case::new("config");
-    let config = c.config("");
-    let conn = c.spawn(&["tunnel", "--config", &config, "run"], &[]);
+    let c = OriginCase::new(ZONE, "config");
+    let config = write_config(&c, "");
+    let conn = spawn(&c, &["tunnel", "--config", &config, "run"], &[]);
     c.assert_served(&conn);
 }
 
 #[test]
 fn sysv_init_script_line_with_pidfile_and_config_keys() {
-    let c = Case::new("sysv");
+    let c = OriginCase::new(ZONE, "sysv");
     // config.yml's top-level keys set flags: here the log level and the HA connection count.
-    let config = c.config("loglevel: debug\nha-connections: 2\n");
+    let config = write_config(&c, "loglevel: debug\nha-connections: 2\n");
     let pidfile = c.t.s.tmp.path().join("run").join("ringway.pid");
     std::fs::create_dir_all(pidfile.parent().unwrap()).unwrap();
     let pf = pidfile.display().to_string();
-    let mut conn = c.spawn(
+    let mut conn = spawn(
+        &c,
         &[
             "--pidfile",
             &pf,
@@ -192,18 +166,18 @@ fn sysv_init_script_line_with_pidfile_and_config_keys() {
 
 #[test]
 fn no_arguments_runs_the_default_config_file() {
-    let c = Case::new("bare");
-    let config = c.config("");
+    let c = OriginCase::new(ZONE, "bare");
+    let config = write_config(&c, "");
     let default = c.t.cli().cloudflared_dir().join("config.yml");
     std::fs::copy(&config, &default).unwrap();
-    let conn = c.spawn(&[], &[]);
+    let conn = spawn(&c, &[], &[]);
     c.assert_served(&conn);
 }
 
 #[test]
 fn tunnel_ready_follows_the_metrics_server() {
-    let c = Case::new("ready");
-    let mut conn = c.spawn(&["tunnel", "run", &c.id], &[]);
+    let c = OriginCase::new(ZONE, "ready");
+    let mut conn = spawn(&c, &["tunnel", "run", &c.id], &[]);
     let addr = conn.metrics_addr().to_string();
     c.t.cli().run(&["tunnel", "--metrics", &addr, "ready"]).ok();
     let closed = closed_port_url();
@@ -239,14 +213,15 @@ fn ad_hoc_named_tunnel_is_created_routed_and_run() {
     let t = TunnelSetup::new(ZONE);
     let origin = HashOrigin::start("adhoc");
     let host = format!("adhoc.{ZONE}");
-    let c = Case {
+    let c = OriginCase {
         t,
         origin,
         host,
         id: String::new(),
     };
     let url = c.origin.url();
-    let conn = c.spawn(
+    let conn = spawn(
+        &c,
         &[
             "tunnel",
             "--name",

@@ -1,6 +1,7 @@
 //! cloudflared's logging flags on the real binary: file lines are JSON, `--output json` puts JSON
-//! on stderr, `--log-directory` writes `DIR/cloudflared.log`, `TUNNEL_LOGFILE` works, and the
-//! level and incompatibility errors use cloudflared's words.
+//! on stderr, `--log-directory` writes `DIR/cloudflared.log` and rotates it at 1 MB keeping five
+//! backups, `TUNNEL_LOGFILE` works, `--loglevel warn` keeps a running connector's INFO lines
+//! out, and the level and incompatibility errors use cloudflared's words.
 
 use std::fs;
 use std::path::Path;
@@ -169,4 +170,110 @@ fn a_running_connector_logs_json_to_the_file_and_the_console() {
         has_message(&lines, "info", "Registered tunnel connection"),
         "{lines:?}"
     );
+}
+
+#[test]
+fn loglevel_warn_keeps_a_running_connectors_info_lines_out() {
+    use ringway_tests::connector::{Connector, REGISTERED};
+    use ringway_tests::prelude::*;
+    let t = TunnelSetup::new("logging.test");
+    let host = "warn.logging.test";
+    let id = t.tunnel("warn", &[host]);
+    // A dead origin: every request is a 502 and the connector's WARN "origin request failed".
+    let args = t.run_args(
+        &id,
+        &id,
+        &closed_port_url(),
+        &t.edge.connector_args(),
+        &["--loglevel", "warn"],
+    );
+    // Not `Connector::start`: it waits for "Registered tunnel connection", an INFO line. The
+    // edge forwarding a request is the readiness signal instead.
+    let mut conn = Connector::spawn(t.cli(), &args);
+    let r = t.wait_served(host);
+    assert_eq!(r.status, 502, "{}\n{}", r.summary(), conn.logs());
+    let warn = conn.proc.wait_output(
+        "the WARN line of the failed request",
+        std::time::Duration::from_secs(30),
+        |log| {
+            log.stderr_lines()
+                .into_iter()
+                .find(|l| l.contains("WARN") && l.contains("origin request failed"))
+        },
+    );
+    assert!(warn.contains("connect failed"), "{warn}");
+    let all = conn.proc.log.stderr_lines();
+    let info: Vec<&String> = all
+        .iter()
+        .filter(|l| l.contains(" INFO ") || l.contains(REGISTERED))
+        .collect();
+    assert!(info.is_empty(), "INFO lines at --loglevel warn: {info:?}");
+}
+
+#[test]
+fn log_directory_rotates_a_full_file_and_keeps_five_backups() {
+    use ringway_tests::connector::REGISTERED;
+    use ringway_tests::prelude::*;
+    let t = TunnelSetup::new("logging.test");
+    let id = t.tunnel("rotate", &["rotate.logging.test"]);
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    // A live file already at the 1 MB limit (as a long-running connector leaves it; the
+    // binary reads its size when it opens it) and five older backups, lumberjack's names.
+    // The connector's first line must move the full file aside and drop the oldest backup.
+    let line = "{\"level\":\"info\",\"message\":\"filler\"}\n";
+    let filler = line.repeat((1usize << 20).div_ceil(line.len()));
+    fs::write(logs.join("cloudflared.log"), &filler).unwrap();
+    let old: Vec<String> = (1..=5)
+        .map(|d| format!("cloudflared-2000-01-0{d}T00-00-00.000.log"))
+        .collect();
+    for name in &old {
+        fs::write(logs.join(name), format!("{name}\n")).unwrap();
+    }
+    let l = logs.to_str().unwrap();
+    let conn = t.run_url(
+        "rotate",
+        &id,
+        &closed_port_url(),
+        &["--log-directory", l],
+        1,
+    );
+
+    let live = logs.join("cloudflared.log");
+    let text = wait_for(
+        "the connector's lines in the new live file",
+        std::time::Duration::from_secs(30),
+        || {
+            fs::read_to_string(&live)
+                .ok()
+                .filter(|t| t.contains(REGISTERED))
+        },
+    );
+    assert!(
+        !text.contains("filler"),
+        "the full file was not rotated: {} bytes\n{}",
+        text.len(),
+        conn.logs()
+    );
+    json_lines(&text);
+    let mut backups: Vec<String> = fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != "cloudflared.log")
+        .collect();
+    backups.sort();
+    assert_eq!(backups.len(), 5, "cloudflared keeps 5 backups: {backups:?}");
+    assert!(
+        !backups.contains(&old[0]),
+        "the oldest survived: {backups:?}"
+    );
+    assert_eq!(&backups[..4], &old[1..], "{backups:?}");
+    // The new backup is the full file, moved whole, under a name of this rotation's time.
+    let rotated = &backups[4];
+    assert!(
+        rotated.starts_with("cloudflared-20") && rotated.ends_with(".log"),
+        "{rotated}"
+    );
+    assert_eq!(fs::read_to_string(logs.join(rotated)).unwrap(), filler);
 }
