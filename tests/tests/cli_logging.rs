@@ -277,3 +277,78 @@ fn log_directory_rotates_a_full_file_and_keeps_five_backups() {
     );
     assert_eq!(fs::read_to_string(logs.join(rotated)).unwrap(), filler);
 }
+
+#[test]
+fn log_directory_rotation_under_real_output_never_keeps_more_than_five_backups() {
+    use std::collections::BTreeSet;
+    use std::time::{Duration, Instant};
+
+    use ringway_tests::origins::HashOrigin;
+    use ringway_tests::payload::pseudo_random_bytes;
+    use ringway_tests::prelude::*;
+    let t = TunnelSetup::new("logging.test");
+    let host = "volume.logging.test";
+    let id = t.tunnel("volume", &[host]);
+    let origin = HashOrigin::start("volume");
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let l = logs.to_str().unwrap();
+    // The QUIC transport at trace logs every packet: uploads through the tunnel write
+    // megabytes of real log lines, enough for several 1 MB rotations.
+    let _conn = t.run_url(
+        "volume",
+        &id,
+        &origin.url(),
+        &[
+            "--log-directory",
+            l,
+            "--transport-loglevel",
+            "trace",
+            "--ha-connections",
+            "1",
+        ],
+        1,
+    );
+    t.wait_served(host);
+    let body = pseudo_random_bytes(1 << 20, 3);
+    let backups = || -> BTreeSet<String> {
+        fs::read_dir(&logs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != "cloudflared.log")
+            .collect()
+    };
+    // Until more than five backups have existed in all (so the oldest had to go); the limit
+    // is a failure limit only.
+    let mut ever = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while ever.len() <= 5 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} rotations: {ever:?}",
+            ever.len()
+        );
+        let req = request_bytes("POST", host, "/up", &[], Some(&body), true);
+        let r = RawClient::connect(t.edge.http_addr())
+            .request(&req, false)
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.summary());
+        let now = backups();
+        assert!(now.len() <= 5, "more than five backups: {now:?}");
+        ever.extend(now);
+    }
+    let now = backups();
+    assert!(now.len() <= 5, "more than five backups: {now:?}");
+    // The oldest ones went, the newest stayed.
+    let newest: Vec<&String> = ever.iter().rev().take(now.len()).collect();
+    let kept: Vec<&String> = now.iter().rev().collect();
+    assert_eq!(kept, newest, "kept {now:?} of {ever:?}");
+    for name in &now {
+        let size = fs::metadata(logs.join(name)).unwrap().len();
+        assert!(
+            size <= 1 << 20,
+            "{name}: {size} bytes, over the 1 MB rotation size"
+        );
+        json_lines(&fs::read_to_string(logs.join(name)).unwrap());
+    }
+}
