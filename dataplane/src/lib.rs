@@ -17,7 +17,9 @@
 //! - `wire`: cloudflared's argotunnel protocol: data-stream preambles, `ConnectRequest` /
 //!   `ConnectResponse` (Cap'n Proto, generated code committed, `scripts/regen-capnp.sh`
 //!   regenerates it from `schema/`), metadata keys, and the `RegistrationServer` /
-//!   `updateConfiguration` RPC on capnp-rpc.
+//!   `updateConfiguration` RPC on capnp-rpc; and the HTTP/2 transport's fields and encodings.
+//! - `h2stream`: HTTP/2 streams (the `h2` crate) under flow control, and `AsyncRead` /
+//!   `AsyncWrite` over them, for the `http2Origin` client and the HTTP/2 tunnel transport.
 //! - `http`: the one HTTP/1.1 codec, both directions: request and response heads, body framing
 //!   (Content-Length, chunked, close-delimited, none), reason phrases, and the authority helper.
 //! - `edge`: the edge's request path: registration, the route table, the public listener and
@@ -32,6 +34,7 @@
 pub mod buf;
 pub mod connector;
 pub mod edge;
+pub mod h2stream;
 pub mod http;
 pub mod metrics;
 pub mod quic;

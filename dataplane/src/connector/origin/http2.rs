@@ -12,7 +12,6 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::future::poll_fn;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -26,6 +25,7 @@ use super::exchange::ExchangeError;
 use super::pool::PoolKey;
 use super::request::{Plan, ReqBody, unsafe_value, wants_trailers};
 use super::{OriginRequest, OriginResponse, ProxyError, RequestBody, ResponseSink};
+use crate::h2stream::{h2_error, io_error, send_all};
 use crate::http::{is_token, strip_hop_by_hop};
 
 /// Receive windows. The connection window bounds what one origin connection can have
@@ -93,7 +93,7 @@ pub(crate) async fn handshake(
         .await
         .map_err(|e| ProxyError::OriginIo {
             what: "starting HTTP/2",
-            source: h2_io(e),
+            source: io_error(e),
             head_sent: false,
         })?;
     let addr = addr.to_owned();
@@ -103,16 +103,6 @@ pub(crate) async fn handshake(
         }
     });
     Ok(send)
-}
-
-fn h2_io(e: h2::Error) -> io::Error {
-    if e.is_io() {
-        e.into_io()
-            .unwrap_or_else(|| io::Error::other("HTTP/2 connection I/O failed"))
-    } else {
-        // Kept whole, so that `refused_stream` can read its reason.
-        io::Error::other(e)
-    }
 }
 
 fn bad(reason: impl Into<String>) -> ProxyError {
@@ -185,7 +175,7 @@ pub(crate) async fn exchange(
     let refused = |what: &'static str, e: h2::Error| {
         ExchangeError::Retryable(ProxyError::OriginIo {
             what,
-            source: h2_io(e),
+            source: io_error(e),
             head_sent: false,
         })
     };
@@ -239,9 +229,7 @@ pub(crate) async fn exchange(
 /// Whether the origin never processed the stream: it refused it, or a GOAWAY excluded it
 /// (h2 fails only the streams above the GOAWAY's last stream id that way).
 fn refused_stream(e: &io::Error) -> bool {
-    e.get_ref()
-        .and_then(|inner| inner.downcast_ref::<h2::Error>())
-        .is_some_and(|h| h.is_go_away() || h.reason() == Some(Reason::REFUSED_STREAM))
+    h2_error(e).is_some_and(|h| h.is_go_away() || h.reason() == Some(Reason::REFUSED_STREAM))
 }
 
 /// Sends the body under the origin's flow control. `Err` only for the client's side (its
@@ -259,7 +247,7 @@ async fn upload(
     };
     if let ReqBody::Buffered(chunks) = plan {
         for chunk in chunks {
-            if send_data(&mut stream, chunk.clone()).await.is_err() {
+            if send_all(&mut stream, chunk.clone()).await.is_err() {
                 return Ok(());
             }
         }
@@ -288,7 +276,7 @@ async fn upload(
                 bad(format!("body longer than its Content-Length {n}")),
             );
         }
-        if !chunk.is_empty() && send_data(&mut stream, chunk).await.is_err() {
+        if !chunk.is_empty() && send_all(&mut stream, chunk).await.is_err() {
             return Ok(());
         }
     }
@@ -306,25 +294,6 @@ async fn upload(
     Ok(())
 }
 
-/// Sends `data` as the origin's window admits it.
-async fn send_data(stream: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), h2::Error> {
-    // Bound: every round sends at least one byte, or waits for capacity, which arrives or
-    // ends in an error (the stream reset, the connection gone).
-    while !data.is_empty() {
-        stream.reserve_capacity(data.len());
-        let granted = match poll_fn(|cx| stream.poll_capacity(cx)).await {
-            Some(r) => r?,
-            None => return Err(h2::Error::from(Reason::STREAM_CLOSED)),
-        };
-        if granted == 0 {
-            continue;
-        }
-        let piece = data.split_to(granted.min(data.len()));
-        stream.send_data(piece, false)?;
-    }
-    Ok(())
-}
-
 /// Reads the response and streams it to the sink, releasing flow-control credit only as the
 /// sink takes the bytes.
 async fn download(
@@ -335,7 +304,7 @@ async fn download(
     let io_err = |what: &'static str, head_sent: bool| {
         move |e: h2::Error| ProxyError::OriginIo {
             what,
-            source: h2_io(e),
+            source: io_error(e),
             head_sent,
         }
     };
