@@ -27,7 +27,17 @@ pub struct Nginx {
     pub proc: LoggedProc,
     pub addr: SocketAddr,
     root: PathBuf,
+    /// For [`Nginx::start_https`]: the PEM of the CA that issued its certificate.
+    ca_file: Option<PathBuf>,
+    /// For [`Nginx::start_https`]: the certificate, key and CA files.
+    _tls_dir: Option<tempfile::TempDir>,
     _dir: tempfile::TempDir,
+}
+
+/// nginx's TLS listener: certificate and key files.
+struct NginxTls {
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 const NGINX_BIN: &str = "/usr/sbin/nginx";
@@ -35,6 +45,38 @@ const NGINX_BIN: &str = "/usr/sbin/nginx";
 impl Nginx {
     /// Starts nginx in a fresh temp dir; write the files to serve under [`Nginx::root`].
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Like [`Nginx::start`], over TLS with HTTP/2 on the listener (nginx then speaks HTTP/2 to
+    /// clients that offer `h2` by ALPN and HTTP/1.1 to the others), with a certificate for
+    /// `names` from a CA of its own ([`Nginx::ca_file`]). `GET /proto` answers
+    /// `proto=<the protocol nginx saw> host=<Host>\n`.
+    pub fn start_https(names: &[&str]) -> Self {
+        use dataplane::quic::tls::TlsMaterial;
+        let ca = TlsMaterial::generate_ca().expect("nginx CA");
+        let leaf = TlsMaterial::issue_server_cert(&ca, names).expect("nginx certificate");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tls = NginxTls {
+            cert: dir.path().join("cert.pem"),
+            key: dir.path().join("key.pem"),
+        };
+        std::fs::write(&tls.cert, &leaf.cert_chain_pem).expect("write cert");
+        std::fs::write(&tls.key, &leaf.key_pem).expect("write key");
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.cert_pem()).expect("write CA");
+        let mut nginx = Self::start_with(Some(tls));
+        nginx.ca_file = Some(ca_file);
+        nginx._tls_dir = Some(dir);
+        nginx
+    }
+
+    /// The CA of [`Nginx::start_https`]'s certificate.
+    pub fn ca_file(&self) -> &Path {
+        self.ca_file.as_deref().expect("an https nginx")
+    }
+
+    fn start_with(tls: Option<NginxTls>) -> Self {
         assert!(
             Path::new(NGINX_BIN).exists(),
             "{NGINX_BIN} missing: install Debian's nginx-light (.ci/run does)"
@@ -47,7 +89,7 @@ impl Nginx {
         let mut last = String::new();
         for _ in 0..5 {
             let port = free_port();
-            let conf = Self::write_conf(dir.path(), &root, port);
+            let conf = Self::write_conf(dir.path(), &root, port, tls.as_ref());
             let mut cmd = Command::new(NGINX_BIN);
             cmd.arg("-p")
                 .arg(dir.path())
@@ -63,6 +105,8 @@ impl Nginx {
                         proc,
                         addr,
                         root,
+                        ca_file: None,
+                        _tls_dir: None,
                         _dir: dir,
                     };
                 }
@@ -77,7 +121,7 @@ impl Nginx {
         panic!("nginx did not start:\n{last}");
     }
 
-    fn write_conf(dir: &Path, root: &Path, port: u16) -> PathBuf {
+    fn write_conf(dir: &Path, root: &Path, port: u16, tls: Option<&NginxTls>) -> PathBuf {
         let d = dir.display();
         // Temp paths of the modules compiled in, all inside the temp dir so that nginx writes
         // nothing under /var (and runs unprivileged).
@@ -113,15 +157,26 @@ http {{
     default_type application/octet-stream;
     keepalive_requests 10000;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{listen_tls};
+        {tls_files}
         server_name _;
         root {root};
         location / {{
         }}
+        location = /proto {{
+            default_type text/plain;
+            return 200 "proto=$server_protocol host=$host\n";
+        }}
     }}
 }}
 "#,
-            root = root.display()
+            root = root.display(),
+            listen_tls = if tls.is_some() { " ssl http2" } else { "" },
+            tls_files = tls.map_or(String::new(), |t| format!(
+                "ssl_certificate {};\n        ssl_certificate_key {};",
+                t.cert.display(),
+                t.key.display()
+            )),
         );
         let path = dir.join("nginx.conf");
         std::fs::write(&path, conf).expect("write nginx.conf");
@@ -134,7 +189,12 @@ http {{
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 }
 

@@ -1,0 +1,83 @@
+//! `--http2-origin` through a real edge to a real HTTP/2 origin (nginx with TLS and `http2`
+//! on its listener, which also speaks HTTP/1.1 to clients that do not offer `h2`): the flag
+//! decides which protocol the origin sees, and both carry small and large answers and an
+//! upload.
+
+use ringway_tests::connector::Connector;
+use ringway_tests::origins::Nginx;
+use ringway_tests::payload::sha256_hex;
+use ringway_tests::prelude::*;
+
+const ZONE: &str = "h2origin.test";
+
+struct Case {
+    t: TunnelSetup,
+    nginx: Nginx,
+    host: String,
+    id: String,
+}
+
+impl Case {
+    fn new(name: &str) -> Self {
+        let t = TunnelSetup::new(ZONE);
+        let host = format!("{name}.{ZONE}");
+        let id = t.tunnel(name, &[&host]);
+        let nginx = Nginx::start_https(&["127.0.0.1"]);
+        Self { t, nginx, host, id }
+    }
+
+    fn run(&self, extra: &[&str]) -> Connector {
+        let ca = self.nginx.ca_file().display().to_string();
+        let mut flags = vec!["--origin-ca-pool", ca.as_str()];
+        flags.extend_from_slice(extra);
+        let args = self.t.run_args(
+            &self.id,
+            &self.id,
+            &self.nginx.url(),
+            &self.t.edge.connector_args(),
+            &flags,
+        );
+        Connector::start(self.t.cli(), &args)
+    }
+}
+
+#[test]
+fn http2_origin_speaks_http2_to_an_origin_that_offers_it() {
+    let c = Case::new("h2");
+    let body = vec![7u8; 1 << 20];
+    std::fs::write(c.nginx.root().join("big.bin"), &body).unwrap();
+    let conn = c.run(&["--http2-origin"]);
+    c.t.wait_served(&c.host);
+    let r = c.t.edge.get(&c.host, "/proto");
+    assert_eq!(r.status, 200, "{}\n{}", r.summary(), conn.logs());
+    assert_eq!(r.text(), format!("proto=HTTP/2.0 host={}\n", c.host));
+
+    let r = c.t.edge.get(&c.host, "/big.bin");
+    assert_eq!(r.status, 200, "{}", r.summary());
+    assert_eq!(
+        sha256_hex(&r.body),
+        sha256_hex(&body),
+        "1 MiB over HTTP/2 intact"
+    );
+
+    let upload = vec![b'u'; 300_000];
+    let mut client = RawClient::connect(c.t.edge.http_addr());
+    let r = client
+        .request(
+            &request_bytes("POST", &c.host, "/proto", &[], Some(&upload), true),
+            false,
+        )
+        .expect("POST through the edge");
+    assert_eq!(r.status, 200, "{}\n{}", r.summary(), conn.logs());
+    assert_eq!(r.text(), format!("proto=HTTP/2.0 host={}\n", c.host));
+}
+
+#[test]
+fn without_the_flag_the_same_origin_gets_http1() {
+    let c = Case::new("h1");
+    let conn = c.run(&[]);
+    c.t.wait_served(&c.host);
+    let r = c.t.edge.get(&c.host, "/proto");
+    assert_eq!(r.status, 200, "{}\n{}", r.summary(), conn.logs());
+    assert_eq!(r.text(), format!("proto=HTTP/1.1 host={}\n", c.host));
+}
