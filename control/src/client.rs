@@ -85,7 +85,7 @@ impl ApiClient {
             .authorized(self.agent.get(&url))
             .header("Accept", "application/json")
             .call();
-        Self::finish(&url, r)
+        read_answer(&url, r)
     }
 
     /// GET that treats `304 Not Modified` as `None` (long-polls that saw no change).
@@ -97,72 +97,74 @@ impl ApiClient {
         {
             return Ok(None);
         }
-        Self::finish(&url, r).map(Some)
+        read_answer(&url, r).map(Some)
     }
 
     pub fn delete(&self, path: &str) -> Result<Answer, ClientError> {
         let url = self.url(path);
-        Self::finish(&url, self.authorized(self.agent.delete(&url)).call())
+        read_answer(&url, self.authorized(self.agent.delete(&url)).call())
     }
 
     pub fn post<B: Serialize>(&self, path: &str, body: &B) -> Result<Answer, ClientError> {
         let url = self.url(path);
-        Self::finish(&url, self.authorized(self.agent.post(&url)).send_json(body))
+        read_answer(&url, self.authorized(self.agent.post(&url)).send_json(body))
     }
 
     pub fn put<B: Serialize>(&self, path: &str, body: &B) -> Result<Answer, ClientError> {
         let url = self.url(path);
-        Self::finish(&url, self.authorized(self.agent.put(&url)).send_json(body))
+        read_answer(&url, self.authorized(self.agent.put(&url)).send_json(body))
     }
 
     /// `req` with this client's bearer token on it.
     fn authorized<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
         req.header("Authorization", format!("Bearer {}", self.token.expose()))
     }
+}
 
-    fn finish(
-        url: &str,
-        r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<Answer, ClientError> {
-        let mut resp = r.map_err(|e| ClientError::Unreachable {
+/// The control plane's answer to one call: the envelope's `result` when the status is 200 and
+/// `success` is true, else `Api` with the first error's code and message.
+pub(crate) fn read_answer(
+    url: &str,
+    r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<Answer, ClientError> {
+    let mut resp = r.map_err(|e| ClientError::Unreachable {
+        url: url.to_string(),
+        cause: e.to_string(),
+    })?;
+    let status = resp.status().as_u16();
+    let body: Value = resp
+        .body_mut()
+        .read_json()
+        .map_err(|e| ClientError::Protocol {
             url: url.to_string(),
-            cause: e.to_string(),
+            cause: format!("HTTP {status}, body is not JSON: {e}"),
         })?;
-        let status = resp.status().as_u16();
-        let body: Value = resp
-            .body_mut()
-            .read_json()
-            .map_err(|e| ClientError::Protocol {
-                url: url.to_string(),
-                cause: format!("HTTP {status}, body is not JSON: {e}"),
-            })?;
-        let success = body
-            .get("success")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        if status == 200 && success {
-            return Ok(Answer {
-                result: body.get("result").cloned().unwrap_or(Value::Null),
-                result_info: body.get("result_info").cloned(),
-            });
-        }
-        let first = body
-            .get("errors")
-            .and_then(Value::as_array)
-            .and_then(|e| e.first());
-        let code = first
-            .and_then(|e| e.get("code"))
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
-        let message = first
-            .and_then(|e| e.get("message"))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("request to {url} failed"));
-        Err(ClientError::Api {
-            status,
-            code,
-            message,
-        })
+    let success = body
+        .get("success")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if status == 200 && success {
+        return Ok(Answer {
+            result: body.get("result").cloned().unwrap_or(Value::Null),
+            result_info: body.get("result_info").cloned(),
+        });
     }
+    let first = body
+        .get("errors")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first());
+    let code = first
+        .and_then(|e| e.get("code"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let message = first
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("request to {url} failed"));
+    Err(ClientError::Api {
+        status,
+        code,
+        message,
+    })
 }

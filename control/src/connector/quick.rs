@@ -10,6 +10,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::{ConnectorError, RunOptions};
+use crate::client::{ClientError, read_answer};
 use crate::files::Credentials;
 use crate::secret::TunnelSecret;
 
@@ -48,37 +49,23 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-/// The JSON body of an answer, or why there is none; a non-200 or `success: false` is
-/// `Refused` with the envelope's first error message.
+/// The envelope's `result`, or why there is none: the control plane's one reader of API
+/// answers, with its errors named for the quick tunnel service.
 fn answer(
     url: &str,
     r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
 ) -> Result<Value, QuickError> {
-    let mut resp = r.map_err(|e| QuickError::Unreachable {
-        url: url.to_string(),
-        cause: e.to_string(),
-    })?;
-    let status = resp.status().as_u16();
-    let body: Value = resp
-        .body_mut()
-        .read_json()
-        .map_err(|e| QuickError::Protocol {
-            url: url.to_string(),
-            cause: format!("HTTP {status}, body is not JSON: {e}"),
-        })?;
-    if status != 200 || body.get("success").and_then(Value::as_bool) == Some(false) {
-        let message = body
-            .pointer("/errors/0/message")
-            .and_then(Value::as_str)
-            .unwrap_or("no reason given")
-            .to_string();
-        return Err(QuickError::Refused {
+    read_answer(url, r).map(|a| a.result).map_err(|e| match e {
+        ClientError::Unreachable { url, cause } => QuickError::Unreachable { url, cause },
+        ClientError::Api {
+            status, message, ..
+        } => QuickError::Refused {
             url: url.to_string(),
             status,
             message,
-        });
-    }
-    Ok(body)
+        },
+        ClientError::Protocol { url, cause } => QuickError::Protocol { url, cause },
+    })
 }
 
 /// Asks `service_url` for a quick tunnel.
@@ -94,7 +81,7 @@ pub fn create(service_url: &str) -> Result<QuickTunnel, QuickError> {
         cause: cause.to_string(),
     };
     let field = |name: &str| {
-        body.pointer(&format!("/result/{name}"))
+        body.get(name)
             .and_then(Value::as_str)
             .ok_or_else(|| bad(&format!("result.{name} is missing")))
     };
