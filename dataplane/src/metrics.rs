@@ -15,7 +15,9 @@
 //! `ringway_`.
 
 use std::fmt::{self, Write as _};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering::Relaxed};
+
+use crate::connector::Protocol;
 
 /// Lowest HTTP status counted per code.
 const MIN_STATUS: u16 = 100;
@@ -88,6 +90,8 @@ pub struct TunnelMetrics {
     registration_failures: [AtomicU64; RegistrationFailure::ALL.len()],
     /// Responses by status code; index `status - 100`.
     by_status: Box<[AtomicU64; STATUS_SLOTS]>,
+    /// Each HA connection's transport, by index: 0 none registered, 1 QUIC, 2 HTTP/2.
+    connection_protocols: Box<[AtomicU8; 256]>,
 }
 
 impl Default for TunnelMetrics {
@@ -126,6 +130,7 @@ impl TunnelMetrics {
             origin_connect_errors: AtomicU64::new(0),
             registration_failures: std::array::from_fn(|_| AtomicU64::new(0)),
             by_status: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            connection_protocols: Box::new(std::array::from_fn(|_| AtomicU8::new(0))),
         }
     }
 
@@ -187,6 +192,25 @@ impl TunnelMetrics {
     /// [`ha_connection_up`](Self::ha_connection_up).
     pub fn ha_connection_down(&self) {
         self.ha_connections.fetch_sub(1, Relaxed);
+    }
+
+    /// HA connection `index` is registered over `protocol` (`None`: not registered).
+    pub fn set_connection_protocol(&self, index: u8, protocol: Option<Protocol>) {
+        let v = match protocol {
+            None => 0,
+            Some(Protocol::Quic) => 1,
+            Some(Protocol::Http2) => 2,
+        };
+        self.connection_protocols[usize::from(index)].store(v, Relaxed);
+    }
+
+    /// HA connection `index`'s transport, if it is registered.
+    pub fn connection_protocol(&self, index: u8) -> Option<Protocol> {
+        match self.connection_protocols[usize::from(index)].load(Relaxed) {
+            1 => Some(Protocol::Quic),
+            2 => Some(Protocol::Http2),
+            _ => None,
+        }
     }
 
     /// Registering a connection with the edge failed.
@@ -382,6 +406,19 @@ impl TunnelMetrics {
             "",
             self.origin_connect_errors(),
         );
+
+        family(
+            o,
+            "ringway_tunnel_connection_protocol",
+            "gauge",
+            "Transport of each registered HA connection to the edge (1 for the one in use)",
+        );
+        for index in 0..=u8::MAX {
+            if let Some(p) = self.connection_protocol(index) {
+                let labels = format!("conn_index=\"{index}\",protocol=\"{}\"", p.as_str());
+                sample(o, "ringway_tunnel_connection_protocol", &labels, 1);
+            }
+        }
 
         family(
             o,

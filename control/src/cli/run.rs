@@ -9,6 +9,7 @@ use super::args::{RunArgs, TunnelCmd};
 use super::flags::Flags;
 use crate::config::OriginRequestConfig;
 use crate::connector::{self, EdgeIpVersion, RunOptions};
+use dataplane::connector::ProtocolChoice;
 
 /// cloudflared's defaults.
 const DEFAULT_HA_CONNECTIONS: u8 = 4;
@@ -130,12 +131,10 @@ pub fn ready(flags: &Flags) -> anyhow::Result<()> {
 }
 
 fn options(t: &TunnelCmd, tunnel: Option<String>, f: &Flags) -> anyhow::Result<RunOptions> {
-    let protocol = f.str("protocol")?.unwrap_or_else(|| "auto".into());
-    match protocol.as_str() {
-        "auto" | "quic" => {}
-        "http2" => bail!("--protocol http2: this edge serves the QUIC transport; use quic or auto"),
-        other => bail!("--protocol {other}: expected auto, quic or http2"),
-    }
+    let protocol: ProtocolChoice = match f.str("protocol")? {
+        None => ProtocolChoice::Auto,
+        Some(p) => p.parse().map_err(|e: String| anyhow!("--protocol: {e}"))?,
+    };
     let token = match f.str("token")? {
         Some(t) => Some(t),
         None => match f.str("token-file")? {
@@ -208,6 +207,7 @@ fn options(t: &TunnelCmd, tunnel: Option<String>, f: &Flags) -> anyhow::Result<R
         unix_socket: f.str("unix-socket")?.map(PathBuf::from),
         origin_defaults: origin_defaults(f)?,
         quick_hostname: None,
+        protocol,
     })
 }
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use dataplane::connector::{ConnectionError, ConnectorHooks};
+use dataplane::connector::{ConnectionError, ConnectorHooks, Protocol, Switch};
 use dataplane::wire::rpc::ConnectionDetails;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tracing::{error, info, warn};
@@ -94,17 +94,38 @@ impl LoggingHooks {
 }
 
 impl ConnectorHooks for LoggingHooks {
-    fn registered(&self, index: u8, edge: SocketAddr, details: &ConnectionDetails) {
+    fn registered(
+        &self,
+        index: u8,
+        edge: SocketAddr,
+        protocol: Protocol,
+        details: &ConnectionDetails,
+    ) {
         if let Some(f) = self.failures.get(index as usize) {
             f.store(0, Ordering::Relaxed);
         }
         info!(
-            "Registered tunnel connection connIndex={index} connection={} event=0 ip={} location={} protocol=quic",
+            "Registered tunnel connection connIndex={index} connection={} event=0 ip={} location={} protocol={protocol}",
             details.uuid,
             edge.ip(),
             details.location_name
         );
         self.write_pidfile();
+    }
+
+    fn protocol_changed(&self, index: u8, switch: &Switch) {
+        // cloudflared's two messages: a fallback, and a return to the preferred protocol.
+        let after = switch.after.as_secs_f64();
+        match switch.to {
+            Protocol::Http2 => warn!(
+                "Switching to fallback protocol {} connIndex={index} reason=\"{}\" after={after:.1}s attempts={}",
+                switch.to, switch.reason, switch.attempts
+            ),
+            Protocol::Quic => info!(
+                "Changing protocol to {} connIndex={index} reason=\"{}\" after={after:.1}s",
+                switch.to, switch.reason
+            ),
+        }
     }
 
     fn disconnected(&self, index: u8, edge: SocketAddr, reason: &ConnectionError) {

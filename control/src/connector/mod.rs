@@ -21,7 +21,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use dataplane::connector::{Backoff, Connector, ConnectorSetup, IngressRouter};
+use dataplane::connector::{Backoff, Connector, ConnectorSetup, IngressRouter, ProtocolChoice};
 use dataplane::metrics::TunnelMetrics;
 use dataplane::quic::{QuicConfig, tls};
 use dataplane::runtime::WorkersConfig;
@@ -81,6 +81,8 @@ pub struct RunOptions {
     pub origin_defaults: crate::config::OriginRequestConfig,
     /// A quick tunnel's hostname, served by the metrics server at `/quicktunnel`.
     pub quick_hostname: Option<String>,
+    /// `--protocol`: QUIC, HTTP/2, or `auto` (QUIC, else HTTP/2, per connection).
+    pub protocol: ProtocolChoice,
 }
 
 /// `--edge-ip-version`: `4`, `6` or `auto` (cloudflared's values).
@@ -416,6 +418,14 @@ pub const LABEL_FEATURE: &str = "ringway-label=";
 /// Feature prefix carrying one `--tag KEY=VALUE`.
 pub const TAG_FEATURE: &str = "ringway-tag=";
 
+/// What the first attempt of every connection uses (cloudflared's `Initial protocol` line).
+fn initial_protocol(choice: ProtocolChoice) -> &'static str {
+    match choice {
+        ProtocolChoice::Auto => "quic (auto: http2 if QUIC cannot connect)",
+        ProtocolChoice::Only(p) => p.as_str(),
+    }
+}
+
 /// Runs the connector until a signal, or until every connection gave up.
 pub fn run(opts: RunOptions) -> Result<(), ConnectorError> {
     start(opts)?.wait()
@@ -448,6 +458,9 @@ pub fn start(opts: RunOptions) -> Result<RunningConnector, ConnectorError> {
     let client_config = quic
         .client_config(crypto)
         .map_err(ConnectorError::QuicClient)?;
+    // HTTP/2's TLS trusts the same CA and offers the same groups.
+    let h2_tls = dataplane::connector::edge_tls_config(&prepared.ca_pem, opts.post_quantum)
+        .map_err(ConnectorError::BadCa)?;
     let ha = opts.ha_connections.max(1);
     let (hooks, events) = hooks::LoggingHooks::new(ha, creds.tunnel_id, opts.max_failures);
     let hooks = hooks.with_pidfile(opts.pidfile.clone());
@@ -455,6 +468,7 @@ pub fn start(opts: RunOptions) -> Result<RunningConnector, ConnectorError> {
         "Starting tunnel tunnelID={} connectorID={connector_id} edges={:?} ha_connections={ha}",
         creds.tunnel_id, prepared.edges
     );
+    info!("Initial protocol {}", initial_protocol(opts.protocol));
     let connector = Connector::start(ConnectorSetup {
         quic,
         client_config,
@@ -463,6 +477,8 @@ pub fn start(opts: RunOptions) -> Result<RunningConnector, ConnectorError> {
         bind_address: opts.edge_bind_address,
         edges: prepared.edges.clone(),
         server_name: dataplane::quic::DEFAULT_SERVER_NAME.to_owned(),
+        protocol: opts.protocol,
+        h2_tls,
         ha_connections: ha,
         tunnel_id: creds.tunnel_id,
         auth: TunnelAuth {

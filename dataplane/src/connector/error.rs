@@ -53,6 +53,32 @@ pub enum ConnectionError {
         edge: SocketAddr,
         silent_for: Duration,
     },
+    /// `auto` gives a QUIC dial [`super::protocol::QUIC_HANDSHAKE_LIMIT`]: blocked UDP is silence.
+    #[error("edge {edge}: no QUIC handshake within {:.1}s", .after.as_secs_f64())]
+    QuicTimeout { edge: SocketAddr, after: Duration },
+    // The HTTP/2 transport.
+    #[error("edge {edge} unreachable over TCP: {source}")]
+    TcpConnect {
+        edge: SocketAddr,
+        source: Arc<io::Error>,
+    },
+    #[error("TLS handshake with edge {edge} failed: {source}")]
+    Tls {
+        edge: SocketAddr,
+        source: Arc<io::Error>,
+    },
+    #[error("edge {edge}: no TCP connection and TLS handshake within {:.0}s", .after.as_secs_f64())]
+    DialTimeout { edge: SocketAddr, after: Duration },
+    #[error("HTTP/2 with edge {edge} failed: {source}")]
+    Http2 {
+        edge: SocketAddr,
+        source: Arc<h2::Error>,
+    },
+    #[error("edge {edge} opened no control stream within {:.0}s", .after.as_secs_f64())]
+    NoControlStream { edge: SocketAddr, after: Duration },
+    /// The edge ended the HTTP/2 connection (TCP closed or GOAWAY).
+    #[error("connection with edge {edge} closed")]
+    EdgeClosed { edge: SocketAddr },
 }
 
 impl ConnectionError {
@@ -74,5 +100,18 @@ impl ConnectionError {
             ConnectionError::Refused(r) => r.should_retry,
             _ => true,
         }
+    }
+
+    /// Whether the transport itself failed (no connection, or it broke before registering):
+    /// what makes `--protocol auto` try the other transport. A refusal or an RPC error is the
+    /// edge's answer, not the transport's fault.
+    pub fn transport_failure(&self) -> bool {
+        !matches!(
+            self,
+            ConnectionError::Refused(_)
+                | ConnectionError::RegistrationRpc(_)
+                | ConnectionError::Cid(_)
+                | ConnectionError::Quic(_)
+        )
     }
 }

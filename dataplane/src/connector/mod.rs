@@ -1,29 +1,46 @@
-//! The connector's data path: QUIC connections to the edge, their registration, one task per
-//! data stream, and the origin side.
+//! The connector's data path: connections to the edge over QUIC or HTTP/2, their
+//! registration, one task per request the edge sends, and the origin side.
 //!
 //! # Layout
 //!
 //! - `mod.rs` (this file): [`Connector`] (pinned workers), [`ConnectorSetup`], the
-//!   [`IngressRouter`] and [`ConnectorHooks`] extension points, and the per-connection
-//!   supervisor: dial, register, serve streams, reconnect with backoff.
-//! - `stream`: one task per stream the edge opens: `ConnectRequest` → ingress → origin →
+//!   [`IngressRouter`] and [`ConnectorHooks`] extension points.
+//! - `supervise`: one task per HA connection: dial on the selected transport, register,
+//!   serve, reconnect with backoff; `auto`'s fallback to HTTP/2 and background QUIC probe.
+//! - [`protocol`]: `--protocol quic|http2|auto` and when `auto` switches.
+//! - `session`: what both transports share once dialled: the control stream's registration,
+//!   the serve loop, the graceful drain (unregister, finish in-flight requests, close).
+//! - `quic_link`: the QUIC transport (UDP socket, endpoint, handshake, control stream).
+//! - `stream`: one task per QUIC stream the edge opens: `ConnectRequest` → ingress → origin →
 //!   `ConnectResponse` and body; RPC streams answer `updateConfiguration`.
+//! - `h2_link`: the HTTP/2 transport (TCP, TLS with SNI `h2.cftunnel.com`, the connector as
+//!   HTTP/2 server, PING liveness); `h2_stream`: one task per HTTP/2 request the edge sends.
 //! - [`origin`]: what a request is proxied to ([`origin::OriginTarget`]) and the per-worker
 //!   HTTP/1.1 client with keep-alive pools that does it.
 //!
 //! # Connections
 //!
-//! HA connection `i` belongs to worker `i % workers` and uses its own UDP socket, so each
-//! connection's packets stay on the worker that owns it. Attempt `k` of connection `i`
+//! HA connection `i` belongs to worker `i % workers` and uses its own UDP socket (or TCP
+//! connection), so each connection's packets stay on the worker that owns it. Attempt `k` of connection `i`
 //! dials `edges[(i + k) % edges.len()]`, so connections spread over the edge addresses and a
 //! failed address is skipped on the next try. Connection 0 registers first; the others wait
 //! for its first outcome, as cloudflared does, so a bad credential shows up once.
 
 mod error;
+mod h2_link;
+mod h2_stream;
+#[cfg(test)]
+mod h2_tests;
 pub mod origin;
+pub mod protocol;
+mod quic_link;
+mod session;
 mod stream;
+mod supervise;
 
 pub use error::{ConnectionError, FailedSide};
+pub use h2_link::edge_tls_config;
+pub use protocol::{Protocol, ProtocolChoice, Switch};
 pub use stream::RouteKey;
 
 use std::cell::{Cell, RefCell};
@@ -31,23 +48,17 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::AtomicU8;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use futures::FutureExt;
-use tracing::debug;
 use uuid::Uuid;
 
 use crate::metrics::TunnelMetrics;
-use crate::quic::endpoint::Endpoint;
-use crate::quic::stream_io::{StreamReader, StreamWriter};
-use crate::quic::{CidKey, Driver, QuicConfig, VarInt, WorkerCidGenerator};
+use crate::quic::{CidKey, QuicConfig};
 use crate::runtime::{WorkerCtx, Workers, WorkersConfig};
-use crate::udp::{UdpBackend, UdpConfig, UdpIo};
-use crate::wire::rpc::{
-    ConnectionDetails, ConnectionOptions, RegisterError, TunnelAuth, registration_client,
-};
+use crate::udp::{UdpBackend, UdpConfig};
+use crate::wire::rpc::{ConnectionDetails, ConnectionOptions, TunnelAuth};
 
 use origin::{OriginClient, OriginTarget};
 
@@ -69,8 +80,18 @@ impl IngressRouter for SingleOrigin {
 
 /// What the control thread hears about connections (called on worker threads; keep quick).
 pub trait ConnectorHooks: Send + Sync + 'static {
-    fn registered(&self, index: u8, edge: SocketAddr, details: &ConnectionDetails) {
-        let _ = (index, edge, details);
+    fn registered(
+        &self,
+        index: u8,
+        edge: SocketAddr,
+        protocol: Protocol,
+        details: &ConnectionDetails,
+    ) {
+        let _ = (index, edge, protocol, details);
+    }
+    /// `--protocol auto` moved connection `index` to another transport.
+    fn protocol_changed(&self, index: u8, switch: &Switch) {
+        let _ = (index, switch);
     }
     fn disconnected(&self, index: u8, edge: SocketAddr, reason: &ConnectionError) {
         let _ = (index, edge, reason);
@@ -137,8 +158,12 @@ pub struct ConnectorSetup {
     pub bind_address: Option<std::net::IpAddr>,
     /// Edge addresses (`--edge`); connections spread over them.
     pub edges: Vec<SocketAddr>,
-    /// TLS server name (SNI) for the edge: `quic.cftunnel.com`.
+    /// TLS server name (SNI) for the edge over QUIC: `quic.cftunnel.com`.
     pub server_name: String,
+    /// `--protocol`.
+    pub protocol: ProtocolChoice,
+    /// TLS towards the edge over HTTP/2 ([`edge_tls_config`]: the same CA and groups as QUIC).
+    pub h2_tls: Arc<rustls::ClientConfig>,
     pub ha_connections: u8,
     pub tunnel_id: Uuid,
     pub auth: TunnelAuth,
@@ -164,6 +189,7 @@ impl std::fmt::Debug for ConnectorSetup {
             .field("edges", &self.edges)
             .field("tunnel_id", &self.tunnel_id)
             .field("ha_connections", &self.ha_connections)
+            .field("protocol", &self.protocol)
             .finish_non_exhaustive()
     }
 }
@@ -183,7 +209,7 @@ impl std::fmt::Debug for Connector {
 const FIRST_PENDING: u8 = 0;
 const FIRST_DONE: u8 = 1;
 
-struct Common {
+pub(crate) struct Common {
     setup: ConnectorSetup,
     cid_key: CidKey,
     first: AtomicU8,
@@ -274,7 +300,7 @@ async fn run_worker(mut ctx: WorkerCtx<()>, common: Arc<Common>) {
     let mut tasks = Vec::new();
     for index in (ctx.index..n).step_by(ctx.count) {
         let (common, shared) = (common.clone(), shared.clone());
-        tasks.push(monoio::spawn(supervise(
+        tasks.push(monoio::spawn(supervise::supervise(
             common,
             shared,
             ctx.index,
@@ -284,268 +310,4 @@ async fn run_worker(mut ctx: WorkerCtx<()>, common: Arc<Common>) {
     for t in tasks {
         t.await;
     }
-}
-
-/// Keeps connection `index` up: dial, register, serve, and on any failure wait and redial.
-async fn supervise(common: Arc<Common>, shared: Rc<ConnectorShared>, worker: usize, index: u8) {
-    let setup = &common.setup;
-    if index != 0 {
-        // Startup only: poll the first connection's outcome (a few checks at most).
-        while common.first.load(Ordering::Acquire) == FIRST_PENDING {
-            monoio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    let mut attempt: u32 = 0;
-    let mut refusals: u32 = 0;
-    // Runs until shutdown; every turn waits on the network or on a backoff.
-    loop {
-        if shared.is_stopping() {
-            return;
-        }
-        let edge = setup.edges[(index as usize + attempt as usize) % setup.edges.len()];
-        let outcome = run_connection(&common, &shared, worker, index, edge, attempt).await;
-        if index == 0 {
-            common.first.store(FIRST_DONE, Ordering::Release);
-        }
-        match outcome {
-            Outcome::Served(None) => {
-                setup.metrics.ha_connection_down();
-                return;
-            }
-            Outcome::Served(Some(reason)) => {
-                setup.metrics.ha_connection_down();
-                if shared.is_stopping() {
-                    return;
-                }
-                setup.hooks.disconnected(index, edge, &reason);
-                attempt = 0;
-                refusals = 0;
-            }
-            Outcome::Failed(error) => {
-                if !error.retryable() {
-                    refusals += 1;
-                    if refusals >= setup.retries.max(1) {
-                        setup.hooks.gave_up(index, &error);
-                        return;
-                    }
-                } else {
-                    refusals = 0;
-                    if attempt + 1 == setup.retries.max(1) {
-                        // Reported once; the attempts go on at the backoff cap.
-                        setup.hooks.failing(index, &error, setup.retries.max(1));
-                    }
-                }
-                let wait = setup.backoff.delay(attempt);
-                setup.hooks.attempt_failed(index, edge, &error, wait);
-                let mut sleep = std::pin::pin!(monoio::time::sleep(wait).fuse());
-                let mut stop = std::pin::pin!(shared.stopped().fuse());
-                futures::select! {
-                    () = sleep => {}
-                    () = stop => return,
-                }
-                attempt = attempt.saturating_add(1);
-            }
-        }
-    }
-}
-
-/// Graceful end of one connection: unregister (the edge stops sending new requests here), let
-/// in-flight streams finish within `grace`, then close.
-async fn drain(
-    shared: &Rc<ConnectorShared>,
-    client: &crate::wire::rpc::RegistrationClient,
-    conn: &crate::quic::endpoint::Connection,
-    active: &Rc<Cell<usize>>,
-    grace: Duration,
-    index: u8,
-) {
-    let deadline = std::time::Instant::now() + grace;
-    match monoio::time::timeout(UNREGISTER_TIMEOUT, client.unregister_connection()).await {
-        Ok(Ok(())) => debug!(index, "unregistered"),
-        Ok(Err(e)) => debug!(index, error = %e, "unregisterConnection failed"),
-        Err(_) => debug!(index, "unregisterConnection timed out"),
-    }
-    // Requests the edge routed here just before it processed the unregistration still arrive
-    // for a moment: keep serving new streams through a short settle period, then until the
-    // in-flight ones are done, within the grace period. A few checks per second.
-    let settled = std::time::Instant::now() + DRAIN_SETTLE;
-    loop {
-        let now = std::time::Instant::now();
-        if now >= deadline || (now >= settled && active.get() == 0) {
-            break;
-        }
-        let mut next = std::pin::pin!(conn.accept_bi().fuse());
-        let mut tick = std::pin::pin!(monoio::time::sleep(Duration::from_millis(20)).fuse());
-        futures::select! {
-            s = next => match s {
-                Ok((send, recv)) => spawn_stream(shared, active, send, recv),
-                Err(_) => break,
-            },
-            () = tick => {}
-        }
-    }
-    conn.close(VarInt::from_u32(0), b"connector shutting down");
-}
-
-/// After `unregisterConnection`, how long the connector keeps accepting streams the edge had
-/// already routed to this connection (the edge applies the unregistration at once on the
-/// owning worker; a request already past routing is at most one round trip behind).
-const DRAIN_SETTLE: Duration = Duration::from_millis(500);
-
-/// Serves one edge-opened stream on its own task, counted in `active`.
-fn spawn_stream(
-    shared: &Rc<ConnectorShared>,
-    active: &Rc<Cell<usize>>,
-    send: crate::quic::endpoint::SendStream,
-    recv: crate::quic::endpoint::RecvStream,
-) {
-    let (shared, active) = (shared.clone(), active.clone());
-    active.set(active.get() + 1);
-    monoio::spawn(async move {
-        stream::serve_stream(shared, send, recv).await;
-        active.set(active.get() - 1);
-    });
-}
-
-/// Resolves once the edge has sent nothing for [`crate::quic::SILENT_PEER`]: a dead edge is
-/// left (and redialled) in 2.5 s rather than after the 5 s idle timeout.
-async fn edge_silent(conn: &crate::quic::endpoint::Connection) {
-    // Four checks per second, well inside the silence limit.
-    loop {
-        monoio::time::sleep(Duration::from_millis(250)).await;
-        if let Some(t) = conn.last_received()
-            && t.elapsed() > crate::quic::SILENT_PEER
-        {
-            return;
-        }
-    }
-}
-
-/// How long `unregisterConnection` may take before the connector closes anyway.
-const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
-
-enum Outcome {
-    /// Registered and served until the connection ended, for this reason (`None`: the
-    /// connector is shutting down).
-    Served(Option<ConnectionError>),
-    /// Never registered; the error says whether to retry.
-    Failed(ConnectionError),
-}
-
-async fn run_connection(
-    common: &Common,
-    shared: &Rc<ConnectorShared>,
-    worker: usize,
-    index: u8,
-    edge: SocketAddr,
-    attempt: u32,
-) -> Outcome {
-    let setup = &common.setup;
-    let failed = Outcome::Failed;
-    let bind: SocketAddr = match setup.bind_address {
-        Some(ip) => (ip, 0).into(),
-        None if edge.is_ipv4() => ([0, 0, 0, 0], 0).into(),
-        None => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let udp = match UdpIo::bind(bind, &setup.udp, setup.udp_backend) {
-        Ok(u) => u,
-        Err(e) => return failed(ConnectionError::Socket(Arc::new(e))),
-    };
-    let cid = match WorkerCidGenerator::new(common.cid_key.clone(), worker) {
-        Ok(c) => c,
-        Err(e) => return failed(e.into()),
-    };
-    let driver = match Driver::new(&setup.quic, None, Some(setup.client_config.clone()), cid) {
-        Ok(d) => d,
-        Err(e) => return failed(e.into()),
-    };
-    let ep = match Endpoint::start(driver, udp, None) {
-        Ok(ep) => ep,
-        Err(e) => return failed(ConnectionError::Endpoint(Arc::new(e))),
-    };
-    let outcome = connect_and_serve(common, shared, &ep, index, edge, attempt).await;
-    ep.shutdown(VarInt::from_u32(0), b"");
-    outcome
-}
-
-async fn connect_and_serve(
-    common: &Common,
-    shared: &Rc<ConnectorShared>,
-    ep: &Endpoint,
-    index: u8,
-    edge: SocketAddr,
-    attempt: u32,
-) -> Outcome {
-    let setup = &common.setup;
-    let failed = Outcome::Failed;
-    let conn = match ep.connect(edge, &setup.server_name).await {
-        Ok(c) => c,
-        Err(cause) => return failed(ConnectionError::Unreachable { edge, cause }),
-    };
-    let (send, recv) = match conn.open_bi().await {
-        Ok(s) => s,
-        Err(e) => return failed(ConnectionError::ControlStream(e)),
-    };
-    let (client, rpc) = registration_client(StreamReader::new(recv), StreamWriter::new(send));
-    let rpc_task = monoio::spawn(async move {
-        if let Err(e) = rpc.await {
-            debug!(error = %e, "control stream ended");
-        }
-    });
-    let mut options = setup.options.clone();
-    options.num_previous_attempts = attempt.min(255) as u8;
-    let registered = client
-        .register_connection(&setup.auth, setup.tunnel_id, index, &options)
-        .await;
-    let details = match registered {
-        Ok(d) => d,
-        Err(RegisterError::Refused(r)) => {
-            conn.close(VarInt::from_u32(0), b"registration refused");
-            drop(rpc_task);
-            return failed(ConnectionError::Refused(r));
-        }
-        Err(RegisterError::Rpc(e)) => {
-            conn.close(VarInt::from_u32(0), b"registration failed");
-            drop(rpc_task);
-            return failed(ConnectionError::RegistrationRpc(e));
-        }
-    };
-    setup.metrics.ha_connection_up();
-    setup.hooks.registered(index, edge, &details);
-    if index == 0 {
-        common.first.store(FIRST_DONE, Ordering::Release);
-    }
-    if index == 0
-        && let Some(cfg) = &setup.local_config
-        && let Err(e) = client.update_local_configuration(cfg).await
-    {
-        debug!(error = %e, "updateLocalConfiguration failed");
-    }
-    // Serve streams until the connection ends or shutdown begins.
-    let active = Rc::new(Cell::new(0usize));
-    let mut closed = std::pin::pin!(conn.closed().fuse());
-    let mut stop = std::pin::pin!(shared.stopped().fuse());
-    let mut silent = std::pin::pin!(edge_silent(&conn).fuse());
-    // Bounded by the connection's life; each turn accepts one stream.
-    let reason = loop {
-        let mut next = std::pin::pin!(conn.accept_bi().fuse());
-        futures::select! {
-            s = next => match s {
-                Ok((send, recv)) => spawn_stream(shared, &active, send, recv),
-                Err(e) => break Some(ConnectionError::Lost(e)),
-            },
-            e = closed => break Some(ConnectionError::Closed(e)),
-            () = silent => {
-                conn.close(VarInt::from_u32(0), b"edge silent");
-                break Some(ConnectionError::Silent { edge, silent_for: crate::quic::SILENT_PEER });
-            }
-            () = stop => {
-                drain(shared, &client, &conn, &active, setup.grace_period, index).await;
-                break None;
-            }
-        }
-    };
-    drop(client);
-    drop(rpc_task);
-    Outcome::Served(reason)
 }

@@ -1,5 +1,6 @@
-//! One task per stream the edge opens: a data stream (`ConnectRequest` → origin →
-//! `ConnectResponse` + body) or an RPC stream (`updateConfiguration`).
+//! One task per stream the edge opens on a QUIC connection: a data stream (`ConnectRequest` →
+//! origin → `ConnectResponse` + body) or an RPC stream (`updateConfiguration`). Also the
+//! routing key both transports match ingress rules with ([`RouteKey`]).
 
 use std::borrow::Cow;
 use std::io;
@@ -208,10 +209,18 @@ impl ConfigurationHandler for RemoteConfig {
         version: i32,
         _config: Vec<u8>,
     ) -> UpdateConfigurationResponse {
-        UpdateConfigurationResponse {
-            latest_applied_version: version,
-            err: "ringway connector: this tunnel is locally managed; remote configuration is not applied".into(),
-        }
+        locally_managed_answer(version)
+    }
+}
+
+/// The answer to a remote configuration push, on either transport: the version is
+/// acknowledged, nothing is applied, and `err` says why.
+pub(crate) fn locally_managed_answer(version: i32) -> UpdateConfigurationResponse {
+    UpdateConfigurationResponse {
+        latest_applied_version: version,
+        err:
+            "ringway connector: this tunnel is locally managed; remote configuration is not applied"
+                .into(),
     }
 }
 

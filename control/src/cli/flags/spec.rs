@@ -786,7 +786,9 @@ pub const FLAGS: &[FlagSpec] = &[
         &["TUNNEL_TRANSPORT_PROTOCOL"],
         Str,
         All,
-        Works("auto or quic (http2 is refused: the edge speaks QUIC)"),
+        Works(
+            "quic, http2, or auto (the default): QUIC, else HTTP/2 per connection; no TXT lookup",
+        ),
     )),
     no_config(f(
         "overwrite-dns",
