@@ -102,3 +102,110 @@ fn quic_serves_and_sigterm_exits_within_the_grace_period() {
         c.logs()
     );
 }
+
+/// A GET and a 1 MiB POST through the edge to `host`, byte for byte; and the registration
+/// says `protocol=http2`.
+fn assert_serves_over_http2(t: &TunnelSetup, host: &str, c: &Connector, what: &str) {
+    let registered = c.registered_lines();
+    assert!(
+        registered.iter().any(|l| l.contains("protocol=http2")),
+        "[{what}] registered over http2: {registered:?}\n{}",
+        c.logs()
+    );
+    let answer = t.wait_served(host);
+    assert_eq!(answer.status, 200, "{answer:?}\n{}", c.logs());
+    assert_eq!(
+        answer.body, b"tag=stock path=/",
+        "[{what}] the origin's answer"
+    );
+    let answer = t.edge.get(host, "/some/path?q=1");
+    assert_eq!(
+        answer.body, b"tag=stock path=/some/path?q=1",
+        "[{what}] path and query"
+    );
+    let body = ringway_tests::payload::pseudo_random_bytes(1 << 20, 14);
+    let mut client = ringway_tests::raw_client::RawClient::connect(t.edge.http_addr());
+    let answer = client
+        .request(
+            &ringway_tests::raw_client::request_bytes(
+                "POST",
+                host,
+                "/upload",
+                &[],
+                Some(&body),
+                true,
+            ),
+            false,
+        )
+        .unwrap_or_else(|e| panic!("[{what}] POST through the edge: {e}\n{}", c.logs()));
+    assert_eq!(answer.status, 200, "{answer:?}\n{}", c.logs());
+    assert_eq!(
+        answer.text(),
+        ringway_tests::payload::sha256_hex(&body),
+        "[{what}] the origin got the 1 MiB body intact"
+    );
+    assert_eq!(answer.header("x-body-length"), Some("1048576"));
+}
+
+#[test]
+#[ignore = "needs a stock cloudflared: RINGWAY_STOCK_CLOUDFLARED=PATH"]
+fn http2_registers_and_serves_get_and_post() {
+    let t = TunnelSetup::new(ZONE);
+    let host = format!("h2.{ZONE}");
+    let id = t.tunnel("h2", &[&host]);
+    let origin = HashOrigin::start("stock");
+    let started = Instant::now();
+    let mut c = run_stock(
+        &t,
+        "h2",
+        &id,
+        &origin.url(),
+        &[
+            "--protocol",
+            "http2",
+            "--ha-connections",
+            "1",
+            "--grace-period",
+            GRACE,
+        ],
+        1,
+    );
+    eprintln!("[stock http2] registered after {:?}", started.elapsed());
+    assert_serves_over_http2(&t, &host, &c, "stock http2");
+    let stopping = Instant::now();
+    c.proc.proc.signal("TERM");
+    let status = c.proc.wait_exit(EXIT_LIMIT);
+    eprintln!(
+        "[stock http2] cloudflared exited {:?} after SIGTERM",
+        stopping.elapsed()
+    );
+    assert!(
+        status.success(),
+        "cloudflared after SIGTERM: {status}\n{}",
+        c.logs()
+    );
+}
+
+#[test]
+#[ignore = "needs a stock cloudflared: RINGWAY_STOCK_CLOUDFLARED=PATH"]
+fn without_a_protocol_flag_it_starts_on_http2_and_serves() {
+    // Offline, cloudflared's protocol lookup (a TXT record) fails and it starts on http2.
+    let t = TunnelSetup::new(ZONE);
+    let host = format!("auto.{ZONE}");
+    let id = t.tunnel("auto", &[&host]);
+    let origin = HashOrigin::start("stock");
+    let c = run_stock(
+        &t,
+        "auto",
+        &id,
+        &origin.url(),
+        &["--ha-connections", "1"],
+        1,
+    );
+    assert!(
+        c.logs().contains("Initial protocol http2"),
+        "cloudflared chose http2 by itself\n{}",
+        c.logs()
+    );
+    assert_serves_over_http2(&t, &host, &c, "stock, no --protocol");
+}

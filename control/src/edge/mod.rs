@@ -245,6 +245,7 @@ fn route_table(snap: &Snapshot) -> RouteTable {
 /// A started edge: workers serving, the snapshot follower running on its own thread.
 #[derive(Debug)]
 pub struct RunningEdge {
+    /// Each `--tunnel-listen` address as bound: UDP (QUIC) and TCP (HTTP/2) on the same port.
     pub tunnel_addrs: Vec<SocketAddr>,
     pub http_addr: SocketAddr,
     pub ca_path: PathBuf,
@@ -292,11 +293,20 @@ pub fn start(opts: EdgeOptions) -> anyhow::Result<RunningEdge> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    let http2_tls = dataplane::edge::http2_tls_config(&tls.material)
+        .context("cannot build the edge's TLS configuration for HTTP/2 tunnels")?;
     let mut tunnel_sockets = Vec::with_capacity(opts.tunnel_listen.len());
+    let mut tunnel_tcp_listeners = Vec::with_capacity(opts.tunnel_listen.len());
     for addr in &opts.tunnel_listen {
         let socks = bind_reuseport_udp(*addr, threads)
             .with_context(|| format!("cannot listen on udp://{addr}"))?;
+        // The HTTP/2 transport on the same port (cloudflared dials one port for both): UDP
+        // first, so that port 0 picks a port and TCP takes the same one.
+        let bound = socks[0].local_addr()?;
+        let tcp = bind_reuseport_tcp(bound, threads)
+            .with_context(|| format!("cannot listen on tcp://{bound}"))?;
         tunnel_sockets.push(socks);
+        tunnel_tcp_listeners.push(tcp);
     }
     let http_listeners = bind_reuseport_tcp(opts.http_listen, threads)
         .with_context(|| format!("cannot listen on http://{}", opts.http_listen))?;
@@ -357,6 +367,8 @@ pub fn start(opts: EdgeOptions) -> anyhow::Result<RunningEdge> {
         },
         udp_backend: UdpBackend::default(),
         tunnel_sockets,
+        tunnel_tcp_listeners,
+        http2_tls: Some(http2_tls),
         http_listeners,
         location: opts.location.clone(),
         hooks,
@@ -392,6 +404,7 @@ pub fn run(opts: EdgeOptions) -> anyhow::Result<()> {
     let edge = start(opts)?;
     for a in &edge.tunnel_addrs {
         println!("tunnel listening on udp://{a}");
+        println!("tunnel listening on tcp://{a}");
     }
     println!("http listening on http://{}", edge.http_addr);
     println!("ca certificate at {}", edge.ca_path.display());

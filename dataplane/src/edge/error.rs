@@ -6,6 +6,7 @@
 
 use crate::http::{GatewayFailure, ResponseError};
 use crate::quic::endpoint::{ConnectionFailed, StreamReadError, StreamWriteError};
+use crate::wire::http2::ResponseHeadersError;
 use crate::wire::stream::WireError;
 
 /// A failed exchange with the connector over one tunnel stream, before any of the answer was
@@ -29,14 +30,32 @@ pub enum ForwardError {
     #[error("connector sent a response the edge cannot forward: {0}")]
     UnforwardableResponse(ResponseError),
     /// The connector's `ConnectResponse.error`: it names the origin's address and the OS
-    /// error, so it is logged, never shown.
+    /// error, so it is logged, never shown. On HTTP/2, a `502` with
+    /// `cf-cloudflared-response-meta: {"src":"cloudflared"}` (which carries no detail).
     #[error("the connector could not get an answer from the origin: {0}")]
     Origin(String),
+    /// HTTP/2 transport: the connection would not take a new stream (it is closing, or the
+    /// connector refused it); the request never reached the connector.
+    #[error("cannot open an HTTP/2 tunnel stream: {0}")]
+    OpenHttp2Stream(#[source] h2::Error),
+    /// HTTP/2 transport: the request cannot be expressed as an HTTP/2 request head.
+    #[error("request cannot travel as HTTP/2: {0}")]
+    Http2Request(String),
+    /// HTTP/2 transport: the stream or the connection failed before the answer's head.
+    #[error("HTTP/2 tunnel stream failed: {0}")]
+    Http2Stream(#[source] h2::Error),
+    /// HTTP/2 transport: the serialised origin fields are malformed.
+    #[error("connector sent bad serialised response fields: {0}")]
+    BadResponseFields(ResponseHeadersError),
+    /// HTTP/2 transport: neither `cf-cloudflared-response-meta` nor the serialised fields say
+    /// who answered.
+    #[error("connector's HTTP/2 answer (status {0}) does not say who produced it")]
+    UnknownResponseSource(u16),
 }
 
 impl ForwardError {
     /// The side that failed: the origin (as the connector reported it), or the tunnel (the
-    /// QUIC connection, the stream, or the connector's answer). This is also what the 502
+    /// QUIC or HTTP/2 connection, the stream, or the connector's answer). This is also what the 502
     /// tells the public client.
     pub fn side(&self) -> GatewayFailure {
         match self {
@@ -50,7 +69,7 @@ impl ForwardError {
     /// request was delivered, a retry is the client's decision (it knows whether the method
     /// is idempotent), not the edge's.
     pub fn retryable(&self) -> bool {
-        matches!(self, Self::OpenStream(_))
+        matches!(self, Self::OpenStream(_) | Self::OpenHttp2Stream(_))
     }
 }
 

@@ -1,5 +1,6 @@
-//! The edge's data path: QUIC connections from connectors, their registration, and public
-//! HTTP/1.1 requests forwarded to them as argotunnel data streams.
+//! The edge's data path: connector connections (QUIC, or cloudflared's HTTP/2 transport over
+//! TCP/TLS on the same port), their registration, and public HTTP/1.1 requests forwarded to
+//! them as tunnel streams.
 //!
 //! # Layout
 //!
@@ -9,10 +10,16 @@
 //! - [`routes`]: [`RouteTable`], the snapshot as the edge uses it: host → tunnel, and the
 //!   credential check (tunnel id + account + SHA-256 of the secret).
 //! - [`registry`]: live connections per tunnel, one copy per worker, kept in step by messages.
-//! - `tunnel`: one task per QUIC connection: the control stream's `RegistrationServer`,
-//!   registration and withdrawal.
-//! - `proxy`: one task per public TCP connection: read a request head, route it, open a data
-//!   stream, stream the body up and the response down.
+//! - `registration`: what both transports share on a connector connection: the
+//!   `RegistrationServer` handler, withdrawal, the silence and drain watches.
+//! - `tunnel`: one task per QUIC connection: the control stream, closing.
+//! - `tunnel_h2`: the HTTP/2 transport's TCP accept, TLS, h2 (the edge is the client), the
+//!   control stream, PING liveness, closing.
+//! - `transport`: [`TunnelConn`] (either transport) and the stream operations `proxy` is
+//!   generic over; QUIC's streams and the forwarding fields.
+//! - `stream_h2`: one request as an HTTP/2 stream (request head, serialised response fields).
+//! - `proxy`: one task per public TCP connection: read a request head, route it, open a
+//!   tunnel stream, stream the body up and the response down.
 //! - `listener`: a client connection's head reading under the timeouts, refusals at the
 //!   connection cap, lingering close.
 //! - [`limits`]: the public listener's timeouts and caps ([`PublicLimits`]) and the QUIC
@@ -20,9 +27,10 @@
 //!
 //! # Ownership across workers
 //!
-//! Each worker has its own SO_REUSEPORT UDP socket per tunnel address and its own TCP listener.
-//! A QUIC connection belongs to the worker that accepted it (its connection IDs say so, and
-//! stray datagrams are forwarded there). A public request that lands on a worker which does
+//! Each worker has its own SO_REUSEPORT UDP socket and TCP listener per tunnel address and
+//! its own public TCP listener. A QUIC connection belongs to the worker that accepted it (its
+//! connection IDs say so, and stray datagrams are forwarded there); an HTTP/2 one to the
+//! worker whose listener accepted its TCP connection. A public request that lands on a worker which does
 //! not own the chosen connection is handed over whole: the TCP socket's file descriptor and
 //! the bytes already read travel in a message to the owner, which serves the request (and the
 //! rest of that keep-alive connection). Nothing is locked between workers; the only shared
@@ -35,7 +43,11 @@ pub mod routes;
 mod error;
 mod listener;
 mod proxy;
+mod registration;
+mod stream_h2;
+mod transport;
 mod tunnel;
+mod tunnel_h2;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -50,7 +62,7 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::http::Limits;
-use crate::quic::endpoint::{Connection, Endpoint, ForwardedDatagram, Router};
+use crate::quic::endpoint::{Endpoint, ForwardedDatagram, Router};
 use crate::quic::{CidKey, Driver, QuicConfig, VarInt, WorkerCidGenerator};
 use crate::runtime::{Mailboxes, WorkerCtx, WorkerHandle, Workers, WorkersConfig};
 use crate::udp::{UdpBackend, UdpConfig, UdpIo};
@@ -58,6 +70,9 @@ use crate::udp::{UdpBackend, UdpConfig, UdpIo};
 pub use limits::{LimitsError, PublicLimits};
 pub use registry::{LiveConn, Registry};
 pub use routes::{AuthError, HostRoute, LoadBalancerRoute, RouteTable, TunnelCredentialCheck};
+pub use tunnel_h2::tls_config as http2_tls_config;
+
+use transport::TunnelConn;
 
 /// A registered connector connection, as reported to [`EdgeHooks`].
 #[derive(Debug, Clone)]
@@ -131,6 +146,12 @@ pub struct EdgeSetup {
     pub udp_backend: UdpBackend,
     /// `[tunnel address][worker]`: one SO_REUSEPORT socket per worker per address.
     pub tunnel_sockets: Vec<Vec<std::net::UdpSocket>>,
+    /// `[tunnel address][worker]`: the same addresses over TCP (the HTTP/2 transport), one
+    /// SO_REUSEPORT listener per worker per address. Empty: no HTTP/2 transport.
+    pub tunnel_tcp_listeners: Vec<Vec<std::net::TcpListener>>,
+    /// TLS of the HTTP/2 transport ([`http2_tls_config`]); required with
+    /// `tunnel_tcp_listeners`.
+    pub http2_tls: Option<Arc<rustls::ServerConfig>>,
     /// `[worker]`: one SO_REUSEPORT listener per worker for public HTTP.
     pub http_listeners: Vec<std::net::TcpListener>,
     /// Where this edge is (`locationName` in registrations, `colo_name` in records).
@@ -163,6 +184,10 @@ pub enum EdgeStartError {
     /// The caller's setup is inconsistent: each tunnel address needs one UDP socket per worker.
     #[error("edge setup: every tunnel address needs one socket per worker")]
     SocketsPerWorker,
+    /// The caller's setup is inconsistent: TCP tunnel listeners need one per worker per
+    /// address, and a TLS configuration.
+    #[error("edge setup: every TCP tunnel address needs one listener per worker and TLS")]
+    TcpListenersPerWorker,
     #[error("edge limits: {0}")]
     Limits(#[from] LimitsError),
     #[error(transparent)]
@@ -188,6 +213,8 @@ impl std::fmt::Debug for Edge {
 /// The sockets one worker takes at start.
 struct WorkerSockets {
     udp: Vec<std::net::UdpSocket>,
+    /// One per tunnel address (the HTTP/2 transport).
+    tunnel_tcp: Vec<std::net::TcpListener>,
     http: std::net::TcpListener,
 }
 
@@ -204,6 +231,11 @@ impl Edge {
         if setup.tunnel_sockets.is_empty() || setup.tunnel_sockets.iter().any(|s| s.len() != n) {
             return Err(EdgeStartError::SocketsPerWorker);
         }
+        if setup.tunnel_tcp_listeners.iter().any(|s| s.len() != n)
+            || (!setup.tunnel_tcp_listeners.is_empty() && setup.http2_tls.is_none())
+        {
+            return Err(EdgeStartError::TcpListenersPerWorker);
+        }
         // Startup only: each worker takes its own sockets and inboxes exactly once.
         let mut per_worker: Vec<Option<WorkerSockets>> = Vec::with_capacity(n);
         let mut by_addr: Vec<std::vec::IntoIter<std::net::UdpSocket>> = setup
@@ -211,9 +243,19 @@ impl Edge {
             .into_iter()
             .map(Vec::into_iter)
             .collect();
+        let mut tcp_by_addr: Vec<std::vec::IntoIter<std::net::TcpListener>> = setup
+            .tunnel_tcp_listeners
+            .into_iter()
+            .map(Vec::into_iter)
+            .collect();
         for http in setup.http_listeners {
             let udp = by_addr.iter_mut().filter_map(Iterator::next).collect();
-            per_worker.push(Some(WorkerSockets { udp, http }));
+            let tunnel_tcp = tcp_by_addr.iter_mut().filter_map(Iterator::next).collect();
+            per_worker.push(Some(WorkerSockets {
+                udp,
+                tunnel_tcp,
+                http,
+            }));
         }
         let addresses = by_addr.len();
         let mut forwarders = Vec::with_capacity(addresses);
@@ -247,6 +289,7 @@ impl Edge {
             hooks: setup.hooks,
             limits: setup.limits,
             public,
+            http2_tls: setup.http2_tls,
         });
         let workers = Workers::start(setup.workers, move |ctx: WorkerCtx<EdgeMsg>| {
             let taken = {
@@ -306,6 +349,7 @@ struct Common {
     hooks: Arc<dyn EdgeHooks>,
     limits: Limits,
     public: PublicLimits,
+    http2_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// One worker's state, shared by its tasks (`Rc`: never leaves the thread).
@@ -314,8 +358,9 @@ pub(crate) struct EdgeWorker {
     handle: WorkerHandle<EdgeMsg>,
     routes: RefCell<Arc<RouteTable>>,
     registry: RefCell<Registry>,
-    /// QUIC connections this worker owns, by registration id.
-    owned: RefCell<HashMap<Uuid, Rc<Connection>>>,
+    /// Registered connector connections this worker owns (either transport), by
+    /// registration id.
+    owned: RefCell<HashMap<Uuid, TunnelConn>>,
     hooks: Arc<dyn EdgeHooks>,
     location: String,
     limits: Limits,
@@ -357,7 +402,7 @@ impl EdgeWorker {
     }
 
     /// A connection on this worker registered.
-    fn conn_up(&self, live: Arc<LiveConn>, conn: Rc<Connection>) {
+    fn conn_up(&self, live: Arc<LiveConn>, conn: TunnelConn) {
         self.owned.borrow_mut().insert(live.id, conn);
         self.registry.borrow_mut().add(live.clone());
         self.broadcast(|| EdgeMsg::ConnUp(live.clone()));
@@ -429,6 +474,19 @@ async fn run_worker(
         });
         endpoints.push(ep);
     }
+    let mut tcp_accepts = Vec::with_capacity(sockets.tunnel_tcp.len());
+    if let Some(tls) = &common.http2_tls {
+        let windows = tunnel_h2::H2Windows::from_quic(&common.quic);
+        for l in sockets.tunnel_tcp {
+            debug!(worker = ctx.index, addr = ?l.local_addr(), "edge HTTP/2 tunnel listener up");
+            tcp_accepts.push(tunnel_h2::spawn_accept(
+                worker.clone(),
+                l,
+                tls.clone(),
+                windows,
+            )?);
+        }
+    }
 
     // Public requests are accepted only once the first route table has arrived: before it,
     // every host would get a wrong 404 (the kernel queues connections meanwhile).
@@ -468,6 +526,13 @@ async fn run_worker(
             EdgeMsg::Shutdown => {
                 info!(worker = ctx.index, "edge worker shutting down");
                 drop(http_task.take());
+                drop(tcp_accepts);
+                let owned: Vec<TunnelConn> = worker.owned.borrow().values().cloned().collect();
+                for c in owned {
+                    if let TunnelConn::Http2(_) = c {
+                        c.close("edge shutting down");
+                    }
+                }
                 for ep in &endpoints {
                     ep.shutdown(VarInt::from_u32(0), b"edge shutting down");
                 }

@@ -3,11 +3,10 @@
 //! Per request: read and validate the head (`http::parse_request_head`, which rejects
 //! smuggling-shaped framing), route Host → tunnel → the live connection with the fewest open
 //! streams, hand the client to the owning worker if that is another one, then open a data
-//! stream, send `ConnectRequest` (signature, version and message in one write, as the stock
-//! cloudflared requires), stream the request body up with its framing removed, and stream the
-//! response back with framing chosen for this client. Bodies are never buffered whole: each
-//! piece is a `Bytes` split off the receive buffer (upload) or handed out by quinn-proto
-//! (download) and goes to the socket as it is.
+//! stream on it (QUIC or HTTP/2, through `transport`), stream the request body up with its
+//! framing removed, and stream the response back with framing chosen for this client. Bodies
+//! are never buffered whole: each piece is a `Bytes` split off the receive buffer (upload) or
+//! handed out by the transport (download) and goes to the socket as it is.
 //!
 //! Every wait on the client is bounded by the body idle timeout, and every wait at all by the
 //! optional total deadline (`limits::RequestClock`); giving up resets the stream both ways so
@@ -21,7 +20,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
-use futures::FutureExt;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
@@ -32,18 +30,13 @@ use super::error::ForwardError;
 use super::limits::{RequestClock, TimedOut};
 use super::listener::{linger_close, read_head, write_canned};
 use super::routes::HostRoute;
+use super::transport::{Tunnel, TunnelConn, TunnelResponse, TunnelStream, add_forwarding_fields};
 use super::{ClientSlot, EdgeMsg, EdgeWorker, HandedClient, LiveConn};
 use crate::buf::BytesVec;
 use crate::http::{
     BodyDecoder, BodyFraming, BodyKind, ChunkedEncoder, ChunkedLimits, DecodeEvent, EdgeError,
-    GatewayFailure, HeaderField, RequestHead, ResponseContext, ResponseHead, body_framing,
-    continue_100, error_response, options_asterisk_response, write_response_head,
-};
-use crate::quic::VarInt;
-use crate::quic::endpoint::{Connection, RecvStream};
-use crate::wire::stream::{
-    ConnectRequest, ConnectResponse, ConnectionType, Decoded, StreamHeaderDecoder, encode_request,
-    http_request_metadata, parse_response_metadata,
+    GatewayFailure, RequestHead, ResponseContext, ResponseHead, body_framing, continue_100,
+    error_response, options_asterisk_response, write_response_head,
 };
 
 /// Hand-offs allowed for one request before the edge serves it only from connections its
@@ -72,7 +65,7 @@ enum Route {
     /// Answer with this error.
     Answer(EdgeError),
     /// Forward on this worker.
-    Local(Arc<LiveConn>, Rc<Connection>),
+    Local(Arc<LiveConn>, TunnelConn),
     /// Hand the client to the worker that owns the chosen connection.
     HandOff(Arc<LiveConn>, u8),
 }
@@ -134,7 +127,15 @@ pub(crate) async fn serve_client(
         let _ = buf.split_to(consumed);
         live.streams.fetch_add(1, Ordering::Relaxed);
         let clock = RequestClock::start(&w.public);
-        let r = forward(&mut stream, peer, &mut buf, head, ctx, &conn, clock).await;
+        // One copy of `forward` per transport: no dispatch inside it.
+        let r = match &conn {
+            TunnelConn::Quic(c) => {
+                forward(&mut stream, peer, &mut buf, head, ctx, &**c, clock).await
+            }
+            TunnelConn::Http2(c) => {
+                forward(&mut stream, peer, &mut buf, head, ctx, &**c, clock).await
+            }
+        };
         live.streams.fetch_sub(1, Ordering::Relaxed);
         match r {
             Next::KeepAlive => {}
@@ -226,32 +227,27 @@ fn hand_off(
 }
 
 /// Forwards one request on `conn` and streams the answer back.
-async fn forward(
+async fn forward<T: Tunnel>(
     stream: &mut TcpStream,
     peer: SocketAddr,
     buf: &mut BytesMut,
     mut head: RequestHead,
     ctx: ResponseContext,
-    conn: &Connection,
+    conn: &T,
     mut clock: RequestClock,
 ) -> Next {
     let body = head.body;
     let expect_continue = head.expect_continue;
     let keep_alive = head.keep_alive;
-    let (mut send, mut recv) = match clock.tunnel(conn.open_bi()).await {
+    add_forwarding_fields(&mut head, peer);
+    let mut tunnel = match clock.tunnel(conn.open(&head)).await {
         Ok(Ok(s)) => s,
         Err(TimedOut) => {
             debug!("request timed out waiting for a tunnel stream");
             return answer_504(stream, &ctx, &clock).await;
         }
-        Ok(Err(e)) => {
-            return answer_502(stream, &ctx, &ForwardError::OpenStream(e), body).await;
-        }
+        Ok(Err(e)) => return answer_502(stream, &ctx, &e, body).await,
     };
-    let request = connect_request(&mut head, peer);
-    if let Err(e) = send.write_all(encode_request(&request)).await {
-        return answer_502(stream, &ctx, &ForwardError::SendRequest(e), body).await;
-    }
 
     // Upload. The body is read from the client only as the stream takes it (flow control
     // reaches back to the client's TCP window).
@@ -263,7 +259,7 @@ async fn forward(
                 Ok(Ok(()))
             )
         {
-            send.reset(VarInt::from_u32(0));
+            tunnel.abandon();
             return Next::Close;
         }
         let mut dec = BodyDecoder::new(body, ChunkedLimits::default());
@@ -271,14 +267,14 @@ async fn forward(
         // a framing error ends it.
         loop {
             match dec.decode(buf) {
-                Ok(DecodeEvent::Data(b)) => match clock.tunnel(send.write_all(b)).await {
-                    Ok(Ok(())) => {}
+                Ok(DecodeEvent::Data(b)) => match clock.tunnel(tunnel.send(b)).await {
+                    Ok(true) => {}
                     // The connector stopped reading (the origin answered early): the rest
                     // of the body is never read, so the connection closes after the answer.
-                    Ok(Err(_)) => break,
+                    Ok(false) => break,
                     Err(TimedOut) => {
                         debug!("request timed out sending its body into the tunnel");
-                        abandon(&mut send, &mut recv);
+                        tunnel.abandon();
                         return Next::Close;
                     }
                 },
@@ -290,7 +286,7 @@ async fn forward(
                         }
                         // A reset (not a FIN) tells the connector the body is incomplete, so
                         // it drops the origin connection instead of finishing the request.
-                        abandon(&mut send, &mut recv);
+                        tunnel.abandon();
                         return Next::Close;
                     }
                 },
@@ -299,21 +295,21 @@ async fn forward(
                     break;
                 }
                 Err(_) => {
-                    send.reset(VarInt::from_u32(0));
+                    tunnel.abandon();
                     let _ = write_bytes(stream, error_response(EdgeError::BadRequest, &ctx)).await;
                     return Next::Close;
                 }
             }
         }
     }
-    let _ = send.finish();
+    tunnel.finish();
 
     // The connector's answer.
-    let (resp, first) = match clock.tunnel(read_response_header(&mut recv)).await {
+    let resp = match clock.tunnel(tunnel.response()).await {
         Ok(Ok(r)) => r,
         Err(TimedOut) => {
             debug!("request timed out waiting for the origin's answer");
-            abandon(&mut send, &mut recv);
+            tunnel.abandon();
             return answer_504(stream, &ctx, &clock).await;
         }
         Ok(Err(e)) => {
@@ -322,21 +318,11 @@ async fn forward(
                 .and(body_complete);
         }
     };
-    if !resp.error.is_empty() {
-        let e = ForwardError::Origin(resp.error);
-        return answer_502(stream, &ctx, &e, BodyKind::None)
-            .await
-            .and(body_complete);
-    }
-    let (status, headers) = match parse_response_metadata(&resp.metadata) {
-        Ok(x) => x,
-        Err(e) => {
-            let e = ForwardError::BadResponseMetadata(e);
-            return answer_502(stream, &ctx, &e, BodyKind::None)
-                .await
-                .and(body_complete);
-        }
-    };
+    let TunnelResponse {
+        status,
+        headers,
+        first,
+    } = resp;
     let framing = body_framing(&ctx, status, &headers);
     let mut out = BytesMut::with_capacity(256 + headers.len() * 48);
     let head_out = ResponseHead {
@@ -356,7 +342,7 @@ async fn forward(
     if status == 101 {
         clock.upgraded();
     }
-    let delivered = send_body(stream, &mut recv, out.freeze(), first, framing, &clock).await;
+    let delivered = send_body(stream, &mut tunnel, out.freeze(), first, framing, &clock).await;
     if delivered && persist && keep_alive && body_complete {
         Next::KeepAlive
     } else {
@@ -388,81 +374,11 @@ fn local_answer(head: &RequestHead, ctx: &ResponseContext) -> Option<Bytes> {
     None
 }
 
-/// Builds `ConnectRequest` from the head: hop-by-hop fields removed, forwarding fields added.
-fn connect_request(head: &mut RequestHead, peer: SocketAddr) -> ConnectRequest {
-    head.strip_hop_by_hop();
-    let ip = peer.ip().to_canonical().to_string();
-    // A client-supplied Cf-Connecting-IP would be trusted by origins; replace it.
-    head.headers
-        .retain(|h| !h.name().eq_ignore_ascii_case("cf-connecting-ip"));
-    let mut xff_found = false;
-    for h in head.headers.iter_mut() {
-        if h.name().eq_ignore_ascii_case("x-forwarded-for") && !xff_found {
-            xff_found = true;
-            let mut joined = Vec::with_capacity(h.value().len() + 2 + ip.len());
-            joined.extend_from_slice(h.value());
-            joined.extend_from_slice(b", ");
-            joined.extend_from_slice(ip.as_bytes());
-            *h = HeaderField::new(Bytes::from_static(b"X-Forwarded-For"), Bytes::from(joined));
-        }
-    }
-    if !xff_found {
-        head.headers.push(HeaderField::new(
-            Bytes::from_static(b"X-Forwarded-For"),
-            Bytes::from(ip.clone()),
-        ));
-    }
-    head.headers
-        .retain(|h| !h.name().eq_ignore_ascii_case("x-forwarded-proto"));
-    head.headers.push(HeaderField::new(
-        Bytes::from_static(b"X-Forwarded-Proto"),
-        Bytes::from_static(b"http"),
-    ));
-    head.headers.push(HeaderField::new(
-        Bytes::from_static(b"Cf-Connecting-IP"),
-        Bytes::from(ip),
-    ));
-    let host = head.host.clone().unwrap_or_default();
-    // `parse_request_head` admits origin-form, absolute-form, authority-form (CONNECT) and
-    // `*` (OPTIONS); the last two never get here (`local_answer`).
-    let dest = if head.target.starts_with('/') {
-        format!("http://{host}{}", head.target)
-    } else {
-        head.target.clone()
-    };
-    // Values travel as the client sent them (obs-text included): the origin interprets them.
-    let headers = head.headers.iter().map(|h| (h.name(), h.value()));
-    ConnectRequest {
-        dest,
-        kind: ConnectionType::Http,
-        metadata: http_request_metadata(&head.method, &host, headers),
-    }
-}
-
-async fn read_response_header(
-    recv: &mut RecvStream,
-) -> Result<(ConnectResponse, Bytes), ForwardError> {
-    let mut dec = StreamHeaderDecoder::<ConnectResponse>::new();
-    // Bounded by the decoder's message-size limit: each chunk is consumed or it fails.
-    loop {
-        match recv.read_chunk(usize::MAX).await {
-            Ok(Some(chunk)) => match dec.feed(chunk) {
-                Ok(Decoded::Done(resp, rest)) => return Ok((resp, rest)),
-                Ok(Decoded::NeedMore) => {}
-                Ok(Decoded::Rpc(_)) => return Err(ForwardError::RpcStream),
-                Err(e) => return Err(ForwardError::BadResponseHeader(e)),
-            },
-            Ok(None) => return Err(ForwardError::NoAnswer),
-            Err(e) => return Err(ForwardError::ReadAnswer(e)),
-        }
-    }
-}
-
 /// Streams the response body. Returns whether the whole response reached the client in a
 /// state that allows another request.
-async fn send_body(
+async fn send_body<S: TunnelStream>(
     stream: &mut TcpStream,
-    recv: &mut RecvStream,
+    recv: &mut S,
     head: Bytes,
     first: Bytes,
     framing: BodyFraming,
@@ -477,7 +393,7 @@ async fn send_body(
     let mut out = BytesVec::with_capacity(4 + 3 * MAX_CHUNKS_PER_WRITE);
     out.push(head);
     if framing == BodyFraming::None {
-        recv.stop(VarInt::from_u32(0));
+        recv.stop();
         return matches!(clock.client(write_vec(stream, out)).await, Ok(Ok(_)));
     }
     let mut pending = Some(first);
@@ -489,15 +405,15 @@ async fn send_body(
         while gathered < MAX_CHUNKS_PER_WRITE && !ended {
             let chunk = match pending.take() {
                 Some(c) => Ok(Some(c)),
-                None if gathered == 0 => match clock.tunnel(recv.read_chunk(usize::MAX)).await {
+                None if gathered == 0 => match clock.tunnel(recv.read_chunk()).await {
                     Ok(r) => r,
                     Err(TimedOut) => {
                         debug!("request timed out waiting for the response body");
-                        recv.stop(VarInt::from_u32(0));
+                        recv.stop();
                         return false;
                     }
                 },
-                None => match recv.read_chunk(usize::MAX).now_or_never() {
+                None => match recv.try_read_chunk() {
                     Some(r) => r,
                     None => break,
                 },
@@ -523,7 +439,7 @@ async fn send_body(
                         out.push(c);
                     }
                     if remaining == 0 {
-                        recv.stop(VarInt::from_u32(0));
+                        recv.stop();
                         ended = true;
                     }
                 }
@@ -546,14 +462,15 @@ async fn send_body(
             Ok(Ok(mut v)) => {
                 v.clear();
                 out = v;
+                recv.delivered();
             }
             Ok(Err(_)) => {
-                recv.stop(VarInt::from_u32(0));
+                recv.stop();
                 return false;
             }
             Err(TimedOut) => {
                 debug!("client stopped reading the response; closing it and the stream");
-                recv.stop(VarInt::from_u32(0));
+                recv.stop();
                 return false;
             }
         }
@@ -607,13 +524,6 @@ async fn answer_504(stream: &mut TcpStream, ctx: &ResponseContext, clock: &Reque
     // The total deadline has passed; the write gets the idle timeout on its own.
     let _ = monoio::time::timeout(clock.idle(), write_bytes(stream, answer)).await;
     Next::Close
-}
-
-/// Gives up on a stream mid-request: RESET_STREAM on the request half and STOP_SENDING on the
-/// response half, so the connector sees an error on both and drops the origin connection.
-fn abandon(send: &mut crate::quic::endpoint::SendStream, recv: &mut RecvStream) {
-    send.reset(VarInt::from_u32(0));
-    recv.stop(VarInt::from_u32(0));
 }
 
 /// Reads more bytes onto the end of `buf`. Returns the count (0 at EOF).
