@@ -209,3 +209,37 @@ fn without_a_protocol_flag_it_starts_on_http2_and_serves() {
     );
     assert_serves_over_http2(&t, &host, &c, "stock, no --protocol");
 }
+
+#[test]
+#[ignore = "needs a stock cloudflared: RINGWAY_STOCK_CLOUDFLARED=PATH"]
+fn replicas_on_quic_and_http2_share_one_tunnel() {
+    // Two replicas of one tunnel, one per transport, each in front of its own origin: the
+    // edge routes to both (fewest open streams, ties rotating, hand-offs between workers).
+    let t = TunnelSetup::new(ZONE);
+    let host = format!("mixed.{ZONE}");
+    let id = t.tunnel("mixed", &[&host]);
+    let quic_origin = HashOrigin::start("quic");
+    let h2_origin = HashOrigin::start("http2");
+    let flags = |p: &'static str| ["--protocol", p, "--ha-connections", "1"];
+    let q = run_stock(&t, "mixed", &id, &quic_origin.url(), &flags("quic"), 1);
+    let h = run_stock(&t, "mixed", &id, &h2_origin.url(), &flags("http2"), 1);
+    t.wait_served(&host);
+    let mut seen = std::collections::BTreeMap::new();
+    for i in 0..40 {
+        let answer = t.edge.get(&host, &format!("/{i}"));
+        assert_eq!(answer.status, 200, "{answer:?}\n{}\n{}", q.logs(), h.logs());
+        let text = answer.text();
+        let tag = text
+            .strip_prefix("tag=")
+            .and_then(|r| r.split(' ').next())
+            .unwrap_or_else(|| panic!("unexpected answer {text:?}"))
+            .to_owned();
+        assert_eq!(text, format!("tag={tag} path=/{i}"));
+        *seen.entry(tag).or_insert(0) += 1;
+    }
+    eprintln!("[stock mixed] answers per replica: {seen:?}");
+    assert!(
+        seen.contains_key("quic") && seen.contains_key("http2"),
+        "both replicas served: {seen:?}"
+    );
+}
