@@ -155,13 +155,15 @@ pub(crate) async fn serve<L: EdgeLink>(
         let mut streams = pin!(session.link.serve_streams(shared).fuse());
         let mut stop = pin!(shared.stopped().fuse());
         let mut probe = pin!(probe.fuse());
-        futures::select! {
+        // The probe first: a QUIC connection it registered must not be dropped because the
+        // old one ended or shutdown began in the same turn (the caller serves or drains it).
+        futures::select_biased! {
+            q = probe => q,
             e = streams => return Served::Lost(e),
             () = stop => {
                 drain(&session, streams.as_mut(), grace).await;
                 return Served::Stopped;
             }
-            q = probe => q,
         }
     };
     // Make-before-break: the edge already routes new requests to the QUIC connection; this

@@ -47,7 +47,8 @@ pub(crate) async fn supervise(
     let mut on_fallback_since: Option<Instant> = None;
     // Runs until shutdown; every turn waits on the network or on a backoff.
     loop {
-        if shared.is_stopping() {
+        // A moved connection is served even now: it is registered, so shutdown drains it.
+        if moved.is_none() && shared.is_stopping() {
             return;
         }
         let edge = setup.edges[(index as usize + attempt as usize) % setup.edges.len()];
