@@ -1,27 +1,32 @@
 //! `cargo run --release -p bench --bin e2e`: the end-to-end bench. The same origin is loaded
-//! directly, through a ringway tunnel and through rathole, by `loadgen`, in one run on
-//! loopback. Every figure is a ratio against a baseline the same program started in the same
-//! run, so machine and load differences cancel out.
+//! directly, through a ringway tunnel over each of its two transports (QUIC and HTTP/2) and
+//! through rathole, by `loadgen`, in one run on loopback. Every figure is a ratio against a
+//! baseline the same program started in the same run, so machine and load differences cancel
+//! out.
 //!
 //! # Usage
 //!
 //! ```text
 //! cargo run --release -p bench --bin e2e -- [--quick] [--secs 10] [--warmup 2] [--rate-secs 20]
 //!     [--rate 5000] [--scenarios small-c32,rate,...] [--workers N] [--loadgen-threads N]
-//!     [--origin nginx|builtin] [--no-rathole] [--loadgen PATH] [--out DIR] [--render FILE]
+//!     [--origin nginx|builtin] [--no-rathole] [--no-http2] [--loadgen PATH] [--out DIR]
+//!     [--render FILE]
 //! ```
 //!
 //! It starts, in a temp dir on free loopback ports: the origin (`/usr/sbin/nginx`, one worker,
 //! `sendfile` + `tcp_nopush` as Debian ships it, with a 12 B `/small`, a 1 MiB `/1m` and an
 //! `/upload` that reads the whole body before answering (echo module); or with `--origin
 //! builtin` `target/release/loadgen-origin`), the control plane, a tunnel with the DNS route
-//! `app.bench.test`, `ringway edge run` and `ringway tunnel run` (the release `ringway`, both
-//! with `--workers N`), and rathole server + client (TCP transport, or Noise with
+//! `app.bench.test`, `ringway edge run` and `ringway tunnel --protocol quic run` (the release
+//! `ringway`, both with `--workers N`), a second tunnel `bench-h2` with the route
+//! `app-h2.bench.test` on the same edge whose connector runs `--protocol http2` (not with
+//! `--no-http2`), and rathole server + client (TCP transport, or Noise with
 //! `--rathole-transport noise`) when `rathole` is on PATH
 //! or in `~/.cargo/bin`. Missing release binaries are built first (`cargo build --release -p
 //! control -p loadgen`). Everything is stopped and removed at the end, on error and on Ctrl-C.
 //!
-//! Scenarios (`--scenarios`, default all, each on every path: `direct`, `ringway`, `rathole`):
+//! Scenarios (`--scenarios`, default all, each on every path: `direct`, `ringway` (QUIC),
+//! `ringway-http2` (the HTTP/2 transport, shown as "ringway (http2)"), `rathole`):
 //! `small-c32`, `small-c256` (12 B GET, closed loop), `rate` (12 B GET at `--rate`/s with
 //! c=64 for `--rate-secs`), `get-1m` (1 MiB GET, c=4), `post-1m` (1 MiB POST, c=4), `streams`
 //! (c=1000), `churn` (`--conn-per-request`, c=32). `--secs`/`--warmup` default to 10 s/2 s;
@@ -40,7 +45,11 @@
 //! processes' logs are copied to `OUT/e2e-failed-logs/`. The last stdout line is
 //! `e2e rps_ratio=<ringway/direct small-c32 req/s> p99_ratio=<ringway/direct p99 at the fixed
 //! rate> bulk_ratio=<ringway/direct 1 MiB GET MB/s> vs_rathole_rps=<ringway/rathole small-c32
-//! req/s>` (3 decimals, `n/a` for what was not run).
+//! req/s>` (3 decimals, `n/a` for what was not run); the line before it is `e2e-http2
+//! http2_quic_rps=<ringway-http2/ringway small-c32 req/s> http2_quic_p99=<the same, p99 at
+//! the fixed rate> http2_quic_bulk=<the same, 1 MiB GET MB/s>`. e2e.md has a table of HTTP/2
+//! over QUIC per scenario (req/s, MB/s, p99, CPU per request or MiB of edge and connector),
+//! and results.json the same in `ratios[].http2_*`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -95,6 +104,10 @@ struct Args {
     /// Skip rathole even when it is installed.
     #[arg(long)]
     no_rathole: bool,
+    /// Skip the `ringway-http2` path (a second tunnel whose connector runs `--protocol
+    /// http2`).
+    #[arg(long)]
+    no_http2: bool,
     /// rathole's transport: `tcp` (its default, plaintext) or `noise` (encrypted, as
     /// ringway's tunnel always is).
     #[arg(long, default_value = "tcp", value_parser = ["tcp", "noise"])]
@@ -123,6 +136,8 @@ struct Options {
     workers: usize,
     loadgen_threads: usize,
     origin: OriginKind,
+    /// Whether the `ringway-http2` path ran.
+    http2: bool,
 }
 
 fn main() {
@@ -164,6 +179,7 @@ fn run(args: Args) -> Result<String> {
             (cores / 2).max(1)
         }),
         origin: args.origin,
+        http2: !args.no_http2,
     };
     for s in &opts.scenarios {
         if !scenarios::NAMES.contains(&s.as_str()) {
@@ -229,8 +245,25 @@ fn bench(
         opts.workers,
         &origin.small,
     )?;
-    println!("ringway edge http://{} tunnel {}", rw.http, rw.tunnel_id);
+    println!(
+        "ringway edge http://{} tunnel {} (quic)",
+        rw.http, rw.tunnel_id
+    );
     let mut notes = Vec::new();
+    let h2 = if opts.http2 {
+        let t = rw.add_tunnel(
+            procs,
+            "bench-h2",
+            ringway::HOST_HTTP2,
+            "http2",
+            &origin.small,
+        )?;
+        println!("ringway tunnel {} (http2) at {}", t.tunnel_id, t.host);
+        Some(t)
+    } else {
+        notes.push("ringway over the HTTP/2 transport skipped (--no-http2).".to_string());
+        None
+    };
     let rh = match (args.no_rathole, rathole::find()) {
         (true, _) => {
             notes.push("rathole skipped (--no-rathole).".to_string());
@@ -271,6 +304,19 @@ fn bench(
             ("origin", origin_pid),
         ],
     });
+    if let Some(t) = &h2 {
+        // The same edge process as on `ringway`; only this tunnel's connector differs.
+        targets.push(Target {
+            name: "ringway-http2",
+            addr: rw.http,
+            host: Some(t.host),
+            procs: vec![
+                ("edge", pid(rw.edge, procs)),
+                ("connector", pid(t.connector, procs)),
+                ("origin", origin_pid),
+            ],
+        });
+    }
     if let Some(r) = &rh {
         targets.push(Target {
             name: "rathole",
@@ -318,7 +364,7 @@ fn bench(
                 Err(e) => return Err(e),
             };
             println!(
-                "  {:<8} {:>9.0} req/s {:>8.1} MB/s  p50 {:>9}  p99 {:>9}  loadgen {:.2} cores  errors {}{}",
+                "  {:<13} {:>9.0} req/s {:>8.1} MB/s  p50 {:>9}  p99 {:>9}  loadgen {:.2} cores  errors {}{}",
                 t.name,
                 r.requests_per_s,
                 r.mb_per_s,
@@ -349,8 +395,8 @@ fn bench(
     let header = format!(
         "{cores} cores (Linux {kernel}); edge and connector `--workers {}`{}, loadgen `-t {}`; \
          {} s measured after {} s warm-up per run ({} s at the fixed rate of {}/s); origin {} ({}); \
-         rathole {}. Origin, tunnels and loadgen share this machine's cores; within a scenario \
-         the paths run back to back.",
+         ringway over HTTP/2 {}; rathole {}. Origin, tunnels and loadgen share this machine's \
+         cores; within a scenario the paths run back to back.",
         opts.workers,
         if opts.workers == 0 {
             " (one per core)"
@@ -364,6 +410,12 @@ fn bench(
         opts.rate,
         origin.kind,
         origin.detail,
+        if opts.http2 {
+            "as a second tunnel on the same edge (connector `--protocol http2`; the `ringway` \
+             rows' connector runs `--protocol quic`)"
+        } else {
+            "skipped"
+        },
         rh.as_ref().map_or("skipped".to_string(), |r| format!(
             "{} over its {} transport",
             r.version, r.transport
@@ -412,6 +464,7 @@ fn render(rep: &Report, out: &Path) -> Result<String> {
             " (no latency.svg: neither rate nor small-c32 ran)".into()
         }
     );
+    println!("{}", report::http2_line(&rep.ratios));
     Ok(report::last_line(&rep.headline))
 }
 

@@ -47,6 +47,7 @@ fn color(path: &str) -> RGBColor {
     match path {
         "direct" => RGBColor(31, 119, 180),
         "ringway" => RGBColor(214, 39, 40),
+        "ringway-http2" => RGBColor(255, 127, 14),
         "rathole" => RGBColor(44, 160, 44),
         _ => RGBColor(100, 100, 100),
     }

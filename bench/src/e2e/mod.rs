@@ -4,7 +4,8 @@
 //!   (also on error and Ctrl-C), raw HTTP checks.
 //! - `bins`: the release binaries (`ringway`, `loadgen`, `loadgen-origin`), built when missing.
 //! - `nginx`: the origin (Debian nginx or loadgen's built-in one).
-//! - `ringway`: control plane, tunnel + DNS route via the CLI, edge and connector.
+//! - `ringway`: control plane, tunnel + DNS route via the CLI, edge and connector (QUIC), and a
+//!   second tunnel on the same edge whose connector runs the HTTP/2 transport.
 //! - `rathole`: the peer tunnel, when installed.
 //! - `scenarios`: the scenarios and one loadgen run with `/proc` sampling around it.
 //! - `measure`: CPU seconds and peak RSS from `/proc`.

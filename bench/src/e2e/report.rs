@@ -1,4 +1,10 @@
 //! `results.json`, `e2e.md` and the ratios, all from the same collected results.
+//!
+//! Paths are named in `RunResult::path`: `direct`, `ringway` (the connector on QUIC),
+//! `ringway-http2` (the same edge, a connector on the HTTP/2 transport) and `rathole`. The
+//! HTTP/2 figures are added beside the others (`ScenarioRatios::http2_*`,
+//! `Headline::http2_quic_rps`, a table of their own in e2e.md) so that readers of the older
+//! fields and tables find them unchanged; results files from before have them as `null`.
 
 use std::fmt::Write as _;
 
@@ -37,6 +43,9 @@ pub struct Headline {
     pub p99_ratio: Option<f64>,
     pub bulk_ratio: Option<f64>,
     pub vs_rathole_rps: Option<f64>,
+    /// ringway-http2/ringway small-c32 req/s (issue 14's bar: at least 0.90).
+    #[serde(default)]
+    pub http2_quic_rps: Option<f64>,
 }
 
 /// Ratios of one scenario: `a_b` is path a over path b.
@@ -51,6 +60,21 @@ pub struct ScenarioRatios {
     pub ringway_rathole_rps: Option<f64>,
     pub ringway_rathole_mb: Option<f64>,
     pub ringway_rathole_p99: Option<f64>,
+    /// ringway-http2 over ringway (HTTP/2 transport over QUIC): req/s, MB/s, p99, and the
+    /// edge's and the connector's CPU per request (small GETs) or per MiB (1 MiB GET/POST).
+    #[serde(default)]
+    pub http2_quic_rps: Option<f64>,
+    #[serde(default)]
+    pub http2_quic_mb: Option<f64>,
+    #[serde(default)]
+    pub http2_quic_p99: Option<f64>,
+    #[serde(default)]
+    pub http2_quic_edge_cpu: Option<f64>,
+    #[serde(default)]
+    pub http2_quic_connector_cpu: Option<f64>,
+    /// ringway-http2 over direct, req/s.
+    #[serde(default)]
+    pub http2_direct_rps: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,6 +112,14 @@ pub fn ratios(scenarios: &[ScenarioResult]) -> (Headline, Vec<ScenarioRatios>) {
             let rps = |r: &RunResult| r.requests_per_s;
             let mb = |r: &RunResult| r.mb_per_s;
             let p99 = |r: &RunResult| r.latency_us.p99;
+            let cpu = |p: &str, role: &str| {
+                let u = s.path(p)?.procs.iter().find(|u| u.role == role)?;
+                match s.scenario.load {
+                    Load::Small => u.us_per_req,
+                    Load::Download | Load::Upload => u.ms_per_mib,
+                }
+            };
+            let h2 = "ringway-http2";
             ScenarioRatios {
                 scenario: s.scenario.name.clone(),
                 ringway_direct_rps: ratio(get("ringway", rps), get("direct", rps)),
@@ -98,6 +130,12 @@ pub fn ratios(scenarios: &[ScenarioResult]) -> (Headline, Vec<ScenarioRatios>) {
                 ringway_rathole_rps: ratio(get("ringway", rps), get("rathole", rps)),
                 ringway_rathole_mb: ratio(get("ringway", mb), get("rathole", mb)),
                 ringway_rathole_p99: ratio(get("ringway", p99), get("rathole", p99)),
+                http2_quic_rps: ratio(get(h2, rps), get("ringway", rps)),
+                http2_quic_mb: ratio(get(h2, mb), get("ringway", mb)),
+                http2_quic_p99: ratio(get(h2, p99), get("ringway", p99)),
+                http2_quic_edge_cpu: ratio(cpu(h2, "edge"), cpu("ringway", "edge")),
+                http2_quic_connector_cpu: ratio(cpu(h2, "connector"), cpu("ringway", "connector")),
+                http2_direct_rps: ratio(get(h2, rps), get("direct", rps)),
             }
         })
         .collect();
@@ -107,6 +145,7 @@ pub fn ratios(scenarios: &[ScenarioResult]) -> (Headline, Vec<ScenarioRatios>) {
         p99_ratio: of("rate").and_then(|r| r.ringway_direct_p99),
         bulk_ratio: of("get-1m").and_then(|r| r.ringway_direct_mb),
         vs_rathole_rps: of("small-c32").and_then(|r| r.ringway_rathole_rps),
+        http2_quic_rps: of("small-c32").and_then(|r| r.http2_quic_rps),
     };
     (headline, per)
 }
@@ -115,7 +154,7 @@ fn fmt_ratio(r: Option<f64>) -> String {
     r.map_or_else(|| "n/a".into(), |r| format!("{r:.3}"))
 }
 
-/// The bench's last stdout line.
+/// The bench's last stdout line (unchanged by the HTTP/2 path: see [`http2_line`]).
 pub fn last_line(h: &Headline) -> String {
     format!(
         "e2e rps_ratio={} p99_ratio={} bulk_ratio={} vs_rathole_rps={}",
@@ -124,6 +163,26 @@ pub fn last_line(h: &Headline) -> String {
         fmt_ratio(h.bulk_ratio),
         fmt_ratio(h.vs_rathole_rps)
     )
+}
+
+/// The line printed just before the last one: the HTTP/2 transport over QUIC on small GETs
+/// at c=32 (req/s), at the fixed rate (p99) and on 1 MiB GETs (MB/s).
+pub fn http2_line(ratios: &[ScenarioRatios]) -> String {
+    let of = |name: &str| ratios.iter().find(|r| r.scenario == name);
+    format!(
+        "e2e-http2 http2_quic_rps={} http2_quic_p99={} http2_quic_bulk={}",
+        fmt_ratio(of("small-c32").and_then(|r| r.http2_quic_rps)),
+        fmt_ratio(of("rate").and_then(|r| r.http2_quic_p99)),
+        fmt_ratio(of("get-1m").and_then(|r| r.http2_quic_mb)),
+    )
+}
+
+/// How a path is shown in e2e.md.
+fn path_label(path: &str) -> &str {
+    match path {
+        "ringway-http2" => "ringway (http2)",
+        p => p,
+    }
 }
 
 pub fn fmt_us(us: f64) -> String {
@@ -166,7 +225,7 @@ fn fmt_rss(u: Option<&ProcUsage>) -> String {
 fn sides(r: &RunResult) -> (Option<&ProcUsage>, Option<&ProcUsage>) {
     let by = |role: &str| r.procs.iter().find(|p| p.role == role);
     match r.path.as_str() {
-        "ringway" => (by("edge"), by("connector")),
+        "ringway" | "ringway-http2" => (by("edge"), by("connector")),
         "rathole" => (by("rathole-server"), by("rathole-client")),
         _ => (None, None),
     }
@@ -200,7 +259,7 @@ pub fn markdown(rep: &Report) -> String {
                 s,
                 "| {} | {} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 sc.scenario.title,
-                r.path,
+                path_label(&r.path),
                 r.requests_per_s,
                 r.mb_per_s,
                 fmt_us(l.p50),
@@ -255,11 +314,48 @@ pub fn markdown(rep: &Report) -> String {
             fmt_ratio(r.ringway_rathole_p99),
         );
     }
+    if rep
+        .scenarios
+        .iter()
+        .any(|s| s.path("ringway-http2").is_some())
+    {
+        http2_table(&mut s, rep);
+    }
     let _ = writeln!(s, "\n{REFERENCE}");
     for n in &rep.notes {
         let _ = writeln!(s, "\nNote: {n}");
     }
     s
+}
+
+/// The HTTP/2 transport against QUIC, per scenario.
+fn http2_table(s: &mut String, rep: &Report) {
+    let _ = writeln!(
+        s,
+        "\n**HTTP/2 transport / QUIC** (same run, same edge; `ringway (http2)` over \
+         `ringway`): small GET c=32 req/s **{}** (issue 14: at least 0.900 on small \
+         requests). CPU: per request for small GETs, per MiB for 1 MiB GET/POST; below 1 is \
+         cheaper on HTTP/2. At the fixed rate req/s is the rate on both: compare p99 and CPU.\n",
+        fmt_ratio(rep.headline.http2_quic_rps)
+    );
+    s.push_str(
+        "| scenario | http2/quic req/s | http2/quic MB/s | http2/quic p99 | http2/quic edge CPU | \
+         http2/quic connector CPU | http2/direct req/s |\n",
+    );
+    s.push_str("|---|--:|--:|--:|--:|--:|--:|\n");
+    for r in &rep.ratios {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.scenario,
+            fmt_ratio(r.http2_quic_rps),
+            fmt_ratio(r.http2_quic_mb),
+            fmt_ratio(r.http2_quic_p99),
+            fmt_ratio(r.http2_quic_edge_cpu),
+            fmt_ratio(r.http2_quic_connector_cpu),
+            fmt_ratio(r.http2_direct_rps),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -284,6 +380,11 @@ mod tests {
     }
 
     fn run(path: &str, rps: f64, p99: f64) -> RunResult {
+        run_cpu(path, rps, p99, &[])
+    }
+
+    /// With (role, µs per request, ms per MiB) of the path's processes.
+    fn run_cpu(path: &str, rps: f64, p99: f64, cpu: &[(&str, f64, f64)]) -> RunResult {
         let v = sample(rps, p99);
         let j: LoadgenJson = serde_json::from_value(v.clone()).unwrap();
         RunResult {
@@ -294,7 +395,22 @@ mod tests {
             errors_total: j.errors.total,
             non_2xx: j.non_2xx(),
             latency_us: j.latency_us,
-            procs: vec![],
+            procs: cpu
+                .iter()
+                .map(|&(role, us, ms)| ProcUsage {
+                    role: role.into(),
+                    pid: 1,
+                    cpu_s: 1.0,
+                    window_s: 10.0,
+                    cpu_total_s: 1.2,
+                    peak_rss_kib: 1024,
+                    peak_rss_reset: true,
+                    rss_end_kib: 1024,
+                    us_per_req: Some(us),
+                    ms_per_mib: Some(ms),
+                    cores: 0.1,
+                })
+                .collect(),
             loadgen_cpu_s: 1.0,
             loadgen_cores: 0.5,
             loadgen: v,
@@ -302,14 +418,31 @@ mod tests {
     }
 
     fn results(with_rathole: bool) -> Vec<ScenarioResult> {
+        results_h2(with_rathole, false)
+    }
+
+    fn results_h2(with_rathole: bool, with_http2: bool) -> Vec<ScenarioResult> {
         scenarios::all(10.0, 2.0, 20.0, 5000)
             .into_iter()
             .filter(|s| ["small-c32", "rate", "get-1m"].contains(&s.name.as_str()))
             .map(|scenario| {
                 let mut results = vec![
                     run("direct", 40000.0, 1000.0),
-                    run("ringway", 20000.0, 1500.0),
+                    run_cpu(
+                        "ringway",
+                        20000.0,
+                        1500.0,
+                        &[("edge", 20.0, 1.0), ("connector", 30.0, 2.0)],
+                    ),
                 ];
+                if with_http2 {
+                    results.push(run_cpu(
+                        "ringway-http2",
+                        18000.0,
+                        1800.0,
+                        &[("edge", 25.0, 1.5), ("connector", 24.0, 1.0)],
+                    ));
+                }
                 if with_rathole {
                     results.push(run("rathole", 10000.0, 3000.0));
                 }
@@ -326,8 +459,108 @@ mod tests {
             last_line(&h),
             "e2e rps_ratio=0.500 p99_ratio=1.500 bulk_ratio=0.500 vs_rathole_rps=2.000"
         );
-        let (h, _) = ratios(&results(false));
+        let (h, per) = ratios(&results(false));
         assert!(last_line(&h).ends_with("vs_rathole_rps=n/a"));
+        assert_eq!(h.http2_quic_rps, None);
+        assert!(per.iter().all(|r| r.http2_quic_rps.is_none()));
+        assert_eq!(
+            http2_line(&per),
+            "e2e-http2 http2_quic_rps=n/a http2_quic_p99=n/a http2_quic_bulk=n/a"
+        );
+    }
+
+    #[test]
+    fn http2_beside_quic() {
+        let (h, per) = ratios(&results_h2(true, true));
+        // The older four are as without the HTTP/2 path.
+        assert_eq!(
+            last_line(&h),
+            "e2e rps_ratio=0.500 p99_ratio=1.500 bulk_ratio=0.500 vs_rathole_rps=2.000"
+        );
+        assert_eq!(h.http2_quic_rps, Some(0.9));
+        assert_eq!(
+            http2_line(&per),
+            "e2e-http2 http2_quic_rps=0.900 http2_quic_p99=1.200 http2_quic_bulk=0.900"
+        );
+        let small = per.iter().find(|r| r.scenario == "small-c32").unwrap();
+        assert_eq!(small.http2_quic_edge_cpu, Some(1.25));
+        assert_eq!(small.http2_quic_connector_cpu, Some(0.8));
+        assert_eq!(small.http2_direct_rps, Some(0.45));
+        // Bulk scenarios compare CPU per MiB, not per request.
+        let bulk = per.iter().find(|r| r.scenario == "get-1m").unwrap();
+        assert_eq!(bulk.http2_quic_edge_cpu, Some(1.5));
+        assert_eq!(bulk.http2_quic_connector_cpu, Some(0.5));
+
+        let rep = Report {
+            schema: "ringway.e2e.v1".into(),
+            date: "2026-01-01T00:00:00Z".into(),
+            header: "header".into(),
+            machine: Machine {
+                cores: 2,
+                kernel: "6.1".into(),
+            },
+            options: serde_json::json!({}),
+            origin: serde_json::json!({}),
+            rathole: serde_json::Value::Null,
+            scenarios: results_h2(true, true),
+            headline: h,
+            ratios: per,
+            reference: REFERENCE.into(),
+            notes: vec![],
+        };
+        let md = markdown(&rep);
+        assert!(
+            md.contains("| 12 B GET, c=32 | ringway (http2) | 18000 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 25.0 µs/req (0.10 cores) | 24.0 µs/req"),
+            "{md}"
+        );
+        assert!(md.contains("req/s **0.900** (issue 14"), "{md}");
+        assert!(
+            md.contains("| small-c32 | 0.900 | 0.900 | 1.200 | 1.250 | 0.800 | 0.450 |"),
+            "{md}"
+        );
+        let back: Report = serde_json::from_str(&serde_json::to_string(&rep).unwrap()).unwrap();
+        assert_eq!(markdown(&back), md);
+    }
+
+    /// A results.json written before the HTTP/2 path still renders, without its table.
+    #[test]
+    fn older_results_render() {
+        let (headline, ratios) = ratios(&results(true));
+        let mut v = serde_json::to_value(Report {
+            schema: "ringway.e2e.v1".into(),
+            date: "2026-01-01T00:00:00Z".into(),
+            header: "header".into(),
+            machine: Machine {
+                cores: 2,
+                kernel: "6.1".into(),
+            },
+            options: serde_json::json!({}),
+            origin: serde_json::json!({}),
+            rathole: serde_json::Value::Null,
+            scenarios: results(true),
+            headline,
+            ratios,
+            reference: REFERENCE.into(),
+            notes: vec![],
+        })
+        .unwrap();
+        v["headline"]
+            .as_object_mut()
+            .unwrap()
+            .remove("http2_quic_rps");
+        for r in v["ratios"].as_array_mut().unwrap() {
+            let r = r.as_object_mut().unwrap();
+            r.retain(|k, _| !k.starts_with("http2_"));
+        }
+        let back: Report = serde_json::from_value(v).unwrap();
+        assert_eq!(back.headline.http2_quic_rps, None);
+        let md = markdown(&back);
+        assert!(!md.contains("HTTP/2 transport"), "{md}");
+        assert!(md.contains("| 12 B GET, c=32 | ringway | 20000 |"), "{md}");
     }
 
     #[test]
