@@ -8,7 +8,7 @@ use anyhow::{Context, anyhow, bail};
 use super::args::{RunArgs, TunnelCmd};
 use super::flags::Flags;
 use crate::config::OriginRequestConfig;
-use crate::connector::{self, EdgeIpVersion, RunOptions};
+use crate::connector::{self, EdgeIpVersion, QuicTuning, RunOptions};
 use dataplane::connector::ProtocolChoice;
 
 /// cloudflared's defaults.
@@ -208,6 +208,25 @@ fn options(t: &TunnelCmd, tunnel: Option<String>, f: &Flags) -> anyhow::Result<R
         origin_defaults: origin_defaults(f)?,
         quick_hostname: None,
         protocol,
+        quic_tuning: quic_tuning(f)?,
+    })
+}
+
+/// A QUIC window of at least one byte and at most QUIC's largest variable-length integer.
+fn quic_window(f: &Flags, name: &str) -> anyhow::Result<Option<u64>> {
+    const MAX: u64 = (1 << 62) - 1;
+    match f.int::<u64>(name)? {
+        Some(0) => bail!("--{name} must be at least 1 byte"),
+        Some(n) if n > MAX => bail!("--{name} must be at most {MAX} bytes"),
+        w => Ok(w),
+    }
+}
+
+fn quic_tuning(f: &Flags) -> anyhow::Result<QuicTuning> {
+    Ok(QuicTuning {
+        connection_window: quic_window(f, "quic-connection-level-flow-control-limit")?,
+        stream_window: quic_window(f, "quic-stream-level-flow-control-limit")?,
+        disable_pmtu_discovery: f.bool("quic-disable-pmtu-discovery")?,
     })
 }
 

@@ -21,6 +21,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_TLS_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(90);
 pub const DEFAULT_KEEP_ALIVE_CONNECTIONS: u32 = 100;
+/// What Go's `http.Transport` keeps per host when `MaxIdleConnsPerHost` is 0.
+const GO_DEFAULT_IDLE_PER_HOST: u32 = 2;
 
 /// The `originRequest` block, with cloudflared's YAML key names.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -254,9 +256,14 @@ impl OriginRequestConfig {
             .unwrap_or(DEFAULT_KEEP_ALIVE_TIMEOUT)
     }
 
+    /// Idle origin connections kept per origin. `0` is what Go's transport makes of it in
+    /// cloudflared (`MaxIdleConnsPerHost` 0 means its default, 2), not "no keep-alive".
     pub fn effective_keep_alive_connections(&self) -> u32 {
-        self.keep_alive_connections
-            .unwrap_or(DEFAULT_KEEP_ALIVE_CONNECTIONS)
+        match self.keep_alive_connections {
+            None => DEFAULT_KEEP_ALIVE_CONNECTIONS,
+            Some(0) => GO_DEFAULT_IDLE_PER_HOST,
+            Some(n) => n,
+        }
     }
 }
 
@@ -382,7 +389,11 @@ access:
         assert_eq!(o.effective_keep_alive_connections(), 100);
         let o = parse("connectTimeout: 0s\nkeepAliveConnections: 0");
         assert_eq!(o.effective_connect_timeout(), Duration::ZERO);
-        assert_eq!(o.effective_keep_alive_connections(), 0);
+        assert_eq!(
+            o.effective_keep_alive_connections(),
+            2,
+            "Go's default for 0"
+        );
     }
 
     #[test]

@@ -83,6 +83,36 @@ pub struct RunOptions {
     pub quick_hostname: Option<String>,
     /// `--protocol`: QUIC, HTTP/2, or `auto` (QUIC, else HTTP/2, per connection).
     pub protocol: ProtocolChoice,
+    /// cloudflared's hidden QUIC tuning flags.
+    pub quic_tuning: QuicTuning,
+}
+
+/// cloudflared's QUIC tuning flags, applied to the connector's QUIC configuration; unset ones
+/// keep ringway's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuicTuning {
+    /// `--quic-connection-level-flow-control-limit`: the connection's receive window, bytes.
+    pub connection_window: Option<u64>,
+    /// `--quic-stream-level-flow-control-limit`: each stream's receive window, bytes.
+    pub stream_window: Option<u64>,
+    /// `--quic-disable-pmtu-discovery`: stay at the initial 1200-byte packets.
+    pub disable_pmtu_discovery: bool,
+}
+
+impl QuicTuning {
+    /// The connector's QUIC configuration with these settings applied.
+    pub fn apply(self, mut quic: QuicConfig) -> QuicConfig {
+        if let Some(w) = self.connection_window {
+            quic.receive_window = w;
+        }
+        if let Some(w) = self.stream_window {
+            quic.stream_receive_window = w;
+        }
+        if self.disable_pmtu_discovery {
+            quic.mtu_discovery = false;
+        }
+        quic
+    }
 }
 
 /// `--edge-ip-version`: `4`, `6` or `auto` (cloudflared's values).
@@ -447,7 +477,7 @@ pub fn start(opts: RunOptions) -> Result<RunningConnector, ConnectorError> {
     .map_err(ConnectorError::MetricsStart)?;
     info!("Starting metrics server on {}/metrics", server.local_addr());
 
-    let quic = QuicConfig::default();
+    let quic = opts.quic_tuning.apply(QuicConfig::default());
     let crypto = if opts.post_quantum {
         info!("Using post-quantum key agreement X25519MLKEM768");
         tls::client_crypto_post_quantum(&prepared.ca_pem, &quic.alpn)
@@ -516,4 +546,27 @@ pub fn start(opts: RunOptions) -> Result<RunningConnector, ConnectorError> {
         ingress: prepared.ingress.clone(),
         opts,
     })
+}
+
+#[cfg(test)]
+mod quic_tuning_tests {
+    use super::*;
+
+    #[test]
+    fn unset_flags_keep_the_defaults_and_set_ones_apply() {
+        let default = QuicConfig::default();
+        let same = QuicTuning::default().apply(QuicConfig::default());
+        assert_eq!(same.receive_window, default.receive_window);
+        assert_eq!(same.stream_receive_window, default.stream_receive_window);
+        assert!(same.mtu_discovery);
+        let tuned = QuicTuning {
+            connection_window: Some(30 << 20),
+            stream_window: Some(64 << 10),
+            disable_pmtu_discovery: true,
+        }
+        .apply(QuicConfig::default());
+        assert_eq!(tuned.receive_window, 30 << 20);
+        assert_eq!(tuned.stream_receive_window, 64 << 10);
+        assert!(!tuned.mtu_discovery);
+    }
 }

@@ -671,7 +671,7 @@ pub const FLAGS: &[FlagSpec] = &[
         &["TUNNEL_DISABLE_QUIC_PMTU"],
         Bool,
         Gt,
-        NoEffect("Cloudflare's edge path MTU tuning"),
+        Works("the connector's QUIC keeps 1200-byte packets (no path MTU discovery)"),
     )),
     hidden(f(
         "quic-connection-level-flow-control-limit",
@@ -679,7 +679,7 @@ pub const FLAGS: &[FlagSpec] = &[
         &["TUNNEL_QUIC_CONN_LEVEL_FLOW_CONTROL_LIMIT"],
         Int,
         Gt,
-        NoEffect("Cloudflare's edge flow-control tuning"),
+        Works("the connector's QUIC connection receive window, bytes"),
     )),
     hidden(f(
         "quic-stream-level-flow-control-limit",
@@ -687,7 +687,7 @@ pub const FLAGS: &[FlagSpec] = &[
         &["TUNNEL_QUIC_STREAM_LEVEL_FLOW_CONTROL_LIMIT"],
         Int,
         Gt,
-        NoEffect("Cloudflare's edge flow-control tuning"),
+        Works("the connector's QUIC stream receive window, bytes (default 6 MiB)"),
     )),
     f(
         "label",
