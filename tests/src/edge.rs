@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::cli::{Cli, Setup};
-use crate::connector::Connector;
+use crate::connector::{Connector, Transport};
 use crate::control_plane::ControlPlane;
 use crate::process::{LoggedProc, ringway_bin};
 use crate::raw_client::{HttpResponse, RawClient, request_bytes};
@@ -77,6 +77,14 @@ impl Edge {
             ));
         }
         edge
+    }
+
+    /// Like [`Edge::start`], with a `--tunnel-listen` for each of `tunnel_listen` (port 0: a
+    /// free one) and the public listener on a free loopback port, e.g. the host side of a veth
+    /// pair so a connector in a network namespace can reach it.
+    pub fn start_listening(cp: &ControlPlane, dir: &Path, tunnel_listen: &[SocketAddr]) -> Self {
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        Self::spawn(cp, dir, &EdgeOpts::default(), tunnel_listen, any)
     }
 
     fn spawn(
@@ -260,6 +268,14 @@ impl TunnelSetup {
         Self { edge, s }
     }
 
+    /// Like [`TunnelSetup::new`], the edge listening for tunnels on `tunnel_listen`
+    /// ([`Edge::start_listening`]).
+    pub fn with_tunnel_listen(zone: &str, tunnel_listen: &[SocketAddr]) -> Self {
+        let s = Setup::new(&[zone]);
+        let edge = Edge::start_listening(&s.cp, &s.tmp.path().join("edge-state"), tunnel_listen);
+        Self { edge, s }
+    }
+
     pub fn cli(&self) -> &Cli {
         &self.s.cli
     }
@@ -308,6 +324,24 @@ impl TunnelSetup {
     pub fn run_url(&self, name: &str, id: &str, url: &str, extra: &[&str], n: usize) -> Connector {
         let args = self.run_args(name, id, url, &self.edge.connector_args(), extra);
         Connector::start_n(&self.s.cli, &args, n)
+    }
+
+    /// [`TunnelSetup::run_url`] with `--protocol` `transport`; fails unless every registration
+    /// says `protocol=` that transport.
+    pub fn run_over(
+        &self,
+        transport: Transport,
+        name: &str,
+        id: &str,
+        url: &str,
+        extra: &[&str],
+        n: usize,
+    ) -> Connector {
+        let mut all = transport.args().to_vec();
+        all.extend_from_slice(extra);
+        let conn = self.run_url(name, id, url, &all, n);
+        conn.assert_registered_over(transport);
+        conn
     }
 
     /// `tunnel --config CONFIG run --edge … --cacert …`, waiting for one registered connection.

@@ -26,6 +26,8 @@
 //! - `lossy_relay.rs`: a UDP relay that drops a reproducible share of datagrams.
 //! - `flood.rs`: QUIC Initial floods, and a process's RSS and CPU time.
 //! - `slow_clients.rs`: a bulk origin, clients that never read, a slowloris client.
+//! - `load.rs`: `Load`, a paced background GET loop through the edge that records every answer.
+//! - `netns.rs`: `NetNs`, a network namespace with a veth pair to the host and nftables rules.
 //!
 //! Test files (`tests/`):
 //! - `control_plane.rs`: the lifecycle of every `ringway tunnel` verb, and deletes refused
@@ -55,6 +57,8 @@
 //! - `tunnel_faults.rs`: kills, restarts and stops under a steady request load.
 //! - `tunnel_loss.rs`: the tunnel under UDP packet loss.
 //! - `tunnel_replicas.rs`: replicas, HA connections, connections that come and go.
+//! - `tunnel_transports.rs`: `--protocol auto` falls back to HTTP/2 with UDP blocked and moves
+//!   back to QUIC without a failed request; replicas of one tunnel on different transports.
 //! - `cli_origin_flags.rs`: `tunnel run`'s origin flags (TLS trust and name, chunked bodies,
 //!   connect timeout, unix socket, keep-alive) seen from outside.
 //!
@@ -68,7 +72,9 @@ pub mod control_plane;
 pub mod edge;
 pub mod flood;
 mod http1;
+pub mod load;
 pub mod lossy_relay;
+pub mod netns;
 pub mod origins;
 pub mod payload;
 pub mod process;

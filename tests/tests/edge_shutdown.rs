@@ -1,14 +1,17 @@
 //! Graceful shutdown of a connector against the edge: after `unregisterConnection` the edge
 //! closes the connection once its in-flight streams are done, so a SIGTERMed connector exits
 //! without waiting out its grace period. Deadlines are failure limits; the measured times are
-//! printed, not asserted.
+//! printed, not asserted. Each test runs once per tunnel transport (`quic::NAME`,
+//! `http2::NAME`).
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use ringway_tests::connector::Transport;
 use ringway_tests::edge::TunnelSetup;
+use ringway_tests::per_transport;
 
 const ZONE: &str = "shutdown.test";
 /// The connector's grace period, as cloudflared's component test sets it.
@@ -16,12 +19,17 @@ const GRACE: &str = "5s";
 /// The failure limit for the exit: the grace period itself.
 const EXIT_LIMIT: Duration = Duration::from_secs(5);
 
-#[test]
-fn sigterm_without_requests_exits_within_the_grace_period() {
+per_transport!(
+    sigterm_without_requests_exits_within_the_grace_period,
+    sigterm_with_a_slow_request_finishes_it_then_exits,
+);
+
+fn sigterm_without_requests_exits_within_the_grace_period(tr: Transport) {
     let t = TunnelSetup::new(ZONE);
     let host = format!("idle.{ZONE}");
     let id = t.tunnel("idle", &[&host]);
-    let mut c = t.run_url(
+    let mut c = t.run_over(
+        tr,
         "idle",
         &id,
         "http_status:204",
@@ -43,13 +51,13 @@ fn sigterm_without_requests_exits_within_the_grace_period() {
     );
 }
 
-#[test]
-fn sigterm_with_a_slow_request_finishes_it_then_exits() {
+fn sigterm_with_a_slow_request_finishes_it_then_exits(tr: Transport) {
     let t = TunnelSetup::new(ZONE);
     let host = format!("slow.{ZONE}");
     let id = t.tunnel("slow", &[&host]);
     let (origin_url, got_request) = slow_origin(Duration::from_secs(2));
-    let mut c = t.run_url(
+    let mut c = t.run_over(
+        tr,
         "slow",
         &id,
         &origin_url,

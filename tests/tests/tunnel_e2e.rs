@@ -1,19 +1,31 @@
-//! The data path end to end: a public client → `ringway edge run` → QUIC → `ringway tunnel run`
-//! → an origin (a real nginx, or the harness's [`HashOrigin`]). Answers through the edge are
-//! compared with the same request sent straight to the origin.
+//! The data path end to end: a public client → `ringway edge run` → QUIC or HTTP/2 →
+//! `ringway tunnel run` → an origin (a real nginx, or the harness's [`HashOrigin`]). Answers
+//! through the edge are compared with the same request sent straight to the origin. Every test
+//! runs once per tunnel transport (`quic::NAME`, `http2::NAME`, the connector run with
+//! `--protocol`), and checks the connector registered over the transport it was asked for.
 
 use std::io::Write;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+use ringway_tests::connector::Transport;
 use ringway_tests::origins::{HashOrigin, Nginx};
 use ringway_tests::payload::{describe_difference, pseudo_random_bytes, sha256_hex};
+use ringway_tests::per_transport;
 use ringway_tests::prelude::*;
 use ringway_tests::process::closed_port_url;
 use ringway_tests::raw_client::{HttpResponse, chunked_body, http_get};
 use serde_json::Value;
 
 const ZONE: &str = "e2e.test";
+
+per_transport!(
+    static_files_through_the_edge_match_nginx,
+    uploads_reach_the_origin_intact,
+    two_hundred_concurrent_clients,
+    origin_sees_forwarding_headers,
+    edge_error_answers,
+);
 
 /// Headers whose bytes must be the same through the edge as straight from nginx.
 const SAME_HEADERS: [&str; 4] = ["Content-Type", "Content-Length", "ETag", "Last-Modified"];
@@ -43,8 +55,7 @@ fn assert_same_answer(what: &str, via_edge: &HttpResponse, direct: &HttpResponse
     );
 }
 
-#[test]
-fn static_files_through_the_edge_match_nginx() {
+fn static_files_through_the_edge_match_nginx(tr: Transport) {
     let t = TunnelSetup::new(ZONE);
     let nginx = Nginx::start();
     let root = nginx.root();
@@ -62,7 +73,7 @@ fn static_files_through_the_edge_match_nginx() {
 
     let host = format!("www.{ZONE}");
     let id = t.tunnel("web", &[&host]);
-    let _conn = t.run_url("web", &id, &nginx.url(), &[], 1);
+    let _conn = t.run_over(tr, "web", &id, &nginx.url(), &[], 1);
     t.wait_served(&host);
     let edge = t.edge.http_addr();
 
@@ -111,13 +122,12 @@ fn static_files_through_the_edge_match_nginx() {
     }
 }
 
-#[test]
-fn uploads_reach_the_origin_intact() {
+fn uploads_reach_the_origin_intact(tr: Transport) {
     let t = TunnelSetup::new(ZONE);
     let origin = HashOrigin::start("up");
     let host = format!("up.{ZONE}");
     let id = t.tunnel("up", &[&host]);
-    let _conn = t.run_url("up", &id, &origin.url(), &[], 1);
+    let _conn = t.run_over(tr, "up", &id, &origin.url(), &[], 1);
     t.wait_served(&host);
     let edge = t.edge.http_addr();
     let body = pseudo_random_bytes(10 << 20, 42);
@@ -220,13 +230,12 @@ fn uploads_reach_the_origin_intact() {
     assert_eq!(r.text(), "tag=up path=/after", "{}", r.summary());
 }
 
-#[test]
-fn two_hundred_concurrent_clients() {
+fn two_hundred_concurrent_clients(tr: Transport) {
     let t = TunnelSetup::new(ZONE);
     let origin = HashOrigin::start("many");
     let host = format!("many.{ZONE}");
     let id = t.tunnel("many", &[&host]);
-    let _conn = t.run_url("many", &id, &origin.url(), &[], 1);
+    let _conn = t.run_over(tr, "many", &id, &origin.url(), &[], 1);
     t.wait_served(&host);
     let edge = t.edge.http_addr();
 
@@ -269,13 +278,12 @@ fn two_hundred_concurrent_clients() {
     );
 }
 
-#[test]
-fn origin_sees_forwarding_headers() {
+fn origin_sees_forwarding_headers(tr: Transport) {
     let t = TunnelSetup::new(ZONE);
     let origin = HashOrigin::start("hdr");
     let host = format!("hdr.{ZONE}");
     let id = t.tunnel("hdr", &[&host]);
-    let _conn = t.run_url("hdr", &id, &origin.url(), &[], 1);
+    let _conn = t.run_over(tr, "hdr", &id, &origin.url(), &[], 1);
     t.wait_served(&host);
 
     let mut c = RawClient::connect(t.edge.http_addr());
@@ -329,8 +337,7 @@ fn origin_sees_forwarding_headers() {
     assert_eq!(get("Host").as_deref(), Some(host.as_str()), "{seen}");
 }
 
-#[test]
-fn edge_error_answers() {
+fn edge_error_answers(tr: Transport) {
     let t = TunnelSetup::new(ZONE);
     let origin = HashOrigin::start("ok");
     let edge = t.edge.http_addr();
@@ -338,7 +345,7 @@ fn edge_error_answers() {
     // A live tunnel, to tell the edge's refusals from a dead edge.
     let ok_host = format!("ok.{ZONE}");
     let ok_id = t.tunnel("ok", &[&ok_host]);
-    let _ok = t.run_url("ok", &ok_id, &origin.url(), &[], 1);
+    let _ok = t.run_over(tr, "ok", &ok_id, &origin.url(), &[], 1);
     t.wait_served(&ok_host);
 
     // No DNS record for the host: 404.
@@ -363,7 +370,7 @@ fn edge_error_answers() {
     // A connector whose origin refuses connections: 502.
     let broken_host = format!("broken.{ZONE}");
     let broken_id = t.tunnel("broken", &[&broken_host]);
-    let _broken = t.run_url("broken", &broken_id, &closed_port_url(), &[], 1);
+    let _broken = t.run_over(tr, "broken", &broken_id, &closed_port_url(), &[], 1);
     let r = t.edge.wait_get(
         "the broken tunnel to be reachable",
         &broken_host,

@@ -1,206 +1,35 @@
 //! Faults under load: a background client sends GETs through the edge at a fixed
 //! pace while connectors, the control plane or the edge are killed, restarted or stopped.
 //! Each test prints sent/ok/failed and its recovery time; deadlines are failure limits only,
-//! the assertions are on counts.
+//! the assertions are on counts. The connector kill -9 and rolling restart tests run once
+//! per tunnel transport (`quic::NAME`, `http2::NAME`).
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ringway_tests::connector::{Connector, REGISTERED};
+use ringway_tests::connector::{Connector, REGISTERED, Transport};
 use ringway_tests::control_plane::{assert_tunnel_cname, dns_records, find, get_result};
 use ringway_tests::edge::Edge;
+use ringway_tests::load::{Load, Sample, failures, report};
 use ringway_tests::origins::HashOrigin;
+use ringway_tests::per_transport;
 use ringway_tests::prelude::*;
 use ringway_tests::process::closed_port_url;
 use serde_json::Value;
 
 const ZONE: &str = "faults.test";
-/// One request every `PACE` (never faster; a slow answer delays the next one).
-const PACE: Duration = Duration::from_millis(10);
 
-/// One request of the load: when it was sent, whether it was a 2xx with the right body, the
-/// origin tag that answered and, for failures, what went wrong.
-#[derive(Debug, Clone)]
-struct Sample {
-    at: Instant,
-    ok: bool,
-    tag: Option<String>,
-    detail: String,
+per_transport!(
+    kill9_connector_restart_same_uuid_dns_unchanged,
+    rolling_restart_of_two_replicas_loses_nothing,
+);
+
+/// [`Connector::start_n`] with `--protocol` `tr` (already in `args`), checking every
+/// registration says that transport.
+fn start_over(tr: Transport, t: &TunnelSetup, args: &[String], n: usize) -> Connector {
+    let c = Connector::start_n(t.cli(), args, n);
+    c.assert_registered_over(tr);
+    c
 }
-
-/// A background thread doing `GET /load/N` on fresh connections through the edge.
-struct Load {
-    stop: Arc<AtomicBool>,
-    samples: Arc<Mutex<Vec<Sample>>>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr, host: &str) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let handle = {
-            let (stop, samples, host) = (stop.clone(), samples.clone(), host.to_string());
-            std::thread::spawn(move || {
-                let mut next = Instant::now();
-                let mut n = 0u64;
-                while !stop.load(Ordering::SeqCst) {
-                    let now = Instant::now();
-                    if next > now {
-                        std::thread::sleep(next - now);
-                    }
-                    let at = Instant::now();
-                    next = at + PACE;
-                    let path = format!("/load/{n}");
-                    n += 1;
-                    let s = one_get(addr, &host, &path, at);
-                    samples.lock().expect("samples").push(s);
-                }
-            })
-        };
-        Self {
-            stop,
-            samples,
-            handle: Some(handle),
-        }
-    }
-
-    /// Starts the load and waits until it is served (20 good answers in a row); returns the
-    /// load and when the streak ended.
-    fn start_served(addr: SocketAddr, host: &str) -> (Self, Instant) {
-        let load = Self::start(addr, host);
-        let served = load.wait_streak(
-            "load to be served",
-            Instant::now(),
-            20,
-            Duration::from_secs(30),
-        );
-        (load, served)
-    }
-
-    fn samples(&self) -> Vec<Sample> {
-        self.samples.lock().expect("samples").clone()
-    }
-
-    /// Waits (failure limit `limit`) for `n` good answers in a row among requests sent after
-    /// `since`; returns when the first of them was sent.
-    fn wait_streak(&self, what: &str, since: Instant, n: usize, limit: Duration) -> Instant {
-        wait_for(what, limit, || {
-            let samples = self.samples();
-            let mut run_start = None;
-            let mut run = 0;
-            for s in samples.iter().filter(|s| s.at >= since) {
-                if s.ok {
-                    if run == 0 {
-                        run_start = Some(s.at);
-                    }
-                    run += 1;
-                    if run >= n {
-                        return run_start;
-                    }
-                } else {
-                    run = 0;
-                }
-            }
-            None
-        })
-    }
-
-    /// Stops the thread (after its request in flight) and returns every sample.
-    fn stop(mut self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.handle.take() {
-            h.join().expect("load thread");
-        }
-        self.samples()
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-fn one_get(addr: SocketAddr, host: &str, path: &str, at: Instant) -> Sample {
-    let fail = |detail: String| Sample {
-        at,
-        ok: false,
-        tag: None,
-        detail,
-    };
-    let mut c = match RawClient::connect_timeout(addr, Duration::from_secs(10)) {
-        Ok(c) => c,
-        Err(e) => return fail(format!("connect: {e}")),
-    };
-    let r = match c.request(&request_bytes("GET", host, path, &[], None, true), false) {
-        Ok(r) => r,
-        Err(e) => return fail(format!("I/O: {e}")),
-    };
-    let tag = r.header("X-Origin-Tag").map(str::to_string);
-    let want = format!("tag={} path={path}", tag.as_deref().unwrap_or("?"));
-    if (200..300).contains(&r.status) && tag.is_some() && r.body == want.as_bytes() {
-        Sample {
-            at,
-            ok: true,
-            tag,
-            detail: String::new(),
-        }
-    } else {
-        Sample {
-            at,
-            ok: false,
-            tag,
-            detail: r.summary(),
-        }
-    }
-}
-
-/// Prints sent/ok/failed (with the first failures and the tags that answered); returns
-/// (sent, ok, failed).
-fn report(test: &str, samples: &[Sample]) -> (usize, usize, usize) {
-    let ok = samples.iter().filter(|s| s.ok).count();
-    let failed = samples.len() - ok;
-    let mut tags: BTreeMap<&str, usize> = BTreeMap::new();
-    for s in samples.iter().filter(|s| s.ok) {
-        *tags.entry(s.tag.as_deref().unwrap_or("none")).or_default() += 1;
-    }
-    eprintln!(
-        "[{test}] sent={} ok={ok} failed={failed} tags={tags:?}",
-        samples.len()
-    );
-    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
-    for s in samples.iter().filter(|s| !s.ok) {
-        let kind = s.detail.split(" [").next().unwrap_or_default();
-        *kinds.entry(kind.chars().take(40).collect()).or_default() += 1;
-    }
-    if !kinds.is_empty() {
-        eprintln!("[{test}] failures by kind: {kinds:?}");
-    }
-    let t0 = samples.first().map(|s| s.at);
-    for s in samples.iter().filter(|s| !s.ok).take(5) {
-        eprintln!(
-            "[{test}]   failure at +{:?}: {}",
-            t0.map(|t| s.at - t).unwrap_or_default(),
-            s.detail
-        );
-    }
-    (samples.len(), ok, failed)
-}
-
-fn failures(samples: &[Sample]) -> Vec<String> {
-    samples
-        .iter()
-        .filter(|s| !s.ok)
-        .take(5)
-        .map(|s| s.detail.clone())
-        .collect()
-}
-
 /// The arguments of `tunnel run` with the credentials file and `--url`, dialing `edge`.
 fn run_args(t: &TunnelSetup, edge: &Edge, id: &str, url: &str, extra: &[&str]) -> Vec<String> {
     t.run_args(id, id, url, &edge.connector_args(), extra)
@@ -244,15 +73,21 @@ fn record_identity(r: &Value) -> (Value, Value, Value, Value, Value) {
     )
 }
 
-#[test]
-fn kill9_connector_restart_same_uuid_dns_unchanged() {
+fn kill9_connector_restart_same_uuid_dns_unchanged(tr: Transport) {
     let test = "kill9_connector";
     let t = TunnelSetup::new(ZONE);
     let origin = HashOrigin::start("k9");
     let host = format!("k9.{ZONE}");
     let id = t.tunnel("k9", &[&host]);
-    let args = run_args(&t, &t.edge, &id, &origin.url(), &["--ha-connections", "2"]);
-    let mut conn = Connector::start_n(t.cli(), &args, 2);
+    let [p, name] = tr.args();
+    let args = run_args(
+        &t,
+        &t.edge,
+        &id,
+        &origin.url(),
+        &["--ha-connections", "2", p, name],
+    );
+    let mut conn = start_over(tr, &t, &args, 2);
     t.wait_served(&host);
 
     let zone = t.s.zone_id();
@@ -267,7 +102,7 @@ fn kill9_connector_restart_same_uuid_dns_unchanged() {
     conn.kill9();
     std::thread::sleep(Duration::from_millis(500));
     let restarted = Instant::now();
-    let conn2 = Connector::start_n(t.cli(), &args, 2);
+    let conn2 = start_over(tr, &t, &args, 2);
     let registered = restarted.elapsed();
     let back = load.wait_streak(
         "20 good answers in a row after the restart",
@@ -319,18 +154,18 @@ fn kill9_connector_restart_same_uuid_dns_unchanged() {
     );
 }
 
-#[test]
-fn rolling_restart_of_two_replicas_loses_nothing() {
+fn rolling_restart_of_two_replicas_loses_nothing(tr: Transport) {
     let test = "rolling_restart";
     let t = TunnelSetup::new(ZONE);
     let (oa, ob) = (HashOrigin::start("A"), HashOrigin::start("B"));
     let host = format!("roll.{ZONE}");
     let id = t.tunnel("roll", &[&host]);
-    let extra = ["--ha-connections", "2", "--grace-period", "10s"];
+    let [p, name] = tr.args();
+    let extra = ["--ha-connections", "2", "--grace-period", "10s", p, name];
     let args_a = run_args(&t, &t.edge, &id, &oa.url(), &extra);
     let args_b = run_args(&t, &t.edge, &id, &ob.url(), &extra);
-    let mut a = Connector::start_n(t.cli(), &args_a, 2);
-    let mut b = Connector::start_n(t.cli(), &args_b, 2);
+    let mut a = start_over(tr, &t, &args_a, 2);
+    let mut b = start_over(tr, &t, &args_b, 2);
     t.wait_served(&host);
 
     let (load, _) = Load::start_served(t.edge.http_addr(), &host);
@@ -342,7 +177,7 @@ fn rolling_restart_of_two_replicas_loses_nothing() {
         assert!(status.success(), "replica {name} after SIGTERM: {status}");
         let exited = stopping.elapsed();
         let restarted = Instant::now();
-        *c = Connector::start_n(t.cli(), args, 2);
+        *c = start_over(tr, &t, args, 2);
         eprintln!(
             "[{test}] replica {name}: exited {exited:?} after SIGTERM, re-registered in {:?}",
             restarted.elapsed()

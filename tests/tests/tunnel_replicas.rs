@@ -1,17 +1,25 @@
 //! Connections come and go while the persistent objects stay: replicas of one tunnel share
 //! traffic and survive `kill -9` of one of them, HA connections register one per edge address,
-//! DNS changes apply without restarting anything, and SIGTERM unregisters.
+//! DNS changes apply without restarting anything, and SIGTERM unregisters. The kill -9 and
+//! SIGTERM tests run once per tunnel transport (`quic::NAME`, `http2::NAME`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use ringway_tests::connector::Transport;
 use ringway_tests::control_plane::{assert_tunnel_cname, dns_records, find};
 use ringway_tests::edge::{Edge, EdgeOpts};
 use ringway_tests::origins::HashOrigin;
+use ringway_tests::per_transport;
 use ringway_tests::prelude::*;
 use ringway_tests::raw_client::HttpResponse;
 
 const ZONE: &str = "rep.test";
+
+per_transport!(
+    two_replicas_share_traffic_and_one_survives_kill_9,
+    sigterm_stops_the_connector_and_the_host_answers_530,
+);
 
 /// One GET on a fresh connection with a short failure limit; `None` on any I/O error (a
 /// request in flight on a connection that just died may fail).
@@ -21,14 +29,13 @@ fn try_get(edge: &Edge, host: &str, path: &str) -> Option<HttpResponse> {
         .ok()
 }
 
-#[test]
-fn two_replicas_share_traffic_and_one_survives_kill_9() {
+fn two_replicas_share_traffic_and_one_survives_kill_9(tr: Transport) {
     let t = TunnelSetup::new(ZONE);
     let (oa, ob) = (HashOrigin::start("A"), HashOrigin::start("B"));
     let host = format!("app.{ZONE}");
     let id = t.tunnel("app", &[&host]);
-    let mut a = t.run_url("app", &id, &oa.url(), &[], 1);
-    let _b = t.run_url("app", &id, &ob.url(), &[], 1);
+    let mut a = t.run_over(tr, "app", &id, &oa.url(), &[], 1);
+    let _b = t.run_over(tr, "app", &id, &ob.url(), &[], 1);
     t.wait_served(&host);
 
     // Both replicas take traffic: fresh connections, each answer tagged by its origin.
@@ -161,13 +168,12 @@ fn dns_delete_and_recreate_apply_without_restart() {
     assert_eq!(r.header("X-Origin-Tag"), Some("dns"), "{}", r.summary());
 }
 
-#[test]
-fn sigterm_stops_the_connector_and_the_host_answers_530() {
+fn sigterm_stops_the_connector_and_the_host_answers_530(tr: Transport) {
     let t = TunnelSetup::new(ZONE);
     let origin = HashOrigin::start("term");
     let host = format!("term.{ZONE}");
     let id = t.tunnel("term", &[&host]);
-    let mut conn = t.run_url("term", &id, &origin.url(), &[], 1);
+    let mut conn = t.run_over(tr, "term", &id, &origin.url(), &[], 1);
     t.wait_served(&host);
 
     conn.proc.proc.signal("TERM");
