@@ -87,6 +87,8 @@ use Effect::{NoEffect, Works};
 use Kind::{Bool, Duration as Dur, Int, List, Str};
 use Levels::{All, GlobalAndTunnel as Gt, RunOnly};
 
+/// Flags cloudflared 2026.8 still defines but never reads.
+const DEAD_IN_CLOUDFLARED: &str = "defined but never read by cloudflared 2026.8 either";
 const UPDATE: &str = "ringway does not update itself; update it with your package manager";
 const MANAGEMENT: &str = "Cloudflare's management service (remote logs, diagnostics)";
 const EDGE_DISCOVERY: &str = "Cloudflare's edge discovery; ringway dials the --edge addresses";
@@ -615,7 +617,7 @@ pub const FLAGS: &[FlagSpec] = &[
         &[],
         Dur,
         Gt,
-        NoEffect("Cloudflare's edge heartbeat; ringway's QUIC keep-alive is fixed"),
+        NoEffect(DEAD_IN_CLOUDFLARED),
     )),
     hidden(f(
         "heartbeat-count",
@@ -623,7 +625,7 @@ pub const FLAGS: &[FlagSpec] = &[
         &[],
         Int,
         Gt,
-        NoEffect("Cloudflare's edge heartbeat; ringway's QUIC idle timeout is fixed"),
+        NoEffect(DEAD_IN_CLOUDFLARED),
     )),
     hidden(f(
         "max-edge-addr-retries",
@@ -719,7 +721,7 @@ pub const FLAGS: &[FlagSpec] = &[
         &["TUNNEL_USE_RECONNECT_TOKEN"],
         Bool,
         Gt,
-        NoEffect("Cloudflare's edge reconnect tokens"),
+        NoEffect(DEAD_IN_CLOUDFLARED),
     )),
     hidden(f(
         "dial-edge-timeout",
@@ -727,7 +729,7 @@ pub const FLAGS: &[FlagSpec] = &[
         &["DIAL_EDGE_TIMEOUT"],
         Dur,
         Gt,
-        NoEffect("Cloudflare's edge dial timeout; ringway's QUIC handshake timeout is fixed"),
+        NoEffect(DEAD_IN_CLOUDFLARED),
     )),
     hidden(f(
         "stdin-control",
