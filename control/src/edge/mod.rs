@@ -298,14 +298,8 @@ pub fn start(opts: EdgeOptions) -> anyhow::Result<RunningEdge> {
     let mut tunnel_sockets = Vec::with_capacity(opts.tunnel_listen.len());
     let mut tunnel_tcp_listeners = Vec::with_capacity(opts.tunnel_listen.len());
     for addr in &opts.tunnel_listen {
-        let socks = bind_reuseport_udp(*addr, threads)
-            .with_context(|| format!("cannot listen on udp://{addr}"))?;
-        // The HTTP/2 transport on the same port (cloudflared dials one port for both): UDP
-        // first, so that port 0 picks a port and TCP takes the same one.
-        let bound = socks[0].local_addr()?;
-        let tcp = bind_reuseport_tcp(bound, threads)
-            .with_context(|| format!("cannot listen on tcp://{bound}"))?;
-        tunnel_sockets.push(socks);
+        let (udp, tcp) = bind_tunnel_address(*addr, threads)?;
+        tunnel_sockets.push(udp);
         tunnel_tcp_listeners.push(tcp);
     }
     let http_listeners = bind_reuseport_tcp(opts.http_listen, threads)
@@ -397,6 +391,36 @@ pub fn start(opts: EdgeOptions) -> anyhow::Result<RunningEdge> {
         ca_path: tls.ca_path,
         follower,
     })
+}
+
+/// Ports tried for a `--tunnel-listen` with port 0 before giving up: the port UDP picks may
+/// already be taken over TCP, which is rare, so a few tries always suffice in practice.
+const TUNNEL_PORT_ATTEMPTS: usize = 16;
+
+/// Binds one `--tunnel-listen` address: UDP (QUIC) and TCP (the HTTP/2 transport) on the
+/// same port, one socket of each per worker, since cloudflared dials one port for both. UDP
+/// goes first so that port 0 picks a port and TCP takes the same one; when that port is busy
+/// over TCP, another is picked.
+fn bind_tunnel_address(
+    addr: SocketAddr,
+    threads: usize,
+) -> anyhow::Result<(Vec<std::net::UdpSocket>, Vec<std::net::TcpListener>)> {
+    // Bound: TUNNEL_PORT_ATTEMPTS tries, and only for port 0.
+    for _ in 0..TUNNEL_PORT_ATTEMPTS {
+        let udp = bind_reuseport_udp(addr, threads)
+            .with_context(|| format!("cannot listen on udp://{addr}"))?;
+        let bound = udp[0].local_addr()?;
+        match bind_reuseport_tcp(bound, threads) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if addr.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot listen on tcp://{bound}"));
+            }
+        }
+    }
+    bail!(
+        "cannot listen on {addr}: no port free over both UDP and TCP after {TUNNEL_PORT_ATTEMPTS} tries"
+    )
 }
 
 /// `ringway edge run`: starts, prints where it listens (one line each, for scripts), serves.
@@ -560,5 +584,30 @@ mod route_table_tests {
         let (t, _) = route_table_checked(&snap);
         assert_eq!(t.route_for_host("www.a.test"), None);
         assert!(t.has_tunnel(&a));
+    }
+}
+
+#[cfg(test)]
+mod bind_tests {
+    use super::*;
+
+    #[test]
+    fn a_tunnel_address_listens_on_one_port_over_udp_and_tcp() {
+        let (udp, tcp) = bind_tunnel_address(([127, 0, 0, 1], 0).into(), 2).unwrap();
+        let port = udp[0].local_addr().unwrap().port();
+        assert_ne!(port, 0);
+        assert_eq!(udp.len(), 2);
+        assert_eq!(tcp.len(), 2);
+        for l in &tcp {
+            assert_eq!(l.local_addr().unwrap().port(), port);
+        }
+        // A fixed port that is busy over TCP is an error naming it, not another port.
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = busy.local_addr().unwrap();
+        let err = bind_tunnel_address(at, 1).unwrap_err();
+        assert!(
+            format!("{err:#}").contains(&format!("tcp://{at}")),
+            "{err:#}"
+        );
     }
 }
