@@ -114,6 +114,7 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         metrics: Some("127.0.0.1:0".into()),
         retries: 5,
         grace_period: std::time::Duration::from_secs(5),
+        rpc_timeout: crate::connector::DEFAULT_RPC_TIMEOUT,
         // The quickstart's tunnel is self-contained: the user's own config.yml is not read.
         search_config: false,
         ..Default::default()

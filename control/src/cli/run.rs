@@ -209,6 +209,9 @@ fn options(t: &TunnelCmd, tunnel: Option<String>, f: &Flags) -> anyhow::Result<R
         quick_hostname: None,
         protocol,
         quic_tuning: quic_tuning(f)?,
+        rpc_timeout: f
+            .duration("rpc-timeout")?
+            .unwrap_or(connector::DEFAULT_RPC_TIMEOUT),
     })
 }
 

@@ -83,9 +83,14 @@ pub struct RunOptions {
     pub quick_hostname: Option<String>,
     /// `--protocol`: QUIC, HTTP/2, or `auto` (QUIC, else HTTP/2, per connection).
     pub protocol: ProtocolChoice,
+    /// `--rpc-timeout`: how long the edge may take to answer `registerConnection`.
+    pub rpc_timeout: std::time::Duration,
     /// cloudflared's hidden QUIC tuning flags.
     pub quic_tuning: QuicTuning,
 }
+
+/// cloudflared's `--rpc-timeout` default.
+pub const DEFAULT_RPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// cloudflared's QUIC tuning flags, applied to the connector's QUIC configuration; unset ones
 /// keep ringway's defaults.
@@ -528,6 +533,7 @@ pub fn start(opts: RunOptions) -> Result<RunningConnector, ConnectorError> {
         hooks: Arc::new(hooks),
         retries: opts.retries,
         grace_period: opts.grace_period,
+        rpc_timeout: opts.rpc_timeout,
         backoff: Backoff::default(),
         workers: WorkersConfig {
             threads: opts.workers,

@@ -43,6 +43,9 @@ pub enum ConnectionError {
     Refused(RegistrationError),
     #[error("registration RPC failed: {0}")]
     RegistrationRpc(capnp::Error),
+    /// The edge did not answer `registerConnection` within `--rpc-timeout`.
+    #[error("edge {edge} did not answer the registration within {:.1}s", .after.as_secs_f64())]
+    RegistrationTimeout { edge: SocketAddr, after: Duration },
     /// A registered connection ended (the edge closed it, or the path broke).
     #[error("{0}")]
     Lost(ConnectionFailed),

@@ -32,6 +32,8 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 #[derive(Default)]
 struct EdgeLog {
+    /// Never answer `registerConnection` (the call is recorded, the answer never comes).
+    silent: bool,
     registered: Vec<RegisterRequest>,
     unregistered: usize,
     local_configs: usize,
@@ -44,7 +46,14 @@ impl RegistrationHandler for FakeEdge {
         &self,
         request: RegisterRequest,
     ) -> Result<ConnectionDetails, RegistrationError> {
-        self.0.lock().unwrap().registered.push(request);
+        let silent = {
+            let mut log = self.0.lock().unwrap();
+            log.registered.push(request);
+            log.silent
+        };
+        if silent {
+            futures::future::pending::<()>().await;
+        }
         Ok(ConnectionDetails {
             uuid: CONN,
             location_name: "TST".into(),
@@ -64,6 +73,7 @@ impl RegistrationHandler for FakeEdge {
 struct TestHooks {
     registered: Mutex<Vec<(u8, Protocol)>>,
     switches: Mutex<Vec<Switch>>,
+    failures: Mutex<Vec<ConnectionError>>,
 }
 
 impl ConnectorHooks for TestHooks {
@@ -73,6 +83,9 @@ impl ConnectorHooks for TestHooks {
     }
     fn protocol_changed(&self, _: u8, switch: &Switch) {
         self.switches.lock().unwrap().push(switch.clone());
+    }
+    fn attempt_failed(&self, _: u8, _: SocketAddr, error: &ConnectionError, _: Duration) {
+        self.failures.lock().unwrap().push(error.clone());
     }
 }
 
@@ -382,6 +395,7 @@ fn setup(
         hooks,
         retries: 5,
         grace_period: Duration::from_secs(5),
+        rpc_timeout: Duration::from_secs(5),
         backoff: Backoff {
             base: Duration::from_millis(100),
             cap: Duration::from_secs(1),
@@ -531,5 +545,44 @@ fn connector_auto_falls_back_to_http2_when_quic_cannot_connect() {
     assert_eq!(metrics.connection_protocol(0), Some(Protocol::Http2));
     connector.shutdown();
     edge_thread.join().unwrap();
+    connector.join().unwrap();
+}
+
+#[test]
+fn an_edge_that_never_answers_the_registration_fails_the_attempt_after_the_rpc_timeout() {
+    let (ca, material) = material();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let edge = listener.local_addr().unwrap();
+    let log = Arc::new(Mutex::new(EdgeLog {
+        silent: true,
+        ..EdgeLog::default()
+    }));
+    let (tx, _rx) = mpsc::channel();
+    let _edge_thread = run_edge(listener, material, log.clone(), false, tx);
+    let metrics = Arc::new(TunnelMetrics::new());
+    let hooks = Arc::new(TestHooks::default());
+    let mut s = setup(
+        edge,
+        ProtocolChoice::Only(Protocol::Http2),
+        ca.as_bytes(),
+        Arc::new(SingleOrigin(http_target(closed_port()))),
+        metrics,
+        hooks.clone(),
+    );
+    s.rpc_timeout = Duration::from_millis(300);
+    let connector = Connector::start(s).unwrap();
+    crate::runtime::block_on(wait_until(|| !hooks.failures.lock().unwrap().is_empty()));
+    let failure = hooks.failures.lock().unwrap()[0].clone();
+    assert!(
+        matches!(failure, ConnectionError::RegistrationTimeout { after, .. } if after == Duration::from_millis(300)),
+        "{failure}"
+    );
+    assert!(hooks.registered.lock().unwrap().is_empty());
+    assert_eq!(
+        log.lock().unwrap().registered.len(),
+        1,
+        "the call reached the edge"
+    );
+    connector.shutdown();
     connector.join().unwrap();
 }

@@ -179,6 +179,8 @@ pub struct ConnectorSetup {
     pub retries: u32,
     /// How long in-flight requests may run after shutdown begins.
     pub grace_period: Duration,
+    /// How long `registerConnection` may take before the attempt fails (`--rpc-timeout`).
+    pub rpc_timeout: Duration,
     pub backoff: Backoff,
     pub workers: WorkersConfig,
 }

@@ -106,10 +106,22 @@ pub(crate) async fn register<L: EdgeLink>(
     let mut options = setup.options.clone();
     options.num_previous_attempts = attempt.min(255) as u8;
     options.replace_existing = replace_existing;
-    let registered = client
-        .register_connection(&setup.auth, setup.tunnel_id, index, &options)
-        .await;
+    let registered = monoio::time::timeout(
+        setup.rpc_timeout,
+        client.register_connection(&setup.auth, setup.tunnel_id, index, &options),
+    )
+    .await;
     let details = match registered {
+        Err(_) => {
+            link.close("registration timed out");
+            return Err(ConnectionError::RegistrationTimeout {
+                edge: link.edge(),
+                after: setup.rpc_timeout,
+            });
+        }
+        Ok(r) => r,
+    };
+    let details = match details {
         Ok(d) => d,
         Err(RegisterError::Refused(r)) => {
             link.close("registration refused");

@@ -657,7 +657,7 @@ pub const FLAGS: &[FlagSpec] = &[
         &[],
         Dur,
         Gt,
-        NoEffect("Cloudflare's edge RPC timeout"),
+        Works("how long the edge may take to answer registerConnection (default 5s)"),
     )),
     hidden(f(
         "write-stream-timeout",
