@@ -22,7 +22,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::channel::oneshot;
 use h2::server::SendResponse;
-use h2::{Ping, PingPong, Reason, RecvStream};
+use h2::{Ping, PingPong, RecvStream};
 use monoio::net::TcpStream;
 use monoio_compat::StreamWrapper;
 use rustls::pki_types::ServerName;
@@ -50,7 +50,7 @@ const MAX_HEADER_LIST_SIZE: u32 = (1 << 20) + 320;
 /// in the edge's TCP send buffer.
 const PING_EVERY: Duration = Duration::from_secs(2);
 pub const H2_SILENT_AFTER: Duration = Duration::from_secs(10);
-/// How long a closing connection may take to flush its GOAWAY.
+/// How long a closing connection may take to flush its last DATA and GOAWAY.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
 type Tls = tokio_rustls::client::TlsStream<StreamWrapper<TcpStream>>;
@@ -257,9 +257,12 @@ async fn drive(
             _ = close_rx => None,
         };
         let Some(next) = next else {
-            // Drained (or dropped): in-flight streams are done; the control stream is the only
-            // one left and needs no goodbye.
-            conn.abrupt_shutdown(Reason::NO_ERROR);
+            // Drained (or dropped): the in-flight streams' tasks are done, but their last
+            // DATA may still sit in h2's send buffer, which an abrupt shutdown would discard
+            // (the edge then sees the stream cut before its answer). A graceful GOAWAY lets
+            // h2 flush them; the control stream keeps the connection open until the edge
+            // closes it (ours does once its streams are answered) or CLOSE_FLUSH passes.
+            conn.graceful_shutdown();
             let flush = std::future::poll_fn(|cx| conn.poll_closed(cx));
             let _ = monoio::time::timeout(CLOSE_FLUSH, flush).await;
             break ConnectionError::EdgeClosed { edge: d.edge };

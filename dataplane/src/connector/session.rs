@@ -78,6 +78,10 @@ const DRAIN_SETTLE: Duration = Duration::from_millis(500);
 /// How long `unregisterConnection` may take before the connector closes anyway.
 const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// After the last stream is done, how long the connector waits for the edge to close the
+/// unregistered connection before closing it itself (see `drain`).
+const PEER_CLOSE_WAIT: Duration = Duration::from_secs(1);
+
 /// Opens the control stream and registers `link` as connection `index`. `replace_existing`:
 /// the edge withdraws this connector's other connection with the same index (the
 /// make-before-break of a protocol switch). On failure the link is closed.
@@ -213,16 +217,33 @@ async fn drain<L: EdgeLink, F: Future<Output = ConnectionError>>(
     // done, within the grace period. A few checks per second.
     let settled = Instant::now() + DRAIN_SETTLE;
     let active = session.link.active();
+    let mut ended = false;
+    let mut drained = false;
     loop {
         let now = Instant::now();
-        if now >= deadline || (now >= settled && active.get() == 0) {
+        if now >= deadline {
+            break;
+        }
+        if now >= settled && active.get() == 0 {
+            drained = true;
             break;
         }
         let mut tick = pin!(monoio::time::sleep(Duration::from_millis(20)).fuse());
         futures::select! {
-            _ = streams => break,
+            _ = streams => {
+                ended = true;
+                break;
+            }
             () = tick => {}
         }
+    }
+    if drained && !ended {
+        // The streams' tasks are done, but their last bytes may still be in the transport's
+        // send buffer (QUIC: not yet acknowledged; HTTP/2: queued in h2), and closing now
+        // would discard them: the edge would answer the client 502 for a request the origin
+        // answered. The edge closes the connection itself once it has every answer (it was
+        // told by unregisterConnection); wait for that, bounded.
+        let _ = monoio::time::timeout(PEER_CLOSE_WAIT, &mut streams).await;
     }
     session.link.close("connector shutting down");
 }
