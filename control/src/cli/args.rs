@@ -131,7 +131,8 @@ pub struct EdgeRunArgs {
     /// Directory for the CA, the edge certificate and the cached snapshot.
     #[arg(long = "state-dir")]
     pub state_dir: PathBuf,
-    /// UDP address for connectors (repeatable: cloudflared opens one connection per address).
+    /// Address for connectors, UDP (QUIC) and TCP (HTTP/2) on the same port (repeatable:
+    /// cloudflared opens one connection per address).
     #[arg(long = "tunnel-listen", default_value = "0.0.0.0:7844")]
     pub tunnel_listen: Vec<std::net::SocketAddr>,
     /// Public HTTP/1.1 address.

@@ -453,6 +453,8 @@ fn connector_http2_registers_and_serves_each_request_kind() {
         assert!(!r.options.replace_existing);
         assert_eq!(log.local_configs, 1);
     }
+    // The edge saw the registration; the connector's hook runs once the answer arrives.
+    crate::runtime::block_on(wait_until(|| !hooks.registered.lock().unwrap().is_empty()));
     assert_eq!(*hooks.registered.lock().unwrap(), [(0, Protocol::Http2)]);
 
     let http = seen.http.unwrap();
@@ -541,6 +543,8 @@ fn connector_auto_falls_back_to_http2_when_quic_cannot_connect() {
         switches[0].after.as_secs_f64(),
         switches[0].reason
     );
+    // The edge saw the registration; the connector's hook runs once the answer arrives.
+    crate::runtime::block_on(wait_until(|| !hooks.registered.lock().unwrap().is_empty()));
     assert_eq!(*hooks.registered.lock().unwrap(), [(0, Protocol::Http2)]);
     assert_eq!(metrics.connection_protocol(0), Some(Protocol::Http2));
     connector.shutdown();

@@ -633,7 +633,9 @@ pub const FLAGS: &[FlagSpec] = &[
         &[],
         Int,
         Gt,
-        NoEffect("Cloudflare's protocol fallback between edge addresses"),
+        NoEffect(
+            "not configurable yet: `--protocol auto` falls back to HTTP/2 after 2 failed QUIC attempts per connection",
+        ),
     )),
     f(
         "retries",
@@ -665,7 +667,9 @@ pub const FLAGS: &[FlagSpec] = &[
         &["TUNNEL_STREAM_WRITE_TIMEOUT"],
         Dur,
         Gt,
-        NoEffect("Cloudflare's edge stream write timeout"),
+        NoEffect(
+            "not applied yet: writes to the edge have no timeout (cloudflared's default, 0, has none either)",
+        ),
     )),
     hidden(f(
         "quic-disable-pmtu-discovery",
