@@ -31,7 +31,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::envelope::{ApiError, ApiResult, ok};
 use crate::secret::TunnelSecret;
-use crate::store::{Store, StoreError, StoreResult, TunnelFilter, Zone};
+use crate::store::{Store, StoreError, StoreResult, Tunnel, TunnelFilter, Zone};
 
 /// The account that owns every quick tunnel and the quick zone.
 pub const QUICK_ACCOUNT: &str = "quick-tunnels";
@@ -130,17 +130,22 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `POST /tunnel`.
-pub async fn create(State(st): State<AppState>) -> ApiResult {
-    let q = quick(&st)?.clone();
-    let _one_at_a_time = q.create_lock.lock().await;
-    let live = st.store.list_tunnels(
+/// The quick-tunnel account's tunnels that are not deleted.
+fn live_tunnels(st: &AppState, q: &QuickTunnels) -> StoreResult<Vec<Tunnel>> {
+    st.store.list_tunnels(
         &q.account_id,
         &TunnelFilter {
             is_deleted: Some(false),
             ..TunnelFilter::default()
         },
-    )?;
+    )
+}
+
+/// `POST /tunnel`.
+pub async fn create(State(st): State<AppState>) -> ApiResult {
+    let q = quick(&st)?.clone();
+    let _one_at_a_time = q.create_lock.lock().await;
+    let live = live_tunnels(&st, &q)?;
     if live.len() >= q.max_live {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -236,13 +241,7 @@ fn remove(st: &AppState, q: &QuickTunnels, id: Uuid) -> StoreResult<()> {
 
 /// One lease check: returns how many idle quick tunnels were deleted.
 fn expire_once(st: &AppState, q: &QuickTunnels, now: OffsetDateTime) -> StoreResult<usize> {
-    let live = st.store.list_tunnels(
-        &q.account_id,
-        &TunnelFilter {
-            is_deleted: Some(false),
-            ..TunnelFilter::default()
-        },
-    )?;
+    let live = live_tunnels(st, q)?;
     let mut idle = Vec::new();
     {
         let mut seen = q.last_connected.lock().unwrap_or_else(|p| p.into_inner());
