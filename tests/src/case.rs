@@ -73,11 +73,5 @@ impl OriginCase {
 /// killed with SIGKILL (its drop) stays routable until the edge finds it silent, and a new
 /// connector's test requests could meet the dead one.
 pub fn stop(mut conn: Connector) {
-    conn.proc.proc.signal("TERM");
-    let status = conn.proc.wait_exit(Duration::from_secs(60));
-    assert!(
-        status.success(),
-        "connector after SIGTERM: {status}\n{}",
-        conn.logs()
-    );
+    conn.terminate(Duration::from_secs(60));
 }

@@ -244,6 +244,21 @@ impl Connector {
         }
     }
 
+    /// SIGTERM, then waits (failure limit `limit`) for the process to exit, and fails unless it
+    /// exited successfully. Returns how long the exit took, for the test to print.
+    pub fn terminate(&mut self, limit: Duration) -> Duration {
+        let stopping = std::time::Instant::now();
+        self.proc.proc.signal("TERM");
+        let status = self.proc.wait_exit(limit);
+        let took = stopping.elapsed();
+        assert!(
+            status.success(),
+            "connector after SIGTERM: {status}\n{}",
+            self.logs()
+        );
+        took
+    }
+
     /// Everything the connector printed.
     pub fn logs(&self) -> String {
         self.proc.log.dump()

@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ringway_tests::connector::Transport;
 use ringway_tests::edge::TunnelSetup;
@@ -37,18 +37,8 @@ fn sigterm_without_requests_exits_within_the_grace_period(tr: Transport) {
         2,
     );
     t.wait_served(&host);
-    let stopping = Instant::now();
-    c.proc.proc.signal("TERM");
-    let status = c.proc.wait_exit(EXIT_LIMIT);
-    eprintln!(
-        "[idle] connector exited {:?} after SIGTERM",
-        stopping.elapsed()
-    );
-    assert!(
-        status.success(),
-        "connector after SIGTERM: {status}\n{}",
-        c.logs()
-    );
+    let took = c.terminate(EXIT_LIMIT);
+    eprintln!("[idle] connector exited {took:?} after SIGTERM");
 }
 
 fn sigterm_with_a_slow_request_finishes_it_then_exits(tr: Transport) {
@@ -70,18 +60,8 @@ fn sigterm_with_a_slow_request_finishes_it_then_exits(tr: Transport) {
         got_request
             .recv_timeout(Duration::from_secs(30))
             .expect("the origin to receive the slow request");
-        let stopping = Instant::now();
-        c.proc.proc.signal("TERM");
-        let status = c.proc.wait_exit(Duration::from_secs(30));
-        eprintln!(
-            "[slow] connector exited {:?} after SIGTERM",
-            stopping.elapsed()
-        );
-        assert!(
-            status.success(),
-            "connector after SIGTERM: {status}\n{}",
-            c.logs()
-        );
+        let took = c.terminate(Duration::from_secs(30));
+        eprintln!("[slow] connector exited {took:?} after SIGTERM");
         request.join().expect("request thread")
     });
     assert_eq!(

@@ -63,9 +63,7 @@ fn run_stock(
 #[test]
 #[ignore = "needs a stock cloudflared: RINGWAY_STOCK_CLOUDFLARED=PATH"]
 fn quic_serves_and_sigterm_exits_within_the_grace_period() {
-    let t0 = Instant::now();
     let t = TunnelSetup::new(ZONE);
-    eprintln!("[stock quic] setup {:?}", t0.elapsed());
     let host = format!("quic.{ZONE}");
     let id = t.tunnel("quic", &[&host]);
     let origin = HashOrigin::start("stock");
@@ -89,18 +87,8 @@ fn quic_serves_and_sigterm_exits_within_the_grace_period() {
     let answer = t.wait_served(&host);
     assert_eq!(answer.status, 200, "{answer:?}\n{}", c.logs());
     assert_eq!(answer.body, b"tag=stock path=/", "the origin's answer");
-    let stopping = Instant::now();
-    c.proc.proc.signal("TERM");
-    let status = c.proc.wait_exit(EXIT_LIMIT);
-    eprintln!(
-        "[stock quic] cloudflared exited {:?} after SIGTERM",
-        stopping.elapsed()
-    );
-    assert!(
-        status.success(),
-        "cloudflared after SIGTERM: {status}\n{}",
-        c.logs()
-    );
+    let took = c.terminate(EXIT_LIMIT);
+    eprintln!("[stock quic] cloudflared exited {took:?} after SIGTERM");
 }
 
 /// A GET and a 1 MiB POST through the edge to `host`, byte for byte; and the registration
@@ -172,18 +160,8 @@ fn http2_registers_and_serves_get_and_post() {
     );
     eprintln!("[stock http2] registered after {:?}", started.elapsed());
     assert_serves_over_http2(&t, &host, &c, "stock http2");
-    let stopping = Instant::now();
-    c.proc.proc.signal("TERM");
-    let status = c.proc.wait_exit(EXIT_LIMIT);
-    eprintln!(
-        "[stock http2] cloudflared exited {:?} after SIGTERM",
-        stopping.elapsed()
-    );
-    assert!(
-        status.success(),
-        "cloudflared after SIGTERM: {status}\n{}",
-        c.logs()
-    );
+    let took = c.terminate(EXIT_LIMIT);
+    eprintln!("[stock http2] cloudflared exited {took:?} after SIGTERM");
 }
 
 #[test]
@@ -294,9 +272,7 @@ fn http2_sigterm_lets_the_request_in_flight_finish() {
         got_request
             .recv_timeout(Duration::from_secs(30))
             .expect("the origin to receive the slow request");
-        c.proc.proc.signal("TERM");
-        let status = c.proc.wait_exit(Duration::from_secs(30));
-        assert!(status.success(), "cloudflared after SIGTERM: {status}");
+        c.terminate(Duration::from_secs(30));
         request.join().expect("request thread")
     });
     assert_eq!(

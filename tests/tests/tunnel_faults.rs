@@ -171,11 +171,7 @@ fn rolling_restart_of_two_replicas_loses_nothing(tr: Transport) {
     let (load, _) = Load::start_served(t.edge.http_addr(), &host);
 
     for (name, c, args) in [("A", &mut a, &args_a), ("B", &mut b, &args_b)] {
-        let stopping = Instant::now();
-        c.proc.proc.signal("TERM");
-        let status = c.proc.wait_exit(Duration::from_secs(30));
-        assert!(status.success(), "replica {name} after SIGTERM: {status}");
-        let exited = stopping.elapsed();
+        let exited = c.terminate(Duration::from_secs(30));
         let restarted = Instant::now();
         *c = start_over(tr, &t, args, 2);
         eprintln!(
@@ -358,9 +354,7 @@ fn lb_fails_over_to_pool_2() {
     let (load, first) = Load::start_served(t.edge.http_addr(), &lb);
 
     let stopped = Instant::now();
-    c1.proc.proc.signal("TERM");
-    let status = c1.proc.wait_exit(Duration::from_secs(30));
-    assert!(status.success(), "t1's connector after SIGTERM: {status}");
+    c1.terminate(Duration::from_secs(30));
     let exited = stopped.elapsed();
     let back = load.wait_streak(
         "20 answers in a row after t1 stopped",

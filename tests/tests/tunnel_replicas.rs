@@ -176,13 +176,8 @@ fn sigterm_stops_the_connector_and_the_host_answers_530(tr: Transport) {
     let mut conn = t.run_over(tr, "term", &id, &origin.url(), &[], 1);
     t.wait_served(&host);
 
-    conn.proc.proc.signal("TERM");
     // cloudflared waits up to its grace period (30 s) for requests in flight; none are.
-    let status = conn.proc.wait_exit(Duration::from_secs(45));
-    assert!(
-        status.success(),
-        "SIGTERM should stop the connector cleanly: {status}"
-    );
+    conn.terminate(Duration::from_secs(45));
     let r = t.edge.wait_get(
         "the host to answer 530 once its only connector left",
         &host,
