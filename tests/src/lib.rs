@@ -24,6 +24,7 @@
 //!   purpose (it is the oracle the product's codec is tested against).
 //! - `payload.rs`: deterministic bodies, their hashes, where two bodies differ.
 //! - `lossy_relay.rs`: a UDP relay that drops a reproducible share of datagrams.
+//! - `tcp_only.rs`: `TcpOnlyEdge`, an edge address whose UDP is silent and whose TCP passes.
 //! - `flood.rs`: QUIC Initial floods, and a process's RSS and CPU time.
 //! - `slow_clients.rs`: a bulk origin, clients that never read, a slowloris client.
 //! - `load.rs`: `Load`, a paced background GET loop through the edge that records every answer.
@@ -61,6 +62,8 @@
 //!   back to QUIC without a failed request; replicas of one tunnel on different transports.
 //! - `cli_origin_flags.rs`: `tunnel run`'s origin flags (TLS trust and name, chunked bodies,
 //!   connect timeout, unix socket, keep-alive) seen from outside.
+//! - `cli_edge_link_flags.rs`: `--write-stream-timeout` resets a response the edge stops taking;
+//!   `--max-edge-addr-retries` sets the attempts before the HTTP/2 fallback.
 //!
 //! Waits use deadlines only as failure limits: a test polls until the condition holds and fails
 //! if the deadline passes first, so a slow machine makes a test slower, never red.
@@ -80,6 +83,7 @@ pub mod payload;
 pub mod process;
 pub mod raw_client;
 pub mod slow_clients;
+pub mod tcp_only;
 
 /// The names nearly every test uses: `use ringway_tests::prelude::*;`.
 pub mod prelude {

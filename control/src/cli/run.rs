@@ -212,6 +212,9 @@ fn options(t: &TunnelCmd, tunnel: Option<String>, f: &Flags) -> anyhow::Result<R
         rpc_timeout: f
             .duration("rpc-timeout")?
             .unwrap_or(connector::DEFAULT_RPC_TIMEOUT),
+        // cloudflared's 0 means no limit.
+        write_stream_timeout: f.duration("write-stream-timeout")?.filter(|d| !d.is_zero()),
+        max_edge_addr_retries: f.int("max-edge-addr-retries")?,
     })
 }
 

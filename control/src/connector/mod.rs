@@ -85,6 +85,12 @@ pub struct RunOptions {
     pub protocol: ProtocolChoice,
     /// `--rpc-timeout`: how long the edge may take to answer `registerConnection`.
     pub rpc_timeout: std::time::Duration,
+    /// `--write-stream-timeout`: how long one write of response bytes may wait for the edge to
+    /// take them before the stream is reset; `None` (cloudflared's 0): no limit.
+    pub write_stream_timeout: Option<std::time::Duration>,
+    /// `--max-edge-addr-retries`: in `--protocol auto`, failed attempts retried on one transport
+    /// before a connection falls back to the other; `None`: ringway's default (1 retry).
+    pub max_edge_addr_retries: Option<u8>,
     /// cloudflared's hidden QUIC tuning flags.
     pub quic_tuning: QuicTuning,
 }
@@ -513,6 +519,11 @@ pub fn start(opts: RunOptions) -> Result<RunningConnector, ConnectorError> {
         edges: prepared.edges.clone(),
         server_name: dataplane::quic::DEFAULT_SERVER_NAME.to_owned(),
         protocol: opts.protocol,
+        fallback_after: opts
+            .max_edge_addr_retries
+            .map_or(dataplane::connector::protocol::FALLBACK_AFTER, |n| {
+                u32::from(n) + 1
+            }),
         h2_tls,
         ha_connections: ha,
         tunnel_id: creds.tunnel_id,
@@ -534,6 +545,7 @@ pub fn start(opts: RunOptions) -> Result<RunningConnector, ConnectorError> {
         retries: opts.retries,
         grace_period: opts.grace_period,
         rpc_timeout: opts.rpc_timeout,
+        write_stream_timeout: opts.write_stream_timeout,
         backoff: Backoff::default(),
         workers: WorkersConfig {
             threads: opts.workers,

@@ -16,8 +16,8 @@ use h2::{Reason, RecvStream, SendStream};
 use tracing::{debug, warn};
 
 use super::ConnectorShared;
-use super::origin::{OriginRequest, OriginResponse, RequestBody, ResponseSink};
-use super::stream::{RouteKey, locally_managed_answer};
+use super::origin::{OriginRequest, OriginResponse, ProxyError, RequestBody, ResponseSink};
+use super::stream::{RouteKey, locally_managed_answer, log_sink_failure};
 use crate::h2stream::{io_error, send_all};
 use crate::metrics::TunnelMetrics;
 use crate::wire::http2::{
@@ -115,7 +115,7 @@ async fn serve_http(
         respond: &mut respond,
         send: &mut send,
         status: &mut status,
-        metrics: metrics.as_ref(),
+        shared,
     };
     let outcome = shared.origins.proxy(&target, request, body, sink).await;
     match outcome {
@@ -137,7 +137,11 @@ async fn serve_http(
             answer_502(&mut respond);
         }
         Err(e) => {
-            debug!(error = %e, "origin response failed mid-body");
+            if matches!(e, ProxyError::Sink { .. }) {
+                log_sink_failure(&e);
+            } else {
+                debug!(error = %e, "origin response failed mid-body");
+            }
             metrics.request_error();
             metrics.request_finished(status);
             if let Some(mut send) = send {
@@ -195,7 +199,7 @@ struct H2Sink<'a> {
     respond: &'a mut SendResponse<Bytes>,
     send: &'a mut Option<SendStream<Bytes>>,
     status: &'a mut u16,
-    metrics: &'a TunnelMetrics,
+    shared: &'a ConnectorShared,
 }
 
 impl ResponseSink for H2Sink<'_> {
@@ -221,8 +225,10 @@ impl ResponseSink for H2Sink<'_> {
         let Some(send) = self.send.as_mut() else {
             return Err(io::Error::other("response body before its head"));
         };
-        self.metrics.bytes_from_origin(chunk.len() as u64);
-        send_all(send, chunk).await.map_err(io_error)
+        self.shared.metrics.bytes_from_origin(chunk.len() as u64);
+        self.shared
+            .write_to_edge(async { send_all(send, chunk).await.map_err(io_error) })
+            .await
     }
 }
 

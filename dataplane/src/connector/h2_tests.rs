@@ -378,6 +378,7 @@ fn setup(
         edges: vec![edge],
         server_name: crate::quic::DEFAULT_SERVER_NAME.to_owned(),
         protocol,
+        fallback_after: protocol::FALLBACK_AFTER,
         h2_tls: edge_tls_config(ca_pem, false).unwrap(),
         ha_connections: 1,
         tunnel_id: TUNNEL,
@@ -396,6 +397,7 @@ fn setup(
         retries: 5,
         grace_period: Duration::from_secs(5),
         rpc_timeout: Duration::from_secs(5),
+        write_stream_timeout: None,
         backoff: Backoff {
             base: Duration::from_millis(100),
             cap: Duration::from_secs(1),

@@ -45,6 +45,7 @@ pub use stream::RouteKey;
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
+use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -162,6 +163,9 @@ pub struct ConnectorSetup {
     pub server_name: String,
     /// `--protocol`.
     pub protocol: ProtocolChoice,
+    /// In `auto`, failed attempts in a row on one transport before a connection tries the
+    /// other ([`protocol::FALLBACK_AFTER`] by default; `--max-edge-addr-retries` N gives N + 1).
+    pub fallback_after: u32,
     /// TLS towards the edge over HTTP/2 ([`edge_tls_config`]: the same CA and groups as QUIC).
     pub h2_tls: Arc<rustls::ClientConfig>,
     pub ha_connections: u8,
@@ -181,6 +185,9 @@ pub struct ConnectorSetup {
     pub grace_period: Duration,
     /// How long `registerConnection` may take before the attempt fails (`--rpc-timeout`).
     pub rpc_timeout: Duration,
+    /// How long one write of response bytes towards the edge may wait for the edge to take them
+    /// (`--write-stream-timeout`); when it passes, the stream is reset. `None`: no limit.
+    pub write_stream_timeout: Option<Duration>,
     pub backoff: Backoff,
     pub workers: WorkersConfig,
 }
@@ -222,6 +229,8 @@ pub(crate) struct ConnectorShared {
     pub(crate) origins: OriginClient,
     pub(crate) ingress: Arc<dyn IngressRouter>,
     pub(crate) metrics: Arc<TunnelMetrics>,
+    /// [`ConnectorSetup::write_stream_timeout`].
+    pub(crate) write_stream_timeout: Option<Duration>,
     /// Set once by [`Connector::shutdown`]; wakes every task waiting in `stopped()`.
     stopping: Cell<bool>,
     stop_wakers: RefCell<Vec<Waker>>,
@@ -237,6 +246,29 @@ impl ConnectorShared {
 
     fn is_stopping(&self) -> bool {
         self.stopping.get()
+    }
+
+    /// One write towards the edge, failed with `TimedOut` when the edge has not taken the bytes
+    /// within [`ConnectorSetup::write_stream_timeout`]. Dropping a write future on timeout is
+    /// safe: what it handed to the transport stays queued, and the caller resets the stream.
+    pub(crate) async fn write_to_edge<F>(&self, write: F) -> io::Result<()>
+    where
+        F: std::future::Future<Output = io::Result<()>>,
+    {
+        let Some(limit) = self.write_stream_timeout else {
+            return write.await;
+        };
+        monoio::time::timeout(limit, write)
+            .await
+            .unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the edge took no response bytes for {}s (--write-stream-timeout)",
+                        limit.as_secs_f64()
+                    ),
+                ))
+            })
     }
 
     /// Resolves once shutdown has begun.
@@ -289,6 +321,7 @@ async fn run_worker(mut ctx: WorkerCtx<()>, common: Arc<Common>) {
         origins: OriginClient::new(),
         ingress: common.setup.ingress.clone(),
         metrics: common.setup.metrics.clone(),
+        write_stream_timeout: common.setup.write_stream_timeout,
         stopping: Cell::new(false),
         stop_wakers: RefCell::new(Vec::new()),
     });

@@ -2,11 +2,12 @@
 //!
 //! `auto` is "QUIC, else HTTP/2", decided per connection from what this connection saw: there
 //! is no TXT lookup (a self-hosted edge has no DNS to ask). A connection starts on QUIC; after
-//! [`FALLBACK_AFTER`] QUIC attempts in a row that could not reach the edge (no handshake within
+//! `fallback_after` ([`FALLBACK_AFTER`] unless set) QUIC attempts in a row that could not reach
+//! the edge (no handshake within
 //! [`QUIC_HANDSHAKE_LIMIT`], a socket or stream failure), it falls back to HTTP/2. While on
 //! HTTP/2 the connection probes QUIC in the background ([`ProbeBackoff`]) and moves back once a
-//! QUIC connection handshakes and registers. If HTTP/2 cannot connect either, [`FALLBACK_AFTER`]
-//! times in a row, it tries QUIC again. `quic` and `http2` never switch.
+//! QUIC connection handshakes and registers. If HTTP/2 cannot connect either, as many times in a
+//! row, it tries QUIC again. `quic` and `http2` never switch.
 
 use std::time::{Duration, Instant};
 
@@ -59,7 +60,9 @@ impl std::str::FromStr for ProtocolChoice {
     }
 }
 
-/// Failed attempts in a row on one transport before `auto` tries the other.
+/// Failed attempts in a row on one transport before `auto` tries the other, by default. Lower
+/// than cloudflared's 9 (`--max-edge-addr-retries 8`): a blocked UDP path costs two handshake
+/// limits, not nine, before requests flow over HTTP/2.
 pub const FALLBACK_AFTER: u32 = 2;
 
 /// In `auto`, a QUIC dial that has not completed its handshake by then counts as failed (UDP
@@ -84,12 +87,16 @@ pub struct Switch {
 pub(crate) struct Selector {
     choice: ProtocolChoice,
     current: Protocol,
+    /// Failed attempts in a row that switch (at least 1).
+    fallback_after: u32,
     failures: u32,
     failing_since: Option<Instant>,
 }
 
 impl Selector {
-    pub(crate) fn new(choice: ProtocolChoice) -> Self {
+    /// `fallback_after`: failed attempts in a row on one transport before `auto` switches (0 is
+    /// taken as 1).
+    pub(crate) fn new(choice: ProtocolChoice, fallback_after: u32) -> Self {
         let current = match choice {
             ProtocolChoice::Auto => Protocol::Quic,
             ProtocolChoice::Only(p) => p,
@@ -97,6 +104,7 @@ impl Selector {
         Self {
             choice,
             current,
+            fallback_after: fallback_after.max(1),
             failures: 0,
             failing_since: None,
         }
@@ -139,7 +147,7 @@ impl Selector {
         }
         self.failures += 1;
         let since = *self.failing_since.get_or_insert(started);
-        if self.failures < FALLBACK_AFTER {
+        if self.failures < self.fallback_after {
             return None;
         }
         let to = match self.current {
@@ -214,7 +222,7 @@ mod tests {
 
     #[test]
     fn auto_falls_back_after_two_transport_failures_and_reports_the_time() {
-        let mut s = Selector::new(ProtocolChoice::Auto);
+        let mut s = Selector::new(ProtocolChoice::Auto, FALLBACK_AFTER);
         assert_eq!(s.current(), Protocol::Quic);
         assert!(!s.probes_quic());
         let t0 = Instant::now();
@@ -246,7 +254,7 @@ mod tests {
 
     #[test]
     fn a_refusal_is_no_reason_to_switch_and_breaks_the_row() {
-        let mut s = Selector::new(ProtocolChoice::Auto);
+        let mut s = Selector::new(ProtocolChoice::Auto, FALLBACK_AFTER);
         let t = Instant::now();
         let refused = ConnectionError::Refused(RegistrationError::permanent("wrong secret"));
         assert_eq!(s.failed(&unreachable(), t, t), None);
@@ -261,7 +269,7 @@ mod tests {
 
     #[test]
     fn auto_tries_quic_again_when_http2_cannot_connect_either() {
-        let mut s = Selector::new(ProtocolChoice::Auto);
+        let mut s = Selector::new(ProtocolChoice::Auto, FALLBACK_AFTER);
         let t = Instant::now();
         s.failed(&unreachable(), t, t);
         s.failed(&unreachable(), t, t);
@@ -272,9 +280,30 @@ mod tests {
     }
 
     #[test]
+    fn a_configured_count_switches_after_that_many_failures_both_ways() {
+        let t = Instant::now();
+        for n in [1u32, 3, 9] {
+            let mut s = Selector::new(ProtocolChoice::Auto, n);
+            for _ in 1..n {
+                assert_eq!(s.failed(&unreachable(), t, t), None);
+            }
+            let switch = s.failed(&unreachable(), t, t).expect("switches at n");
+            assert_eq!((switch.to, switch.attempts), (Protocol::Http2, n));
+            for _ in 1..n {
+                assert_eq!(s.failed(&h2_unreachable(), t, t), None);
+            }
+            let back = s.failed(&h2_unreachable(), t, t).expect("back at n");
+            assert_eq!((back.to, back.attempts), (Protocol::Quic, n));
+        }
+        // Zero cannot mean "never try": it is one.
+        let mut s = Selector::new(ProtocolChoice::Auto, 0);
+        assert!(s.failed(&unreachable(), t, t).is_some());
+    }
+
+    #[test]
     fn fixed_protocols_never_switch() {
         for p in [Protocol::Quic, Protocol::Http2] {
-            let mut s = Selector::new(ProtocolChoice::Only(p));
+            let mut s = Selector::new(ProtocolChoice::Only(p), FALLBACK_AFTER);
             let t = Instant::now();
             for _ in 0..10 {
                 assert_eq!(s.failed(&unreachable(), t, t), None);

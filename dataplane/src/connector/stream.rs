@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tracing::{debug, warn};
 
 use super::ConnectorShared;
-use super::origin::{OriginRequest, OriginResponse, RequestBody, ResponseSink};
+use super::origin::{OriginRequest, OriginResponse, ProxyError, RequestBody, ResponseSink};
 use crate::http::host_without_port;
 use crate::metrics::TunnelMetrics;
 use crate::quic::VarInt;
@@ -101,12 +101,20 @@ async fn serve_http(
     let sink = QuicSink {
         send: &mut send,
         status: &mut status,
-        metrics: metrics.as_ref(),
+        shared,
     };
     match shared.origins.proxy(&target, request, body, sink).await {
         Ok(()) => {
             metrics.request_finished(status);
             let _ = send.finish();
+        }
+        Err(e @ ProxyError::Sink { .. }) => {
+            // The edge side failed (stopped, gone, or took nothing within the write limit):
+            // part of a head may be queued, so a 502 would garble the stream. Reset it.
+            log_sink_failure(&e);
+            metrics.request_error();
+            metrics.request_finished(status);
+            send.reset(VarInt::from_u32(0));
         }
         Err(e) if !e.head_sent() => {
             // The operator's view of a 502: the edge shows public clients only which side
@@ -122,6 +130,18 @@ async fn serve_http(
             metrics.request_finished(status);
             send.reset(VarInt::from_u32(0));
         }
+    }
+}
+
+/// A response the edge stopped taking: loud when the write limit ended it (the operator set
+/// it and wants to know), quiet when the edge or its client went away.
+pub(crate) fn log_sink_failure(e: &ProxyError) {
+    let timed_out =
+        matches!(e, ProxyError::Sink { source, .. } if source.kind() == io::ErrorKind::TimedOut);
+    if timed_out {
+        warn!(error = %e, "Closing the stream: writing towards the edge timed out");
+    } else {
+        debug!(error = %e, "writing the response to the edge failed");
     }
 }
 
@@ -162,7 +182,7 @@ impl RequestBody for QuicBody {
 struct QuicSink<'a> {
     send: &'a mut SendStream,
     status: &'a mut u16,
-    metrics: &'a TunnelMetrics,
+    shared: &'a ConnectorShared,
 }
 
 impl ResponseSink for QuicSink<'_> {
@@ -172,19 +192,23 @@ impl ResponseSink for QuicSink<'_> {
             error: String::new(),
             metadata: http_response_metadata(head.status, head.headers),
         };
-        self.send
-            .write_all(encode_response(&resp))
+        let write = self.send.write_all(encode_response(&resp));
+        self.shared
+            .write_to_edge(async { write.await.map_err(broken_pipe) })
             .await
-            .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e))
     }
 
     async fn send_body(&mut self, chunk: Bytes) -> io::Result<()> {
-        self.metrics.bytes_from_origin(chunk.len() as u64);
-        self.send
-            .write_all(chunk)
+        self.shared.metrics.bytes_from_origin(chunk.len() as u64);
+        let write = self.send.write_all(chunk);
+        self.shared
+            .write_to_edge(async { write.await.map_err(broken_pipe) })
             .await
-            .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e))
     }
+}
+
+fn broken_pipe(e: crate::quic::endpoint::StreamWriteError) -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, e)
 }
 
 /// An edge → connector RPC stream: `ConfigurationManager.updateConfiguration`.

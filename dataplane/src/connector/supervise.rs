@@ -39,7 +39,7 @@ pub(crate) async fn supervise(
             monoio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let mut selector = Selector::new(setup.protocol);
+    let mut selector = Selector::new(setup.protocol, setup.fallback_after);
     let mut attempt: u32 = 0;
     let mut refusals: u32 = 0;
     // A QUIC connection the probe registered in place of an HTTP/2 one.

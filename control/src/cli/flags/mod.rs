@@ -56,7 +56,12 @@ fn arg(spec: &'static FlagSpec) -> Arg {
             .value_name("true|false")
             .action(ArgAction::Set),
         Kind::List => a.action(ArgAction::Append).value_name("VALUE"),
-        _ => a.action(ArgAction::Set).value_name("VALUE"),
+        // Go takes `--retries -1` as a value (then refuses it by range), not as a flag.
+        Kind::Int | Kind::Float | Kind::Duration => a
+            .action(ArgAction::Set)
+            .allow_negative_numbers(true)
+            .value_name("VALUE"),
+        Kind::Str => a.action(ArgAction::Set).value_name("VALUE"),
     };
     a
 }
@@ -264,11 +269,14 @@ impl Flags {
     pub fn int<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, FlagError> {
         match self.one(name)? {
             None => Ok(None),
-            Some((v, src)) => v
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|_| error(name, &src, &format!("{v:?} is not a valid number"))),
+            Some((v, src)) => v.trim().parse().map(Some).map_err(|_| {
+                let why = if v.trim().parse::<i128>().is_ok() {
+                    "is out of range"
+                } else {
+                    "is not a valid number"
+                };
+                error(name, &src, &format!("{v:?} {why}"))
+            }),
         }
     }
 

@@ -633,8 +633,8 @@ pub const FLAGS: &[FlagSpec] = &[
         &[],
         Int,
         Gt,
-        NoEffect(
-            "not configurable yet: `--protocol auto` falls back to HTTP/2 after 2 failed QUIC attempts per connection",
+        Works(
+            "with `--protocol auto`, failed attempts retried on one transport before a connection falls back to the other (0-255; default 1, cloudflared's 8)",
         ),
     )),
     f(
@@ -667,8 +667,8 @@ pub const FLAGS: &[FlagSpec] = &[
         &["TUNNEL_STREAM_WRITE_TIMEOUT"],
         Dur,
         Gt,
-        NoEffect(
-            "not applied yet: writes to the edge have no timeout (cloudflared's default, 0, has none either)",
+        Works(
+            "how long one write of response bytes may wait for the edge to take them before the stream is reset (default 0: no limit)",
         ),
     )),
     hidden(f(
