@@ -5,7 +5,7 @@
 //!
 //! Shared by the connector's `http2Origin` client and both ends of the HTTP/2 tunnel
 //! transport. `h2` runs on the worker's own thread (its connection future is a local monoio
-//! task), over tokio's I/O traits that monoio-compat provides.
+//! task), over tokio's I/O traits on the socket in monoio's poll-io mode ([`crate::pollio`]).
 //!
 //! Flow control: a receiver releases credit only for bytes it has handed on, and a sender
 //! sends only what the peer's window admits, so a slow side holds back the other instead of

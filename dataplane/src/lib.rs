@@ -20,6 +20,8 @@
 //!   `updateConfiguration` RPC on capnp-rpc; and the HTTP/2 transport's fields and encodings.
 //! - `h2stream`: HTTP/2 streams (the `h2` crate) under flow control, and `AsyncRead` /
 //!   `AsyncWrite` over them, for the `http2Origin` client and the HTTP/2 tunnel transport.
+//! - `pollio`: tokio's I/O traits over monoio sockets (poll-io mode), which `h2` and
+//!   tokio-rustls run on.
 //! - `http`: the one HTTP/1.1 codec, both directions: request and response heads, body framing
 //!   (Content-Length, chunked, close-delimited, none), reason phrases, and the authority helper.
 //! - `edge`: the edge's request path: registration, the route table, the public listener and
@@ -37,6 +39,7 @@ pub mod edge;
 pub mod h2stream;
 pub mod http;
 pub mod metrics;
+pub mod pollio;
 pub mod quic;
 pub mod runtime;
 pub mod tls;

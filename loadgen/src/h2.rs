@@ -1,8 +1,8 @@
 //! HTTP/2 connections (the `h2` crate): prior-knowledge h2c for http://, ALPN `h2` for
 //! https://. One connection carries `--streams` lanes, each with one stream in flight.
 //!
-//! `h2` is runtime-agnostic but speaks tokio's I/O traits, so the socket goes through
-//! monoio-compat's adapter; its connection task runs on the same worker thread (monoio tasks
+//! `h2` is runtime-agnostic but speaks tokio's I/O traits, so the socket runs in monoio's
+//! poll-io mode (`dataplane::pollio`); its connection task runs on the same worker thread (monoio tasks
 //! need not be `Send`).
 
 use std::{cell::RefCell, rc::Rc};
@@ -11,7 +11,6 @@ use bytes::Bytes;
 use futures::future::join_all;
 use h2::client::SendRequest;
 use monoio::net::TcpStream;
-use monoio_compat::StreamWrapper;
 
 use crate::{
     clock::now_ns,
@@ -48,7 +47,11 @@ async fn connect(shared: &RunShared) -> Result<SendRequest<Bytes>, Failure> {
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW);
     match &shared.dialer.tls {
-        None => handshake(&builder, StreamWrapper::new(tcp)).await,
+        None => {
+            let io = dataplane::pollio::tcp(tcp)
+                .map_err(|e| fail(format!("switch the socket to poll-io: {e}")))?;
+            handshake(&builder, io).await
+        }
         Some(tls) => {
             let io = tls
                 .handshake(tcp)

@@ -1,6 +1,6 @@
 //! Connections: plain TCP through monoio's ownership-passing I/O (the fast path), or TLS
-//! (rustls via tokio-rustls over monoio-compat's adapter, shared with HTTP/2, which needs
-//! tokio's I/O traits anyway). TLS costs a copy per read; plain TCP costs none.
+//! (rustls via tokio-rustls over the socket in monoio's poll-io mode, shared with HTTP/2,
+//! which needs tokio's I/O traits anyway).
 
 use std::{
     io,
@@ -11,18 +11,18 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
+use dataplane::pollio::{self, TcpStreamPoll};
 use dataplane::tls::{ClientConfigError, ClientTrust};
 use monoio::{
     buf::SliceMut,
     io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable},
     net::TcpStream,
 };
-use monoio_compat::StreamWrapper;
 use rustls::{ClientConfig, pki_types::ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The TLS stream type HTTP/1.1 and HTTP/2 share.
-pub type TlsStream = tokio_rustls::client::TlsStream<StreamWrapper<TcpStream>>;
+pub type TlsStream = tokio_rustls::client::TlsStream<TcpStreamPoll>;
 
 /// How to reach the server.
 #[derive(Debug, Clone)]
@@ -126,7 +126,7 @@ impl Dialer {
 impl TlsDialer {
     pub async fn handshake(&self, tcp: TcpStream) -> io::Result<TlsStream> {
         tokio_rustls::TlsConnector::from(self.config.clone())
-            .connect(self.server_name.clone(), StreamWrapper::new(tcp))
+            .connect(self.server_name.clone(), pollio::tcp(tcp)?)
             .await
     }
 }

@@ -5,7 +5,7 @@
 //! shared registration ([`super::session`]), the others to [`super::h2_stream`].
 //!
 //! The `h2` connection future runs as a task on the connection's worker, over tokio-rustls on
-//! monoio-compat's `StreamWrapper` of the worker's TCP socket. It also sends a PING every
+//! the worker's TCP socket in poll-io mode ([`crate::pollio`]). It also sends a PING every
 //! [`PING_EVERY`]: an edge that answers none for [`H2_SILENT_AFTER`] is left, as a silent QUIC
 //! peer is (Go's server, the stock connector, never pings and relies on TCP keepalive).
 
@@ -24,7 +24,6 @@ use futures::channel::oneshot;
 use h2::server::SendResponse;
 use h2::{Ping, PingPong, RecvStream};
 use monoio::net::TcpStream;
-use monoio_compat::StreamWrapper;
 use rustls::pki_types::ServerName;
 use tracing::debug;
 
@@ -53,7 +52,7 @@ pub const H2_SILENT_AFTER: Duration = Duration::from_secs(10);
 /// How long a closing connection may take to flush its last DATA and GOAWAY.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
-type Tls = tokio_rustls::client::TlsStream<StreamWrapper<TcpStream>>;
+type Tls = tokio_rustls::client::TlsStream<crate::pollio::TcpStreamPoll>;
 
 /// The TLS client configuration for the HTTP/2 transport: trust only `root_ca` (the edge's
 /// `--cacert`, PEM or DER), the shared provider's groups (X25519MLKEM768 first) or, with
@@ -166,9 +165,13 @@ impl H2Link {
                 Some(Duration::from_secs(15)),
                 None,
             );
+            let tcp = crate::pollio::tcp(tcp).map_err(|e| ConnectionError::TcpConnect {
+                edge,
+                source: Arc::new(e),
+            })?;
             let connector = tokio_rustls::TlsConnector::from(setup.h2_tls.clone());
             connector
-                .connect(edge_server_name(), StreamWrapper::new(tcp))
+                .connect(edge_server_name(), tcp)
                 .await
                 .map_err(|e| ConnectionError::Tls {
                     edge,

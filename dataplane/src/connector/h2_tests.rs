@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use monoio_compat::StreamWrapper;
 use uuid::Uuid;
 
 use super::origin::{OriginOptions, OriginService, OriginTarget};
@@ -271,7 +270,10 @@ fn run_edge(
             let listener = monoio::net::TcpListener::from_std(listener).unwrap();
             let (tcp, _) = listener.accept().await.unwrap();
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-            let tls = acceptor.accept(StreamWrapper::new(tcp)).await.unwrap();
+            let tls = acceptor
+                .accept(crate::pollio::tcp(tcp).unwrap())
+                .await
+                .unwrap();
             seen.sni = tls.get_ref().1.server_name().map(str::to_owned);
             seen.alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
             let (mut send, conn) = h2::client::Builder::new()
@@ -419,6 +421,16 @@ fn material() -> (String, TlsMaterial) {
 
 #[test]
 fn connector_http2_registers_and_serves_each_request_kind() {
+    http2_registers_and_serves_each_request_kind(false);
+}
+
+/// The same on monoio's legacy (epoll) driver: poll-io mode works on both drivers.
+#[test]
+fn connector_http2_on_the_legacy_driver_registers_and_serves_each_request_kind() {
+    http2_registers_and_serves_each_request_kind(true);
+}
+
+fn http2_registers_and_serves_each_request_kind(force_legacy: bool) {
     let (ca, material) = material();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let edge = listener.local_addr().unwrap();
@@ -431,15 +443,16 @@ fn connector_http2_registers_and_serves_each_request_kind() {
         live: http_target(echo_origin()),
         dead: http_target(closed_port()),
     });
-    let connector = Connector::start(setup(
+    let mut connector_setup = setup(
         edge,
         ProtocolChoice::Only(Protocol::Http2),
         ca.as_bytes(),
         routes,
         metrics.clone(),
         hooks.clone(),
-    ))
-    .unwrap();
+    );
+    connector_setup.workers.force_legacy = force_legacy;
+    let connector = Connector::start(connector_setup).unwrap();
     let seen = rx
         .recv_timeout(LIMIT)
         .expect("the edge finished its script");

@@ -18,7 +18,6 @@
 //! makes h2's connection task end on its own; nothing drops a pending io_uring operation.
 
 use std::cell::Cell;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -28,11 +27,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::FutureExt;
-use futures::future::{Either, select};
 use h2::client::SendRequest;
 use h2::{Ping, PingPong};
 use monoio::net::TcpStream;
-use monoio_compat::StreamWrapper;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
@@ -167,21 +164,6 @@ pub(crate) fn spawn_accept(
     }))
 }
 
-/// Runs `fut` (which owns the socket `fd`) for at most `limit`; past it the socket is shut
-/// down and `fut` is run to its (then immediate) end, so that no I/O in flight is dropped.
-async fn within<F: Future>(fd: RawFd, limit: Duration, fut: F) -> Option<F::Output> {
-    let mut fut = std::pin::pin!(fut);
-    let timer = std::pin::pin!(monoio::time::sleep(limit));
-    match select(fut.as_mut(), timer).await {
-        Either::Left((out, _)) => Some(out),
-        Either::Right(((), _)) => {
-            shutdown(fd);
-            let _ = fut.await;
-            None
-        }
-    }
-}
-
 /// The control stream's request head.
 fn control_request() -> http::Request<()> {
     let mut r = http::Request::new(());
@@ -205,19 +187,21 @@ async fn serve_connection(
     windows: H2Windows,
 ) {
     let fd = stream.as_raw_fd();
-    let tls = match within(
-        fd,
-        TLS_HANDSHAKE_TIMEOUT,
-        acceptor.accept(StreamWrapper::new(stream)),
-    )
-    .await
-    {
-        Some(Ok(s)) => s,
-        Some(Err(e)) => {
+    let stream = match crate::pollio::tcp(stream) {
+        Ok(s) => s,
+        Err(e) => {
+            debug!(%peer, error = %e, "tunnel connection could not switch to poll-io");
+            return;
+        }
+    };
+    // Dropping the handshake on timeout is safe: poll-io has nothing in flight between polls.
+    let tls = match monoio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
             debug!(%peer, error = %e, "tunnel TLS handshake failed");
             return;
         }
-        None => {
+        Err(_) => {
             debug!(%peer, "tunnel TLS handshake timed out");
             return;
         }

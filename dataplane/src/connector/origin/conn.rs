@@ -8,10 +8,10 @@
 //! connection is discarded).
 //!
 //! `http2Origin` connections are the exception: HTTP/2 (the `h2` crate) needs tokio's
-//! poll-based I/O traits, so those TLS connections go through tokio-rustls over
-//! monoio-compat's adapter ([`CompatTls`]), one copy per read. Which protocol they speak is
+//! poll-based I/O traits, so those TLS connections go through tokio-rustls over the socket in
+//! monoio's poll-io mode ([`TokioTls`], see [`crate::pollio`]). Which protocol they speak is
 //! known only after the handshake (ALPN), so [`connect_negotiating`] returns either an HTTP/2
-//! stream or a [`Conn::Compat`] that the HTTP/1.1 exchange uses like any other.
+//! stream or a [`Conn::TokioTls`] that the HTTP/1.1 exchange uses like any other.
 
 use std::io::{self, Read as _, Write as _};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -21,12 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::buf::{BytesVec, write_all_vectored};
+use crate::pollio::PollStream;
 use bytes::{Bytes, BytesMut};
-use monoio::BufResult;
-use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{TcpStream, UnixStream};
-use monoio_compat::StreamWrapper;
 use rustls::ClientConnection;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -74,6 +73,14 @@ impl Plain {
         }
     }
 
+    /// This connection in poll-io mode, for tokio-rustls and `h2`.
+    fn into_poll_io(self) -> io::Result<PollStream> {
+        match self {
+            Plain::Tcp(s) => PollStream::from_tcp(s),
+            Plain::Unix(s) => PollStream::from_unix(s),
+        }
+    }
+
     fn raw_fd(&self) -> RawFd {
         match self {
             Plain::Tcp(s) => s.as_raw_fd(),
@@ -82,53 +89,9 @@ impl Plain {
     }
 }
 
-// monoio's own traits, by delegation, so that monoio-compat can wrap either transport.
-impl AsyncReadRent for Plain {
-    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
-        Plain::read(self, buf).await
-    }
-
-    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
-        match self {
-            Plain::Tcp(s) => s.readv(buf).await,
-            Plain::Unix(s) => s.readv(buf).await,
-        }
-    }
-}
-
-impl AsyncWriteRent for Plain {
-    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        match self {
-            Plain::Tcp(s) => s.write(buf).await,
-            Plain::Unix(s) => s.write(buf).await,
-        }
-    }
-
-    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        match self {
-            Plain::Tcp(s) => s.writev(buf).await,
-            Plain::Unix(s) => s.writev(buf).await,
-        }
-    }
-
-    async fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Plain::Tcp(s) => s.flush().await,
-            Plain::Unix(s) => s.flush().await,
-        }
-    }
-
-    async fn shutdown(&mut self) -> io::Result<()> {
-        match self {
-            Plain::Tcp(s) => s.shutdown().await,
-            Plain::Unix(s) => s.shutdown().await,
-        }
-    }
-}
-
-/// TLS through tokio-rustls over monoio-compat: what HTTP/2 runs on, and what an
+/// TLS through tokio-rustls over the socket in poll-io mode: what HTTP/2 runs on, and what an
 /// `http2Origin` connection the origin answered with `http/1.1` stays.
-pub(crate) type CompatTls = tokio_rustls::client::TlsStream<StreamWrapper<Plain>>;
+pub(crate) type TokioTls = tokio_rustls::client::TlsStream<PollStream>;
 
 /// rustls state plus the owned buffers its ciphertext travels in.
 pub(crate) struct TlsConn {
@@ -270,7 +233,7 @@ pub(crate) enum Conn {
     Tls(Box<TlsConn>),
     /// An `http2Origin` TLS connection on which the origin chose HTTP/1.1; with the socket's
     /// descriptor, which the adapter layers hide.
-    Compat(Box<CompatTls>, RawFd),
+    TokioTls(Box<TokioTls>, RawFd),
 }
 
 impl std::fmt::Debug for Conn {
@@ -278,7 +241,7 @@ impl std::fmt::Debug for Conn {
         match self {
             Conn::Plain(p) => f.debug_tuple("Plain").field(p).finish(),
             Conn::Tls(t) => f.debug_tuple("Tls").field(t).finish(),
-            Conn::Compat(_, fd) => f.debug_tuple("Compat").field(fd).finish(),
+            Conn::TokioTls(_, fd) => f.debug_tuple("TokioTls").field(fd).finish(),
         }
     }
 }
@@ -300,7 +263,7 @@ impl Conn {
                 res
             }
             Conn::Tls(t) => t.read(buf).await,
-            Conn::Compat(t, _) => {
+            Conn::TokioTls(t, _) => {
                 buf.reserve(want);
                 match t.read_buf(buf).await {
                     // As on `Tls`: an end without close_notify is an end.
@@ -332,7 +295,7 @@ impl Conn {
                 }
                 Ok(())
             }
-            Conn::Compat(t, _) => {
+            Conn::TokioTls(t, _) => {
                 for b in bufs {
                     t.write_all(&b).await?;
                 }
@@ -352,7 +315,7 @@ impl Conn {
                 }
                 (t.io.raw_fd(), true)
             }
-            Conn::Compat(_, fd) => (*fd, true),
+            Conn::TokioTls(_, fd) => (*fd, true),
         };
         let mut byte = 0u8;
         // SAFETY: `fd` is an open socket owned by this connection; the buffer is one valid
@@ -492,7 +455,7 @@ pub(crate) async fn connect(
 /// What an `http2Origin` TLS connection speaks, as the origin chose by ALPN.
 pub(crate) enum Negotiated {
     Http1(Conn),
-    Http2(Box<CompatTls>),
+    Http2(Box<TokioTls>),
 }
 
 /// Opens an `http2Origin` TLS connection (offering `h2` and `http/1.1`, as `params.config`
@@ -506,7 +469,10 @@ pub(crate) async fn connect_negotiating(
     let plain = connect_transport(addr, connect_timeout).await?;
     let fd = plain.raw_fd();
     let connector = tokio_rustls::TlsConnector::from(params.config);
-    let handshake = connector.connect(params.server_name, StreamWrapper::new(plain));
+    let polled = plain
+        .into_poll_io()
+        .map_err(|e| tls_error(addr, tls_timeout, Some(e)))?;
+    let handshake = connector.connect(params.server_name, polled);
     let stream = match monoio::time::timeout(tls_timeout, handshake).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(tls_error(addr, tls_timeout, Some(e))),
@@ -516,6 +482,6 @@ pub(crate) async fn connect_negotiating(
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         Ok(Negotiated::Http2(stream))
     } else {
-        Ok(Negotiated::Http1(Conn::Compat(stream, fd)))
+        Ok(Negotiated::Http1(Conn::TokioTls(stream, fd)))
     }
 }

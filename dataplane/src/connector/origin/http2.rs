@@ -20,7 +20,7 @@ use futures::future::{Either, select};
 use h2::client::SendRequest;
 use h2::{Reason, SendStream};
 
-use super::conn::CompatTls;
+use super::conn::TokioTls;
 use super::exchange::ExchangeError;
 use super::pool::PoolKey;
 use super::request::{Plan, ReqBody, unsafe_value, wants_trailers};
@@ -83,7 +83,7 @@ impl Http2Pool {
 /// The HTTP/2 handshake on a negotiated TLS stream; the connection task is spawned on this
 /// worker and ends when the origin closes or every handle is dropped.
 pub(crate) async fn handshake(
-    io: Box<CompatTls>,
+    io: Box<TokioTls>,
     addr: &str,
 ) -> Result<SendRequest<Bytes>, ProxyError> {
     let (send, conn) = h2::client::Builder::new()

@@ -3,8 +3,6 @@
 
 use std::net::TcpListener as StdListener;
 
-use monoio_compat::StreamWrapper;
-
 use super::other::https_target;
 use super::*;
 
@@ -73,7 +71,8 @@ impl H2Origin {
                     a.fetch_add(1, Ordering::SeqCst);
                     let (acceptor, respond, seen) = (acceptor.clone(), respond.clone(), s.clone());
                     monoio::spawn(async move {
-                        let Ok(tls) = acceptor.accept(StreamWrapper::new(tcp)).await else {
+                        let Ok(tls) = acceptor.accept(crate::pollio::tcp(tcp).unwrap()).await
+                        else {
                             return;
                         };
                         let Ok(mut conn) = h2::server::handshake(tls).await else {
