@@ -43,7 +43,7 @@ pub struct Headline {
     pub p99_ratio: Option<f64>,
     pub bulk_ratio: Option<f64>,
     pub vs_rathole_rps: Option<f64>,
-    /// ringway-http2/ringway small-c32 req/s (issue 14's bar: at least 0.90).
+    /// ringway-http2/ringway small-c32 req/s (the target: at least 0.90).
     #[serde(default)]
     pub http2_quic_rps: Option<f64>,
 }
@@ -333,7 +333,7 @@ fn http2_table(s: &mut String, rep: &Report) {
     let _ = writeln!(
         s,
         "\n**HTTP/2 transport / QUIC** (same run, same edge; `ringway (http2)` over \
-         `ringway`): small GET c=32 req/s **{}** (issue 14: at least 0.900 on small \
+         `ringway`): small GET c=32 req/s **{}** (target: at least 0.900 on small \
          requests). CPU: per request for small GETs, per MiB for 1 MiB GET/POST; below 1 is \
          cheaper on HTTP/2. At the fixed rate req/s is the rate on both: compare p99 and CPU.\n",
         fmt_ratio(rep.headline.http2_quic_rps)
@@ -517,7 +517,7 @@ mod tests {
             md.contains("| 25.0 µs/req (0.10 cores) | 24.0 µs/req"),
             "{md}"
         );
-        assert!(md.contains("req/s **0.900** (issue 14"), "{md}");
+        assert!(md.contains("req/s **0.900** (target"), "{md}");
         assert!(
             md.contains("| small-c32 | 0.900 | 0.900 | 1.200 | 1.250 | 0.800 | 0.450 |"),
             "{md}"
