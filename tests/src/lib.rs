@@ -62,6 +62,7 @@
 //!   back to QUIC without a failed request; replicas of one tunnel on different transports.
 //! - `cli_origin_flags.rs`: `tunnel run`'s origin flags (TLS trust and name, chunked bodies,
 //!   connect timeout, unix socket, keep-alive) seen from outside.
+//! - `tunnel_streaming.rs`: server-sent events arrive one by one, as the origin writes them.
 //! - `cli_edge_link_flags.rs`: `--write-stream-timeout` resets a response the edge stops taking;
 //!   `--max-edge-addr-retries` sets the attempts before the HTTP/2 fallback.
 //!
