@@ -1,7 +1,7 @@
 //! `--http2-origin` through a real edge to a real HTTP/2 origin (nginx with TLS and `http2`
 //! on its listener, which also speaks HTTP/1.1 to clients that do not offer `h2`): the flag
 //! decides which protocol the origin sees, and both carry small and large answers and an
-//! upload.
+//! upload. A cleartext origin is tried with h2c and, when it speaks only HTTP/1.1, gets that.
 
 use ringway_tests::connector::Connector;
 use ringway_tests::origins::Nginx;
@@ -80,4 +80,33 @@ fn without_the_flag_the_same_origin_gets_http1() {
     let r = c.t.edge.get(&c.host, "/proto");
     assert_eq!(r.status, 200, "{}\n{}", r.summary(), conn.logs());
     assert_eq!(r.text(), format!("proto=HTTP/1.1 host={}\n", c.host));
+}
+
+#[test]
+fn a_cleartext_origin_without_h2c_still_gets_http1_with_the_flag() {
+    // cloudflared speaks HTTP/1.1 to `http://` origins whatever `--http2-origin` says; ringway
+    // tries h2c first, so an HTTP/1.1-only origin must still be served (and keep being).
+    let t = TunnelSetup::new(ZONE);
+    let host = format!("plain.{ZONE}");
+    let id = t.tunnel("plain", &[&host]);
+    let nginx = Nginx::start();
+    let args = t.run_args(
+        &id,
+        &id,
+        &nginx.url(),
+        &t.edge.connector_args(),
+        &["--http2-origin"],
+    );
+    let conn = Connector::start(t.cli(), &args);
+    t.wait_served(&host);
+    for _ in 0..3 {
+        let r = t.edge.get(&host, "/proto");
+        assert_eq!(r.status, 200, "{}\n{}", r.summary(), conn.logs());
+        assert_eq!(r.text(), format!("proto=HTTP/1.1 host={host}\n"));
+    }
+    assert!(
+        conn.logs().contains("does not speak h2c"),
+        "no fallback line:\n{}",
+        conn.logs()
+    );
 }

@@ -452,10 +452,31 @@ pub(crate) async fn connect(
     }
 }
 
-/// What an `http2Origin` TLS connection speaks, as the origin chose by ALPN.
+/// A byte stream HTTP/2 runs on: TLS ([`TokioTls`]) or cleartext ([`PollStream`], h2c).
+pub(crate) trait H2Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> H2Io for T {}
+
+/// What a new `http2Origin` connection speaks: for TLS, what the origin chose by ALPN; for
+/// cleartext, HTTP/2 with prior knowledge (h2c) unless the origin is known not to.
 pub(crate) enum Negotiated {
     Http1(Conn),
-    Http2(Box<TokioTls>),
+    /// HTTP/2 over TLS, chosen by ALPN.
+    Http2(Box<dyn H2Io>),
+    /// Cleartext to try h2c on: not confirmed until the origin answers a PING.
+    H2c(Box<dyn H2Io>),
+}
+
+/// A cleartext connection for h2c: the transport within `connect_timeout`, in poll-io mode.
+pub(crate) async fn connect_h2c(
+    addr: &OriginAddr,
+    connect_timeout: Duration,
+) -> Result<Negotiated, ProxyError> {
+    let plain = connect_transport(addr, connect_timeout).await?;
+    let polled = plain.into_poll_io().map_err(|source| ProxyError::Connect {
+        addr: addr.to_string(),
+        source,
+    })?;
+    Ok(Negotiated::H2c(Box::new(polled)))
 }
 
 /// Opens an `http2Origin` TLS connection (offering `h2` and `http/1.1`, as `params.config`

@@ -20,7 +20,7 @@ use futures::future::{Either, select};
 use h2::client::SendRequest;
 use h2::{Reason, SendStream};
 
-use super::conn::TokioTls;
+use super::conn::H2Io;
 use super::exchange::ExchangeError;
 use super::pool::PoolKey;
 use super::request::{Plan, ReqBody, unsafe_value, wants_trailers};
@@ -80,28 +80,53 @@ impl Http2Pool {
     }
 }
 
-/// The HTTP/2 handshake on a negotiated TLS stream; the connection task is spawned on this
-/// worker and ends when the origin closes or every handle is dropped.
+/// The HTTP/2 handshake on `io`; the connection task is spawned on this worker and ends when
+/// the origin closes or every handle is dropped. With `confirm_within` (h2c, where nothing
+/// negotiated HTTP/2), the origin must answer a PING within it: an HTTP/1.1 server answers
+/// the preface with an HTTP/1.1 error or closes, and the connection fails instead.
 pub(crate) async fn handshake(
-    io: Box<TokioTls>,
+    io: Box<dyn H2Io>,
     addr: &str,
+    confirm_within: Option<Duration>,
 ) -> Result<SendRequest<Bytes>, ProxyError> {
-    let (send, conn) = h2::client::Builder::new()
+    let start_failed = |e: h2::Error| ProxyError::OriginIo {
+        what: "starting HTTP/2",
+        source: io_error(e),
+        head_sent: false,
+    };
+    let (send, mut conn) = h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .handshake::<_, Bytes>(io)
         .await
-        .map_err(|e| ProxyError::OriginIo {
-            what: "starting HTTP/2",
-            source: io_error(e),
-            head_sent: false,
-        })?;
-    let addr = addr.to_owned();
+        .map_err(start_failed)?;
+    let ping = match confirm_within {
+        Some(limit) => conn.ping_pong().map(|p| (p, limit)),
+        None => None,
+    };
+    let owner = addr.to_owned();
     monoio::spawn(async move {
         if let Err(e) = conn.await {
-            tracing::debug!(origin = %addr, error = %e, "HTTP/2 origin connection ended");
+            tracing::debug!(origin = %owner, error = %e, "HTTP/2 origin connection ended");
         }
     });
+    if let Some((mut ping, limit)) = ping {
+        // Dropping the PING on timeout is safe: it is a handle on the connection task.
+        match monoio::time::timeout(limit, ping.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(start_failed(e)),
+            Err(_) => {
+                return Err(ProxyError::OriginIo {
+                    what: "starting h2c",
+                    source: io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no answer to a PING within {}s", limit.as_secs_f64()),
+                    ),
+                    head_sent: false,
+                });
+            }
+        }
+    }
     Ok(send)
 }
 

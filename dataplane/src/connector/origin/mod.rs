@@ -53,7 +53,7 @@ mod tls;
 mod tests;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -323,6 +323,9 @@ pub struct OriginClient {
     pool: RefCell<Pool>,
     /// `http2Origin` origins that chose HTTP/2: one multiplexed connection each.
     http2_pool: RefCell<Http2Pool>,
+    /// Cleartext `http2Origin` origins that did not speak h2c: spoken to in HTTP/1.1 from
+    /// then on (per worker, for the process's life).
+    no_h2c: RefCell<HashSet<OriginAddr>>,
     tls_configs: RefCell<HashMap<TlsKey, Arc<rustls::ClientConfig>>>,
 }
 
@@ -420,9 +423,12 @@ impl OriginClient {
                 .map(|(name, ..)| (name.clone(), TlsKey::of(opts))),
         };
 
-        // HTTP/2 is offered only over TLS (ALPN), as Go's transport does: a cleartext
-        // origin stays HTTP/1.1.
-        let http2 = opts.http2_origin && tls.is_some();
+        // HTTP/2 over TLS is offered by ALPN, as Go's transport does. A cleartext origin is
+        // tried with h2c (prior knowledge), which cloudflared never does; one that turns out
+        // to speak only HTTP/1.1 is remembered and spoken to in HTTP/1.1, as cloudflared
+        // would have.
+        let mut http2 =
+            opts.http2_origin && (tls.is_some() || !self.no_h2c.borrow().contains(&key.addr));
 
         // Bound: two attempts. A pooled connection the origin closed while idle (a race the
         // checkout peek cannot always win) is replaced once by a fresh one; a fresh
@@ -464,10 +470,32 @@ impl OriginClient {
                         config: config.clone(),
                         server_name: server_name.clone(),
                     });
-                    match self.dial(&key.addr, params, http2, opts).await? {
-                        Negotiated::Http1(c) => c,
-                        Negotiated::Http2(io) => {
-                            let send = http2::handshake(io, &key.addr.to_string()).await?;
+                    let negotiated = self.dial(&key.addr, params, http2, opts).await?;
+                    let (io, confirm_within) = match negotiated {
+                        Negotiated::Http1(c) => (Err(c), None),
+                        Negotiated::Http2(io) => (Ok(io), None),
+                        Negotiated::H2c(io) => (Ok(io), Some(opts.tls_timeout)),
+                    };
+                    match io {
+                        Err(c) => c,
+                        Ok(io) => {
+                            let send =
+                                match http2::handshake(io, &key.addr.to_string(), confirm_within)
+                                    .await
+                                {
+                                    Ok(send) => send,
+                                    Err(e) if confirm_within.is_some() => {
+                                        // Nothing of the request was sent: try HTTP/1.1.
+                                        tracing::info!(
+                                            origin = %key.addr,
+                                            "origin does not speak h2c ({e}); using HTTP/1.1"
+                                        );
+                                        self.no_h2c.borrow_mut().insert(key.addr.clone());
+                                        http2 = false;
+                                        continue;
+                                    }
+                                    Err(e) => return Err(e),
+                                };
                             if opts.keep_alive_connections > 0 {
                                 self.http2_pool.borrow_mut().insert(
                                     key.clone(),
@@ -509,8 +537,8 @@ impl OriginClient {
         })
     }
 
-    /// A new connection: HTTP/1.1, or for `http2Origin` TLS origins whatever the origin
-    /// chose by ALPN.
+    /// A new connection: HTTP/1.1, or for `http2Origin` origins HTTP/2: over TLS whatever
+    /// the origin chose by ALPN, in cleartext a connection to try h2c on.
     async fn dial(
         &self,
         addr: &OriginAddr,
@@ -523,6 +551,7 @@ impl OriginClient {
                 conn::connect_negotiating(addr, params, opts.connect_timeout, opts.tls_timeout)
                     .await
             }
+            None if http2 => conn::connect_h2c(addr, opts.connect_timeout).await,
             tls => conn::connect(addr, tls, opts.connect_timeout, opts.tls_timeout)
                 .await
                 .map(Negotiated::Http1),

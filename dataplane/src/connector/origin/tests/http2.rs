@@ -54,6 +54,19 @@ impl H2Origin {
         per_conn: usize,
         respond: impl Fn(&SeenH2) -> Reply + Send + Sync + 'static,
     ) -> Self {
+        Self::start_inner(per_conn, true, respond)
+    }
+
+    /// Cleartext HTTP/2 with prior knowledge (h2c) only.
+    fn start_h2c(respond: impl Fn(&SeenH2) -> Reply + Send + Sync + 'static) -> Self {
+        Self::start_inner(usize::MAX, false, respond)
+    }
+
+    fn start_inner(
+        per_conn: usize,
+        tls: bool,
+        respond: impl Fn(&SeenH2) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let (mut config, _ca, pem) = tls_server(&["127.0.0.1"]);
         config.alpn_protocols = vec![b"h2".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
@@ -71,11 +84,16 @@ impl H2Origin {
                     a.fetch_add(1, Ordering::SeqCst);
                     let (acceptor, respond, seen) = (acceptor.clone(), respond.clone(), s.clone());
                     monoio::spawn(async move {
-                        let Ok(tls) = acceptor.accept(crate::pollio::tcp(tcp).unwrap()).await
-                        else {
-                            return;
+                        let io: Box<dyn crate::connector::origin::conn::H2Io> = if tls {
+                            let polled = crate::pollio::tcp(tcp).unwrap();
+                            let Ok(tls) = acceptor.accept(polled).await else {
+                                return;
+                            };
+                            Box::new(tls)
+                        } else {
+                            Box::new(crate::pollio::tcp(tcp).unwrap())
                         };
-                        let Ok(mut conn) = h2::server::handshake(tls).await else {
+                        let Ok(mut conn) = h2::server::handshake(io).await else {
                             return;
                         };
                         let mut served = 0;
@@ -362,18 +380,47 @@ fn an_origin_that_declines_http2_is_spoken_to_in_http1() {
 }
 
 #[test]
-fn cleartext_origins_stay_http1_with_http2_origin_set() {
+fn a_cleartext_origin_that_speaks_h2c_gets_http2() {
+    let origin = H2Origin::start_h2c(echo_path);
+    let mut target = https_target("127.0.0.1", origin.port);
+    target.service = OriginService::Http {
+        https: false,
+        host: "127.0.0.1".to_owned(),
+        port: origin.port,
+    };
+    target.options.http2_origin = true;
+    target.validate().expect("valid");
+    let client = OriginClient::new();
+    run(async {
+        for p in ["/a", "/b"] {
+            let (res, rec) = call(&client, &target, get(p), VecBody::empty()).await;
+            res.expect("proxy");
+            assert_eq!(rec.status(), 200);
+            assert_eq!(rec.text(), format!("h2 GET {p}"));
+        }
+    });
+    assert_eq!(origin.accepts(), 1, "one multiplexed h2c connection");
+    assert_eq!(client.http2_connections(), 1);
+    assert_eq!(origin.seen()[0].version, ::http::Version::HTTP_2);
+}
+
+#[test]
+fn a_cleartext_origin_without_h2c_is_spoken_to_in_http1_and_remembered() {
     let origin = Origin::tcp(|r| Action::Reply(ok(&format!("plain {}", r.target), "")));
     let mut target = origin.target();
     target.options.http2_origin = true;
-    let (res, rec) = run(call(
-        &OriginClient::new(),
-        &target,
-        get("/p"),
-        VecBody::empty(),
-    ));
-    res.expect("proxy");
-    assert_eq!(rec.text(), "plain /p");
+    let client = OriginClient::new();
+    run(async {
+        for p in ["/p", "/q"] {
+            let (res, rec) = call(&client, &target, get(p), VecBody::empty()).await;
+            res.expect("proxy");
+            assert_eq!(rec.text(), format!("plain {p}"));
+        }
+    });
+    assert_eq!(client.http2_connections(), 0);
+    // One connection carried the h2c preface and failed; the second request went straight to
+    // HTTP/1.1 on the connection the first one pooled.
+    assert_eq!(origin.accepts(), 2);
 }
 
 #[test]
