@@ -45,7 +45,13 @@ const NGINX_BIN: &str = "/usr/sbin/nginx";
 impl Nginx {
     /// Starts nginx in a fresh temp dir; write the files to serve under [`Nginx::root`].
     pub fn start() -> Self {
-        Self::start_with(None)
+        Self::start_with(None, false)
+    }
+
+    /// Like [`Nginx::start`], speaking only cleartext HTTP/2 with prior knowledge (h2c): nginx's
+    /// `listen ... http2` without `ssl` (an HTTP/1.1 client gets nothing it can read).
+    pub fn start_h2c() -> Self {
+        Self::start_with(None, true)
     }
 
     /// Like [`Nginx::start`], over TLS with HTTP/2 on the listener (nginx then speaks HTTP/2 to
@@ -65,7 +71,7 @@ impl Nginx {
         std::fs::write(&tls.key, &leaf.key_pem).expect("write key");
         let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, ca.cert_pem()).expect("write CA");
-        let mut nginx = Self::start_with(Some(tls));
+        let mut nginx = Self::start_with(Some(tls), false);
         nginx.ca_file = Some(ca_file);
         nginx._tls_dir = Some(dir);
         nginx
@@ -76,7 +82,7 @@ impl Nginx {
         self.ca_file.as_deref().expect("an https nginx")
     }
 
-    fn start_with(tls: Option<NginxTls>) -> Self {
+    fn start_with(tls: Option<NginxTls>, h2c: bool) -> Self {
         assert!(
             Path::new(NGINX_BIN).exists(),
             "{NGINX_BIN} missing: install Debian's nginx-light (.ci/run does)"
@@ -89,7 +95,7 @@ impl Nginx {
         let mut last = String::new();
         for _ in 0..5 {
             let port = free_port();
-            let conf = Self::write_conf(dir.path(), &root, port, tls.as_ref());
+            let conf = Self::write_conf(dir.path(), &root, port, tls.as_ref(), h2c);
             let mut cmd = Command::new(NGINX_BIN);
             cmd.arg("-p")
                 .arg(dir.path())
@@ -121,7 +127,13 @@ impl Nginx {
         panic!("nginx did not start:\n{last}");
     }
 
-    fn write_conf(dir: &Path, root: &Path, port: u16, tls: Option<&NginxTls>) -> PathBuf {
+    fn write_conf(
+        dir: &Path,
+        root: &Path,
+        port: u16,
+        tls: Option<&NginxTls>,
+        h2c: bool,
+    ) -> PathBuf {
         let d = dir.display();
         // Temp paths of the modules compiled in, all inside the temp dir so that nginx writes
         // nothing under /var (and runs unprivileged).
@@ -171,7 +183,11 @@ http {{
 }}
 "#,
             root = root.display(),
-            listen_tls = if tls.is_some() { " ssl http2" } else { "" },
+            listen_tls = match (tls.is_some(), h2c) {
+                (true, _) => " ssl http2",
+                (false, true) => " http2",
+                (false, false) => "",
+            },
             tls_files = tls.map_or(String::new(), |t| format!(
                 "ssl_certificate {};\n        ssl_certificate_key {};",
                 t.cert.display(),

@@ -1,7 +1,8 @@
 //! `--http2-origin` through a real edge to a real HTTP/2 origin (nginx with TLS and `http2`
 //! on its listener, which also speaks HTTP/1.1 to clients that do not offer `h2`): the flag
 //! decides which protocol the origin sees, and both carry small and large answers and an
-//! upload. A cleartext origin is tried with h2c and, when it speaks only HTTP/1.1, gets that.
+//! upload. A cleartext origin is tried with h2c: nginx with cleartext `http2` sees HTTP/2.0,
+//! plain nginx still gets HTTP/1.1.
 
 use ringway_tests::connector::Connector;
 use ringway_tests::origins::Nginx;
@@ -109,4 +110,24 @@ fn a_cleartext_origin_without_h2c_still_gets_http1_with_the_flag() {
         "no fallback line:\n{}",
         conn.logs()
     );
+}
+
+#[test]
+fn http2_origin_speaks_h2c_to_a_cleartext_http2_origin() {
+    let t = TunnelSetup::new(ZONE);
+    let host = format!("h2c.{ZONE}");
+    let id = t.tunnel("h2c", &[&host]);
+    let nginx = Nginx::start_h2c();
+    let args = t.run_args(
+        &id,
+        &id,
+        &nginx.url(),
+        &t.edge.connector_args(),
+        &["--http2-origin"],
+    );
+    let conn = Connector::start(t.cli(), &args);
+    t.wait_served(&host);
+    let r = t.edge.get(&host, "/proto");
+    assert_eq!(r.status, 200, "{}\n{}", r.summary(), conn.logs());
+    assert_eq!(r.text(), format!("proto=HTTP/2.0 host={host}\n"));
 }
