@@ -460,10 +460,12 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> H2Io for T {}
 /// cleartext, HTTP/2 with prior knowledge (h2c) unless the origin is known not to.
 pub(crate) enum Negotiated {
     Http1(Conn),
-    /// HTTP/2 over TLS, chosen by ALPN.
-    Http2(Box<dyn H2Io>),
-    /// Cleartext to try h2c on: not confirmed until the origin answers a PING.
-    H2c(Box<dyn H2Io>),
+    /// HTTP/2: over TLS, chosen by ALPN; or cleartext to try h2c on (`h2c`), not confirmed
+    /// until the origin answers a PING.
+    Http2 {
+        io: Box<dyn H2Io>,
+        h2c: bool,
+    },
 }
 
 /// A cleartext connection for h2c: the transport within `connect_timeout`, in poll-io mode.
@@ -476,7 +478,10 @@ pub(crate) async fn connect_h2c(
         addr: addr.to_string(),
         source,
     })?;
-    Ok(Negotiated::H2c(Box::new(polled)))
+    Ok(Negotiated::Http2 {
+        io: Box::new(polled),
+        h2c: true,
+    })
 }
 
 /// Opens an `http2Origin` TLS connection (offering `h2` and `http/1.1`, as `params.config`
@@ -501,7 +506,10 @@ pub(crate) async fn connect_negotiating(
     };
     let stream = Box::new(stream);
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-        Ok(Negotiated::Http2(stream))
+        Ok(Negotiated::Http2 {
+            io: stream,
+            h2c: false,
+        })
     } else {
         Ok(Negotiated::Http1(Conn::TokioTls(stream, fd)))
     }

@@ -470,21 +470,16 @@ impl OriginClient {
                         config: config.clone(),
                         server_name: server_name.clone(),
                     });
-                    let negotiated = self.dial(&key.addr, params, http2, opts).await?;
-                    let (io, confirm_within) = match negotiated {
-                        Negotiated::Http1(c) => (Err(c), None),
-                        Negotiated::Http2(io) => (Ok(io), None),
-                        Negotiated::H2c(io) => (Ok(io), Some(opts.tls_timeout)),
-                    };
-                    match io {
-                        Err(c) => c,
-                        Ok(io) => {
+                    match self.dial(&key.addr, params, http2, opts).await? {
+                        Negotiated::Http1(c) => c,
+                        Negotiated::Http2 { io, h2c } => {
+                            let confirm_within = h2c.then_some(opts.tls_timeout);
                             let send =
                                 match http2::handshake(io, &key.addr.to_string(), confirm_within)
                                     .await
                                 {
                                     Ok(send) => send,
-                                    Err(e) if confirm_within.is_some() => {
+                                    Err(e) if h2c => {
                                         // Nothing of the request was sent: try HTTP/1.1.
                                         tracing::info!(
                                             origin = %key.addr,
