@@ -737,3 +737,40 @@ impl BlackholeOrigin {
         format!("http://{}", self.addr)
     }
 }
+
+/// An origin answering `GET /slow` with `slow answer` after `delay` (other paths at once,
+/// each connection closed after its answer); sends on the channel when a `/slow` request
+/// arrives. Returns its URL and that channel.
+pub fn slow_origin(delay: Duration) -> (String, std::sync::mpsc::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind origin");
+    let url = format!("http://{}", listener.local_addr().expect("origin addr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match conn.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                if head.starts_with(b"GET /slow ") {
+                    let _ = tx.send(());
+                    std::thread::sleep(delay);
+                }
+                let body = b"slow answer";
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(body);
+            });
+        }
+    });
+    (url, rx)
+}

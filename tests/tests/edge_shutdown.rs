@@ -4,13 +4,11 @@
 //! printed, not asserted. Each test runs once per tunnel transport (`quic::NAME`,
 //! `http2::NAME`).
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use ringway_tests::connector::Transport;
 use ringway_tests::edge::TunnelSetup;
+use ringway_tests::origins::slow_origin;
 use ringway_tests::per_transport;
 
 const ZONE: &str = "shutdown.test";
@@ -69,40 +67,4 @@ fn sigterm_with_a_slow_request_finishes_it_then_exits(tr: Transport) {
         "the in-flight request completes: {answer:?}"
     );
     assert_eq!(answer.body, b"slow answer");
-}
-
-/// An origin answering `GET /slow` after `delay` (other paths at once); sends on the channel
-/// when a `/slow` request arrives.
-fn slow_origin(delay: Duration) -> (String, mpsc::Receiver<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind origin");
-    let url = format!("http://{}", listener.local_addr().expect("origin addr"));
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match conn.read(&mut byte) {
-                        Ok(1) => head.push(byte[0]),
-                        _ => return,
-                    }
-                }
-                if head.starts_with(b"GET /slow ") {
-                    let _ = tx.send(());
-                    std::thread::sleep(delay);
-                }
-                let body = b"slow answer";
-                let _ = write!(
-                    conn,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = conn.write_all(body);
-            });
-        }
-    });
-    (url, rx)
 }

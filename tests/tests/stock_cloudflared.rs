@@ -225,35 +225,7 @@ fn replicas_on_quic_and_http2_share_one_tunnel() {
 #[test]
 #[ignore = "needs a stock cloudflared: RINGWAY_STOCK_CLOUDFLARED=PATH"]
 fn http2_sigterm_lets_the_request_in_flight_finish() {
-    use std::io::{BufRead, BufReader, Write};
-    // An origin that answers after two seconds and says when a request arrived.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind origin");
-    let url = format!("http://{}", listener.local_addr().expect("origin addr"));
-    let (arrived, got_request) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let arrived = arrived.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(conn.try_clone().expect("clone"));
-                let mut line = String::new();
-                let mut slow = false;
-                // Bound: the request head's lines.
-                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-                    slow |= line.starts_with("GET /slow");
-                    if line == "\r\n" {
-                        break;
-                    }
-                    line.clear();
-                }
-                if slow {
-                    let _ = arrived.send(());
-                    std::thread::sleep(Duration::from_secs(2));
-                }
-                let mut conn = conn;
-                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nslow answer");
-            });
-        }
-    });
+    let (url, got_request) = ringway_tests::origins::slow_origin(Duration::from_secs(2));
     let t = TunnelSetup::new(ZONE);
     let host = format!("slow.{ZONE}");
     let id = t.tunnel("slow", &[&host]);
