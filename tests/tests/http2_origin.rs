@@ -16,20 +16,41 @@ struct Case {
     nginx: Nginx,
     host: String,
     id: String,
+    /// `--origin-ca-pool` for a TLS nginx.
+    ca_pool: Option<String>,
 }
 
 impl Case {
+    /// Tunnel `name` to an nginx over TLS with `http2` ([`Nginx::start_https`]).
     fn new(name: &str) -> Self {
+        let nginx = Nginx::start_https(&["127.0.0.1"]);
+        let ca = nginx.ca_file().display().to_string();
+        Self::with_nginx(name, nginx, Some(ca))
+    }
+
+    /// Tunnel `name` to a cleartext `nginx`.
+    fn cleartext(name: &str, nginx: Nginx) -> Self {
+        Self::with_nginx(name, nginx, None)
+    }
+
+    fn with_nginx(name: &str, nginx: Nginx, ca_pool: Option<String>) -> Self {
         let t = TunnelSetup::new(ZONE);
         let host = format!("{name}.{ZONE}");
         let id = t.tunnel(name, &[&host]);
-        let nginx = Nginx::start_https(&["127.0.0.1"]);
-        Self { t, nginx, host, id }
+        Self {
+            t,
+            nginx,
+            host,
+            id,
+            ca_pool,
+        }
     }
 
     fn run(&self, extra: &[&str]) -> Connector {
-        let ca = self.nginx.ca_file().display().to_string();
-        let mut flags = vec!["--origin-ca-pool", ca.as_str()];
+        let mut flags = Vec::new();
+        if let Some(ca) = &self.ca_pool {
+            flags.extend(["--origin-ca-pool", ca.as_str()]);
+        }
         flags.extend_from_slice(extra);
         let args = self.t.run_args(
             &self.id,
@@ -40,6 +61,13 @@ impl Case {
         );
         Connector::start(self.t.cli(), &args)
     }
+
+    /// `GET /proto` through the edge: nginx's `proto=<protocol> host=<Host>`.
+    fn proto(&self, conn: &Connector) -> String {
+        let r = self.t.edge.get(&self.host, "/proto");
+        assert_eq!(r.status, 200, "{}\n{}", r.summary(), conn.logs());
+        r.text()
+    }
 }
 
 #[test]
@@ -49,9 +77,7 @@ fn http2_origin_speaks_http2_to_an_origin_that_offers_it() {
     std::fs::write(c.nginx.root().join("big.bin"), &body).unwrap();
     let conn = c.run(&["--http2-origin"]);
     c.t.wait_served(&c.host);
-    let r = c.t.edge.get(&c.host, "/proto");
-    assert_eq!(r.status, 200, "{}\n{}", r.summary(), conn.logs());
-    assert_eq!(r.text(), format!("proto=HTTP/2.0 host={}\n", c.host));
+    assert_eq!(c.proto(&conn), format!("proto=HTTP/2.0 host={}\n", c.host));
 
     let r = c.t.edge.get(&c.host, "/big.bin");
     assert_eq!(r.status, 200, "{}", r.summary());
@@ -78,32 +104,18 @@ fn without_the_flag_the_same_origin_gets_http1() {
     let c = Case::new("h1");
     let conn = c.run(&[]);
     c.t.wait_served(&c.host);
-    let r = c.t.edge.get(&c.host, "/proto");
-    assert_eq!(r.status, 200, "{}\n{}", r.summary(), conn.logs());
-    assert_eq!(r.text(), format!("proto=HTTP/1.1 host={}\n", c.host));
+    assert_eq!(c.proto(&conn), format!("proto=HTTP/1.1 host={}\n", c.host));
 }
 
 #[test]
 fn a_cleartext_origin_without_h2c_still_gets_http1_with_the_flag() {
     // cloudflared speaks HTTP/1.1 to `http://` origins whatever `--http2-origin` says; ringway
     // tries h2c first, so an HTTP/1.1-only origin must still be served (and keep being).
-    let t = TunnelSetup::new(ZONE);
-    let host = format!("plain.{ZONE}");
-    let id = t.tunnel("plain", &[&host]);
-    let nginx = Nginx::start();
-    let args = t.run_args(
-        &id,
-        &id,
-        &nginx.url(),
-        &t.edge.connector_args(),
-        &["--http2-origin"],
-    );
-    let conn = Connector::start(t.cli(), &args);
-    t.wait_served(&host);
+    let c = Case::cleartext("plain", Nginx::start());
+    let conn = c.run(&["--http2-origin"]);
+    c.t.wait_served(&c.host);
     for _ in 0..3 {
-        let r = t.edge.get(&host, "/proto");
-        assert_eq!(r.status, 200, "{}\n{}", r.summary(), conn.logs());
-        assert_eq!(r.text(), format!("proto=HTTP/1.1 host={host}\n"));
+        assert_eq!(c.proto(&conn), format!("proto=HTTP/1.1 host={}\n", c.host));
     }
     assert!(
         conn.logs().contains("does not speak h2c"),
@@ -114,20 +126,8 @@ fn a_cleartext_origin_without_h2c_still_gets_http1_with_the_flag() {
 
 #[test]
 fn http2_origin_speaks_h2c_to_a_cleartext_http2_origin() {
-    let t = TunnelSetup::new(ZONE);
-    let host = format!("h2c.{ZONE}");
-    let id = t.tunnel("h2c", &[&host]);
-    let nginx = Nginx::start_h2c();
-    let args = t.run_args(
-        &id,
-        &id,
-        &nginx.url(),
-        &t.edge.connector_args(),
-        &["--http2-origin"],
-    );
-    let conn = Connector::start(t.cli(), &args);
-    t.wait_served(&host);
-    let r = t.edge.get(&host, "/proto");
-    assert_eq!(r.status, 200, "{}\n{}", r.summary(), conn.logs());
-    assert_eq!(r.text(), format!("proto=HTTP/2.0 host={host}\n"));
+    let c = Case::cleartext("h2c", Nginx::start_h2c());
+    let conn = c.run(&["--http2-origin"]);
+    c.t.wait_served(&c.host);
+    assert_eq!(c.proto(&conn), format!("proto=HTTP/2.0 host={}\n", c.host));
 }
