@@ -18,10 +18,10 @@ pub(crate) fn header_in<'a>(headers: &'a [(String, String)], name: &str) -> Opti
 }
 
 /// A start line and its header fields.
-pub(crate) type Head = (String, Vec<(String, String)>);
+pub type Head = (String, Vec<(String, String)>);
 
 /// Reads header lines up to the blank line. `None` on a clean EOF before the first byte.
-pub(crate) fn read_head_lines(r: &mut impl BufRead) -> std::io::Result<Option<Head>> {
+pub fn read_head_lines(r: &mut impl BufRead) -> std::io::Result<Option<Head>> {
     let mut first = String::new();
     // Tolerate stray blank lines between messages (RFC 9112 §2.2).
     loop {

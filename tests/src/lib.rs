@@ -75,7 +75,7 @@ pub mod connector;
 pub mod control_plane;
 pub mod edge;
 pub mod flood;
-mod http1;
+pub mod http1;
 pub mod load;
 pub mod lossy_relay;
 pub mod netns;

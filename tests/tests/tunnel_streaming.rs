@@ -4,12 +4,13 @@
 //! would leave the client waiting for an event the origin never sends, and the test would
 //! fail at its limit. The arrival time of each event, from the origin's write, is printed.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ringway_tests::connector::Transport;
+use ringway_tests::http1::read_head_lines;
 use ringway_tests::per_transport;
 use ringway_tests::prelude::*;
 
@@ -31,17 +32,9 @@ fn sse_origin(next: mpsc::Receiver<()>, written: mpsc::Sender<Instant>) -> Strin
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
             let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
+            let Ok(Some((line, _))) = read_head_lines(&mut reader) else {
                 continue;
-            }
-            // Bound: the head's lines.
-            loop {
-                let mut l = String::new();
-                if reader.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
-                    break;
-                }
-            }
+            };
             if !line.starts_with("GET /events ") {
                 let _ = conn.write_all(
                     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
