@@ -363,6 +363,31 @@ mod tests {
     use super::*;
     use crate::e2e::scenarios::{self, LoadgenJson};
 
+    /// A report with fixed metadata around `scenarios`, `headline` and `ratios`.
+    fn test_report(
+        scenarios: Vec<ScenarioResult>,
+        headline: Headline,
+        ratios: Vec<ScenarioRatios>,
+    ) -> Report {
+        Report {
+            schema: "ringway.e2e.v1".into(),
+            date: "2026-01-01T00:00:00Z".into(),
+            header: "header".into(),
+            machine: Machine {
+                cores: 2,
+                kernel: "6.1".into(),
+            },
+            options: serde_json::json!({}),
+            origin: serde_json::json!({}),
+            rathole: serde_json::Value::Null,
+            scenarios,
+            headline,
+            ratios,
+            reference: REFERENCE.into(),
+            notes: vec![],
+        }
+    }
+
     /// loadgen/README.md's example, scaled.
     fn sample(rps: f64, p99: f64) -> serde_json::Value {
         serde_json::json!({
@@ -491,23 +516,7 @@ mod tests {
         assert_eq!(bulk.http2_quic_edge_cpu, Some(1.5));
         assert_eq!(bulk.http2_quic_connector_cpu, Some(0.5));
 
-        let rep = Report {
-            schema: "ringway.e2e.v1".into(),
-            date: "2026-01-01T00:00:00Z".into(),
-            header: "header".into(),
-            machine: Machine {
-                cores: 2,
-                kernel: "6.1".into(),
-            },
-            options: serde_json::json!({}),
-            origin: serde_json::json!({}),
-            rathole: serde_json::Value::Null,
-            scenarios: results_h2(true, true),
-            headline: h,
-            ratios: per,
-            reference: REFERENCE.into(),
-            notes: vec![],
-        };
+        let rep = test_report(results_h2(true, true), h, per);
         let md = markdown(&rep);
         assert!(
             md.contains("| 12 B GET, c=32 | ringway (http2) | 18000 |"),
@@ -530,24 +539,7 @@ mod tests {
     #[test]
     fn older_results_render() {
         let (headline, ratios) = ratios(&results(true));
-        let mut v = serde_json::to_value(Report {
-            schema: "ringway.e2e.v1".into(),
-            date: "2026-01-01T00:00:00Z".into(),
-            header: "header".into(),
-            machine: Machine {
-                cores: 2,
-                kernel: "6.1".into(),
-            },
-            options: serde_json::json!({}),
-            origin: serde_json::json!({}),
-            rathole: serde_json::Value::Null,
-            scenarios: results(true),
-            headline,
-            ratios,
-            reference: REFERENCE.into(),
-            notes: vec![],
-        })
-        .unwrap();
+        let mut v = serde_json::to_value(test_report(results(true), headline, ratios)).unwrap();
         v["headline"]
             .as_object_mut()
             .unwrap()
@@ -567,23 +559,7 @@ mod tests {
     fn markdown_and_chart() {
         let scenarios = results(true);
         let (headline, ratios) = ratios(&scenarios);
-        let rep = Report {
-            schema: "ringway.e2e.v1".into(),
-            date: "2026-01-01T00:00:00Z".into(),
-            header: "header".into(),
-            machine: Machine {
-                cores: 2,
-                kernel: "6.1".into(),
-            },
-            options: serde_json::json!({}),
-            origin: serde_json::json!({}),
-            rathole: serde_json::Value::Null,
-            scenarios,
-            headline,
-            ratios,
-            reference: REFERENCE.into(),
-            notes: vec![],
-        };
+        let rep = test_report(scenarios, headline, ratios);
         let md = markdown(&rep);
         assert!(md.contains("| 12 B GET, c=32 | ringway | 20000 |"), "{md}");
         assert!(md.contains("1 (+3 non-2xx)"), "{md}");
