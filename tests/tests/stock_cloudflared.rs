@@ -63,32 +63,61 @@ fn run_stock(
 #[test]
 #[ignore = "needs a stock cloudflared: RINGWAY_STOCK_CLOUDFLARED=PATH"]
 fn quic_serves_and_sigterm_exits_within_the_grace_period() {
-    let t = TunnelSetup::new(ZONE);
-    let host = format!("quic.{ZONE}");
-    let id = t.tunnel("quic", &[&host]);
-    let origin = HashOrigin::start("stock");
-    let started = Instant::now();
-    let mut c = run_stock(
-        &t,
-        "quic",
-        &id,
-        &origin.url(),
-        &[
+    let mut s = StockOn::start("quic", "quic");
+    let answer = s.t.wait_served(&s.host);
+    assert_eq!(answer.status, 200, "{answer:?}\n{}", s.c.logs());
+    assert_eq!(answer.body, b"tag=stock path=/", "the origin's answer");
+    s.terminate();
+}
+
+/// A stock cloudflared on `protocol` with one HA connection and the test's grace period, for
+/// a tunnel `name` routed at `name.ZONE` to a [`HashOrigin`] tagged `stock`.
+struct StockOn {
+    // Dropped first: cloudflared is stopped before its origin and edge go.
+    c: Connector,
+    _origin: HashOrigin,
+    t: TunnelSetup,
+    host: String,
+    protocol: &'static str,
+}
+
+impl StockOn {
+    fn start(name: &str, protocol: &'static str) -> Self {
+        let t = TunnelSetup::new(ZONE);
+        let host = format!("{name}.{ZONE}");
+        let id = t.tunnel(name, &[&host]);
+        let origin = HashOrigin::start("stock");
+        let started = Instant::now();
+        let flags = [
             "--protocol",
-            "quic",
+            protocol,
             "--ha-connections",
             "1",
             "--grace-period",
             GRACE,
-        ],
-        1,
-    );
-    eprintln!("[stock quic] registered after {:?}", started.elapsed());
-    let answer = t.wait_served(&host);
-    assert_eq!(answer.status, 200, "{answer:?}\n{}", c.logs());
-    assert_eq!(answer.body, b"tag=stock path=/", "the origin's answer");
-    let took = c.terminate(EXIT_LIMIT);
-    eprintln!("[stock quic] cloudflared exited {took:?} after SIGTERM");
+        ];
+        let c = run_stock(&t, name, &id, &origin.url(), &flags, 1);
+        eprintln!(
+            "[stock {protocol}] registered after {:?}",
+            started.elapsed()
+        );
+        Self {
+            c,
+            _origin: origin,
+            t,
+            host,
+            protocol,
+        }
+    }
+
+    /// SIGTERM; a clean exit within [`EXIT_LIMIT`] (the time taken is printed).
+    fn terminate(&mut self) {
+        let took = self.c.terminate(EXIT_LIMIT);
+        eprintln!(
+            "[stock {}] cloudflared exited {took:?} after SIGTERM",
+            self.protocol
+        );
+    }
 }
 
 /// A GET and a 1 MiB POST through the edge to `host`, byte for byte; and the registration
@@ -138,30 +167,9 @@ fn assert_serves_over_http2(t: &TunnelSetup, host: &str, c: &Connector, what: &s
 #[test]
 #[ignore = "needs a stock cloudflared: RINGWAY_STOCK_CLOUDFLARED=PATH"]
 fn http2_registers_and_serves_get_and_post() {
-    let t = TunnelSetup::new(ZONE);
-    let host = format!("h2.{ZONE}");
-    let id = t.tunnel("h2", &[&host]);
-    let origin = HashOrigin::start("stock");
-    let started = Instant::now();
-    let mut c = run_stock(
-        &t,
-        "h2",
-        &id,
-        &origin.url(),
-        &[
-            "--protocol",
-            "http2",
-            "--ha-connections",
-            "1",
-            "--grace-period",
-            GRACE,
-        ],
-        1,
-    );
-    eprintln!("[stock http2] registered after {:?}", started.elapsed());
-    assert_serves_over_http2(&t, &host, &c, "stock http2");
-    let took = c.terminate(EXIT_LIMIT);
-    eprintln!("[stock http2] cloudflared exited {took:?} after SIGTERM");
+    let mut s = StockOn::start("h2", "http2");
+    assert_serves_over_http2(&s.t, &s.host, &s.c, "stock http2");
+    s.terminate();
 }
 
 #[test]
