@@ -259,6 +259,27 @@ impl Connector {
         took
     }
 
+    /// Runs `request` on a thread; once `arrived` says the origin has it, [`terminate`]s
+    /// (failure limit `limit`, also for the arrival). Returns what `request` returned and how
+    /// long the exit took.
+    ///
+    /// [`terminate`]: Connector::terminate
+    pub fn terminate_during<T: Send>(
+        &mut self,
+        arrived: &std::sync::mpsc::Receiver<()>,
+        limit: Duration,
+        request: impl FnOnce() -> T + Send,
+    ) -> (T, Duration) {
+        std::thread::scope(|s| {
+            let request = s.spawn(request);
+            arrived
+                .recv_timeout(limit)
+                .expect("the origin to receive the request");
+            let took = self.terminate(limit);
+            (request.join().expect("request thread"), took)
+        })
+    }
+
     /// Everything the connector printed.
     pub fn logs(&self) -> String {
         self.proc.log.dump()

@@ -53,15 +53,10 @@ fn sigterm_with_a_slow_request_finishes_it_then_exits(tr: Transport) {
         1,
     );
     t.wait_served(&host);
-    let answer = std::thread::scope(|s| {
-        let request = s.spawn(|| t.edge.get(&host, "/slow"));
-        got_request
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the origin to receive the slow request");
-        let took = c.terminate(Duration::from_secs(30));
-        eprintln!("[slow] connector exited {took:?} after SIGTERM");
-        request.join().expect("request thread")
+    let (answer, took) = c.terminate_during(&got_request, Duration::from_secs(30), || {
+        t.edge.get(&host, "/slow")
     });
+    eprintln!("[slow] connector exited {took:?} after SIGTERM");
     assert_eq!(
         answer.status, 200,
         "the in-flight request completes: {answer:?}"

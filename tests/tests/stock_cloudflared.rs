@@ -247,13 +247,8 @@ fn http2_sigterm_lets_the_request_in_flight_finish() {
     ];
     let mut c = run_stock(&t, "slow", &id, &url, &flags, 1);
     t.wait_served(&host);
-    let answer = std::thread::scope(|s| {
-        let request = s.spawn(|| t.edge.get(&host, "/slow"));
-        got_request
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the origin to receive the slow request");
-        c.terminate(Duration::from_secs(30));
-        request.join().expect("request thread")
+    let (answer, _) = c.terminate_during(&got_request, Duration::from_secs(30), || {
+        t.edge.get(&host, "/slow")
     });
     assert_eq!(
         answer.status,
