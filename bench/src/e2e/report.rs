@@ -295,25 +295,30 @@ pub fn markdown(rep: &Report) -> String {
         fmt_ratio(h.bulk_ratio),
         fmt_ratio(h.vs_rathole_rps)
     );
-    s.push_str(
-        "| scenario | ringway/direct req/s | ringway/direct MB/s | ringway/direct p99 | \
-         rathole/direct req/s | ringway/rathole req/s | ringway/rathole MB/s | ringway/rathole p99 |\n",
+    ratio_table(
+        &mut s,
+        [
+            "ringway/direct req/s",
+            "ringway/direct MB/s",
+            "ringway/direct p99",
+            "rathole/direct req/s",
+            "ringway/rathole req/s",
+            "ringway/rathole MB/s",
+            "ringway/rathole p99",
+        ],
+        &rep.ratios,
+        |r| {
+            [
+                r.ringway_direct_rps,
+                r.ringway_direct_mb,
+                r.ringway_direct_p99,
+                r.rathole_direct_rps,
+                r.ringway_rathole_rps,
+                r.ringway_rathole_mb,
+                r.ringway_rathole_p99,
+            ]
+        },
     );
-    s.push_str("|---|--:|--:|--:|--:|--:|--:|--:|\n");
-    for r in &rep.ratios {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
-            r.scenario,
-            fmt_ratio(r.ringway_direct_rps),
-            fmt_ratio(r.ringway_direct_mb),
-            fmt_ratio(r.ringway_direct_p99),
-            fmt_ratio(r.rathole_direct_rps),
-            fmt_ratio(r.ringway_rathole_rps),
-            fmt_ratio(r.ringway_rathole_mb),
-            fmt_ratio(r.ringway_rathole_p99),
-        );
-    }
     if rep
         .scenarios
         .iter()
@@ -338,23 +343,42 @@ fn http2_table(s: &mut String, rep: &Report) {
          cheaper on HTTP/2. At the fixed rate req/s is the rate on both: compare p99 and CPU.\n",
         fmt_ratio(rep.headline.http2_quic_rps)
     );
-    s.push_str(
-        "| scenario | http2/quic req/s | http2/quic MB/s | http2/quic p99 | http2/quic edge CPU | \
-         http2/quic connector CPU | http2/direct req/s |\n",
+    ratio_table(
+        s,
+        [
+            "http2/quic req/s",
+            "http2/quic MB/s",
+            "http2/quic p99",
+            "http2/quic edge CPU",
+            "http2/quic connector CPU",
+            "http2/direct req/s",
+        ],
+        &rep.ratios,
+        |r| {
+            [
+                r.http2_quic_rps,
+                r.http2_quic_mb,
+                r.http2_quic_p99,
+                r.http2_quic_edge_cpu,
+                r.http2_quic_connector_cpu,
+                r.http2_direct_rps,
+            ]
+        },
     );
-    s.push_str("|---|--:|--:|--:|--:|--:|--:|\n");
-    for r in &rep.ratios {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            r.scenario,
-            fmt_ratio(r.http2_quic_rps),
-            fmt_ratio(r.http2_quic_mb),
-            fmt_ratio(r.http2_quic_p99),
-            fmt_ratio(r.http2_quic_edge_cpu),
-            fmt_ratio(r.http2_quic_connector_cpu),
-            fmt_ratio(r.http2_direct_rps),
-        );
+}
+
+/// A Markdown table: a `scenario` column, then one column per ratio of `row`.
+fn ratio_table<const N: usize>(
+    s: &mut String,
+    columns: [&str; N],
+    ratios: &[ScenarioRatios],
+    row: impl Fn(&ScenarioRatios) -> [Option<f64>; N],
+) {
+    let _ = writeln!(s, "| scenario | {} |", columns.join(" | "));
+    let _ = writeln!(s, "|---|{}", "--:|".repeat(N));
+    for r in ratios {
+        let cells: Vec<String> = row(r).into_iter().map(fmt_ratio).collect();
+        let _ = writeln!(s, "| {} | {} |", r.scenario, cells.join(" | "));
     }
 }
 
