@@ -27,7 +27,8 @@
 //! - `edge`: the edge's request path: registration, the route table, the public listener and
 //!   proxying over tunnel streams.
 //! - `connector`: the connector's side: HA connections, data streams and the origin client.
-//! - `metrics`: per-worker counters; `buf`: owned buffers.
+//! - `metrics`: per-worker counters; `buf`: owned buffers; `latch`: a value one task sets and
+//!   others await on the same thread.
 //!
 //! Rules: `control` depends on this crate, never the reverse. `wire` and `http` do no I/O.
 //! `edge` and `connector` share `wire`, `quic`, `http` and `tls` and never import each other.
@@ -38,6 +39,7 @@ pub mod connector;
 pub mod edge;
 pub mod h2stream;
 pub mod http;
+mod latch;
 pub mod metrics;
 pub mod pollio;
 pub mod quic;

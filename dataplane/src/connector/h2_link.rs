@@ -15,7 +15,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,6 +30,7 @@ use super::protocol::Protocol;
 use super::session::EdgeLink;
 use super::{Common, ConnectionError, ConnectorShared, h2_stream};
 use crate::h2stream::{H2Reader, H2Writer};
+use crate::latch::Latch;
 use crate::quic::TlsError;
 use crate::wire::http2::{RequestKind, SNI, classify};
 
@@ -88,39 +88,6 @@ pub fn edge_tls_config(
 /// [`SNI`] as a TLS server name.
 fn edge_server_name() -> ServerName<'static> {
     ServerName::try_from(SNI).expect("SNI is a valid DNS name")
-}
-
-/// A value set once by one task and awaited by others.
-struct Latch<T> {
-    value: RefCell<Option<T>>,
-    wakers: RefCell<Vec<Waker>>,
-}
-
-impl<T: Clone> Latch<T> {
-    fn new() -> Rc<Self> {
-        Rc::new(Self {
-            value: RefCell::new(None),
-            wakers: RefCell::new(Vec::new()),
-        })
-    }
-
-    fn set(&self, v: T) {
-        self.value.borrow_mut().get_or_insert(v);
-        for w in self.wakers.borrow_mut().drain(..) {
-            w.wake();
-        }
-    }
-
-    async fn wait(&self) -> T {
-        std::future::poll_fn(|cx| {
-            if let Some(v) = self.value.borrow().as_ref() {
-                return Poll::Ready(v.clone());
-            }
-            self.wakers.borrow_mut().push(cx.waker().clone());
-            Poll::Pending
-        })
-        .await
-    }
 }
 
 type ControlStream = (RecvStream, SendResponse<Bytes>);

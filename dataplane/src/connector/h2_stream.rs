@@ -1,6 +1,7 @@
 //! One request the edge sent on an HTTP/2 transport connection: an HTTP request proxied to the
 //! origin (the same ingress, [`super::origin::OriginClient::proxy`] and metrics as a QUIC data
-//! stream), a remote configuration push, or a kind not served yet (502).
+//! stream; a WebSocket piped both ways after the origin's 101), a remote configuration push,
+//! or a kind a locally managed tunnel does not serve (502).
 //!
 //! Response framing (cloudflared's `connection/http2.go`): `:status` is the origin's (101 as
 //! 200), the origin's fields travel serialised in [`RESPONSE_HEADERS`], [`RESPONSE_META`] says
@@ -17,7 +18,7 @@ use tracing::{debug, warn};
 
 use super::ConnectorShared;
 use super::origin::{OriginRequest, OriginResponse, ProxyError, RequestBody, ResponseSink};
-use super::stream::{RouteKey, locally_managed_answer, log_sink_failure};
+use super::stream::{RouteKey, locally_managed_answer, log_sink_failure, upgrade_protocol};
 use crate::h2stream::{io_error, send_all};
 use crate::metrics::TunnelMetrics;
 use crate::wire::http2::{
@@ -37,11 +38,13 @@ pub(crate) async fn serve_request(
     mut respond: SendResponse<Bytes>,
 ) {
     match kind {
-        RequestKind::Http => serve_http(shared, parts, body, respond).await,
+        RequestKind::Http => serve_http(shared, parts, body, respond, false).await,
+        RequestKind::Websocket => serve_http(shared, parts, body, respond, true).await,
         RequestKind::Configuration => serve_configuration(body, respond).await,
-        RequestKind::Websocket | RequestKind::Tcp | RequestKind::ControlStream => {
-            // A second control stream, or a kind issue 15 adds.
-            debug!(?kind, path = %parts.uri, "HTTP/2 request kind not served yet");
+        RequestKind::Tcp | RequestKind::ControlStream => {
+            // A second control stream, or a private-network TCP flow (WARP routing), which a
+            // locally managed tunnel does not serve.
+            debug!(?kind, path = %parts.uri, "HTTP/2 request kind not served");
             answer_502(&mut respond);
         }
     }
@@ -49,7 +52,11 @@ pub(crate) async fn serve_request(
 
 /// The origin request for an edge request: `:method`, `http://{:authority}{:path}`, the Host
 /// from `:authority` (else a `host` field), every field as sent except the transport's own.
-pub(crate) fn origin_request(parts: &http::request::Parts, body_open: bool) -> OriginRequest {
+pub(crate) fn origin_request(
+    parts: &http::request::Parts,
+    body_open: bool,
+    websocket: bool,
+) -> OriginRequest {
     let host_field = || {
         parts
             .headers
@@ -76,7 +83,9 @@ pub(crate) fn origin_request(parts: &http::request::Parts, body_open: bool) -> O
         .collect();
     // HTTP/2 has no chunked framing: a body of unknown length is one whose stream stays open
     // with no Content-Length (Go hands it on with ContentLength -1, sent chunked).
+    // A WebSocket's open stream is the new protocol's bytes, not a body.
     if body_open
+        && !websocket
         && !headers
             .iter()
             .any(|(n, _)| n.eq_ignore_ascii_case("content-length"))
@@ -86,11 +95,13 @@ pub(crate) fn origin_request(parts: &http::request::Parts, body_open: bool) -> O
             Bytes::from_static(b"chunked"),
         ));
     }
+    let upgrade = websocket.then(|| upgrade_protocol(&headers));
     OriginRequest {
         method: parts.method.as_str().to_owned(),
         dest: format!("http://{host}{path}"),
         host,
         headers,
+        upgrade,
     }
 }
 
@@ -99,9 +110,10 @@ async fn serve_http(
     parts: http::request::Parts,
     recv: RecvStream,
     mut respond: SendResponse<Bytes>,
+    websocket: bool,
 ) {
     let metrics = &shared.metrics;
-    let request = origin_request(&parts, !recv.is_end_stream());
+    let request = origin_request(&parts, !recv.is_end_stream(), websocket);
     let key = RouteKey::of_request(&request.host, &request.dest);
     let target = shared.ingress.route(key.host, &key.path);
     metrics.request_started();
@@ -422,7 +434,7 @@ mod tests {
             .body(())
             .unwrap();
         let (parts, ()) = req.into_parts();
-        let r = origin_request(&parts, true);
+        let r = origin_request(&parts, true, false);
         assert_eq!(r.method, "POST");
         assert_eq!(r.host, "app.example.com");
         assert_eq!(r.dest, "http://app.example.com/a/b?c=d");
@@ -449,12 +461,12 @@ mod tests {
             .body(())
             .unwrap();
         let (parts, ()) = req.into_parts();
-        let r = origin_request(&parts, true);
+        let r = origin_request(&parts, true, false);
         assert_eq!(r.host, "h.example.com:8443");
         assert_eq!(r.dest, "http://h.example.com:8443/only-path");
         assert!(!r.headers.iter().any(|(n, _)| n == "transfer-encoding"));
         assert!(
-            !origin_request(&parts, false)
+            !origin_request(&parts, false, false)
                 .headers
                 .iter()
                 .any(|(n, _)| n == "transfer-encoding")

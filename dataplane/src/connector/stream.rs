@@ -1,5 +1,6 @@
 //! One task per stream the edge opens on a QUIC connection: a data stream (`ConnectRequest` →
-//! origin → `ConnectResponse` + body) or an RPC stream (`updateConfiguration`). Also the
+//! origin → `ConnectResponse` + body; for a WebSocket, after the origin's 101, the stream's
+//! bytes both ways) or an RPC stream (`updateConfiguration`). Also the
 //! routing key both transports match ingress rules with ([`RouteKey`]).
 
 use std::borrow::Cow;
@@ -85,11 +86,13 @@ async fn serve_http(
     let key = RouteKey::of_request(&meta.host, &req.dest);
     let target = shared.ingress.route(key.host, &key.path);
     let host = request_authority(&meta.host, &req.dest).to_owned();
+    let upgrade = (req.kind == ConnectionType::Websocket).then(|| upgrade_protocol(&meta.headers));
     let request = OriginRequest {
         method: meta.method,
         dest: req.dest,
         host,
         headers: meta.headers,
+        upgrade,
     };
     metrics.request_started();
     let body = QuicBody {
@@ -131,6 +134,20 @@ async fn serve_http(
             send.reset(VarInt::from_u32(0));
         }
     }
+}
+
+/// The protocol a WebSocket-kind request switches to: the `Upgrade` field a ringway edge
+/// passes on, else `websocket` (what cloudflared always sends, and all the kind can mean to
+/// Cloudflare's edge).
+pub(crate) fn upgrade_protocol(headers: &[(String, Bytes)]) -> String {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("upgrade"))
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .unwrap_or("websocket")
+        .to_owned()
 }
 
 /// A response the edge stopped taking: loud when the write limit ended it (the operator set

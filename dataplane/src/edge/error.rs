@@ -51,6 +51,9 @@ pub enum ForwardError {
     /// who answered.
     #[error("connector's HTTP/2 answer (status {0}) does not say who produced it")]
     UnknownResponseSource(u16),
+    /// The origin answered 101 to a request that asked for no upgrade.
+    #[error("origin switched protocols (101) on a request that did not ask to")]
+    UnrequestedUpgrade,
 }
 
 impl ForwardError {
@@ -59,7 +62,7 @@ impl ForwardError {
     /// tells the public client.
     pub fn side(&self) -> GatewayFailure {
         match self {
-            Self::Origin(_) => GatewayFailure::Origin,
+            Self::Origin(_) | Self::UnrequestedUpgrade => GatewayFailure::Origin,
             _ => GatewayFailure::Tunnel,
         }
     }

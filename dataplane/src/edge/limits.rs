@@ -178,11 +178,6 @@ impl RequestClock {
         self.idle
     }
 
-    /// Upgraded connections (101) are long-lived by design: no total deadline from here on.
-    pub(crate) fn upgraded(&mut self) {
-        self.deadline = None;
-    }
-
     /// Runs a step that waits on the client (reading its body, writing to it): bounded by the
     /// idle timeout and the total deadline.
     pub(crate) async fn client<F: Future>(&self, f: F) -> Result<F::Output, TimedOut> {

@@ -20,6 +20,8 @@
 //! - `stream_h2`: one request as an HTTP/2 stream (request head, serialised response fields).
 //! - `proxy`: one task per public TCP connection: read a request head, route it, open a
 //!   tunnel stream, stream the body up and the response down.
+//! - `splice`: an upgraded request (WebSocket) after the 101: both directions at once until
+//!   either side ends.
 //! - `sockets`: SO_REUSEPORT binding of the listening sockets, one per worker per address.
 //! - `listener`: a client connection's head reading under the timeouts, refusals at the
 //!   connection cap, lingering close.
@@ -46,6 +48,7 @@ mod listener;
 mod proxy;
 mod registration;
 mod sockets;
+mod splice;
 mod stream_h2;
 mod transport;
 mod tunnel;

@@ -11,6 +11,10 @@
 //! Every wait on the client is bounded by the body idle timeout, and every wait at all by the
 //! optional total deadline (`limits::RequestClock`); giving up resets the stream both ways so
 //! the connector drops its origin connection. A tunnel at its stream cap answers 503.
+//!
+//! An upgrade request (`Connection: upgrade` + `Upgrade`, e.g. a WebSocket) opens its stream
+//! as an upgrade, keeps the request half open, and after the origin's 101 hands both the
+//! client socket and the stream to `splice`; the connection then ends with the splice.
 
 use std::io;
 use std::net::SocketAddr;
@@ -30,13 +34,14 @@ use super::error::ForwardError;
 use super::limits::{RequestClock, TimedOut};
 use super::listener::{linger_close, read_head, write_canned};
 use super::routes::HostRoute;
+use super::splice::splice;
 use super::transport::{Tunnel, TunnelConn, TunnelResponse, TunnelStream, add_forwarding_fields};
 use super::{ClientSlot, EdgeMsg, EdgeWorker, HandedClient, LiveConn};
 use crate::buf::BytesVec;
 use crate::http::{
     BodyDecoder, BodyFraming, BodyKind, ChunkedEncoder, ChunkedLimits, DecodeEvent, EdgeError,
-    GatewayFailure, RequestHead, ResponseContext, ResponseHead, body_framing, continue_100,
-    error_response, options_asterisk_response, write_response_head,
+    GatewayFailure, HeaderField, RequestHead, ResponseContext, ResponseHead, body_framing,
+    continue_100, error_response, options_asterisk_response, write_response_head,
 };
 
 /// Hand-offs allowed for one request before the edge serves it only from connections its
@@ -234,13 +239,22 @@ async fn forward<T: Tunnel>(
     mut head: RequestHead,
     ctx: ResponseContext,
     conn: &T,
-    mut clock: RequestClock,
+    clock: RequestClock,
 ) -> Next {
     let body = head.body;
     let expect_continue = head.expect_continue;
     let keep_alive = head.keep_alive;
+    let upgrade = head.upgrade().map(Bytes::copy_from_slice);
     add_forwarding_fields(&mut head, peer);
-    let mut tunnel = match clock.tunnel(conn.open(&head)).await {
+    if let Some(protocol) = &upgrade {
+        // `Upgrade` is hop-by-hop, but the connector needs the protocol asked for; it restores
+        // `Connection: Upgrade` itself.
+        head.headers.push(HeaderField::new(
+            Bytes::from_static(b"Upgrade"),
+            protocol.clone(),
+        ));
+    }
+    let mut tunnel = match clock.tunnel(conn.open(&head, upgrade.is_some())).await {
         Ok(Ok(s)) => s,
         Err(TimedOut) => {
             debug!("request timed out waiting for a tunnel stream");
@@ -302,7 +316,10 @@ async fn forward<T: Tunnel>(
             }
         }
     }
-    tunnel.finish();
+    // An upgrade's request half stays open for the client's bytes after the 101.
+    if upgrade.is_none() {
+        tunnel.finish();
+    }
 
     // The connector's answer.
     let resp = match clock.tunnel(tunnel.response()).await {
@@ -340,7 +357,25 @@ async fn forward<T: Tunnel>(
         }
     };
     if status == 101 {
-        clock.upgraded();
+        if upgrade.is_none() {
+            // A 101 nobody asked for cannot be honoured: the client would not switch.
+            tunnel.abandon();
+            let e = ForwardError::UnrequestedUpgrade;
+            return answer_502(stream, &ctx, &e, BodyKind::None).await;
+        }
+        if !matches!(
+            clock.client(write_bytes(stream, out.freeze())).await,
+            Ok(Ok(()))
+        ) {
+            tunnel.abandon();
+            return Next::Close;
+        }
+        splice(stream, buf, first, tunnel).await;
+        return Next::Close;
+    }
+    if upgrade.is_some() {
+        // The origin declined the switch and answered normally: the request is complete.
+        tunnel.finish();
     }
     let delivered = send_body(stream, &mut tunnel, out.freeze(), first, framing, &clock).await;
     if delivered && persist && keep_alive && body_complete {

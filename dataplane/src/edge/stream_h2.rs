@@ -7,8 +7,11 @@
 //!   answered `100-continue` itself) and what Go's HTTP/2 server refuses
 //!   ([`refused_request_field`]). Names are lowercased, as HTTP/2 requires. The body goes
 //!   under the connector's flow control ([`send_all`]) and ends with END_STREAM.
-//! - Response: the status as sent (101 travels as 200, but WebSocket is not carried yet, so
-//!   a 200 is a 200); the origin's fields only from [`RESPONSE_HEADERS`] (Go adds its own
+//! - Upgrade (WebSocket): the request carries `cf-cloudflared-proxy-connection-upgrade:
+//!   websocket` and no END_STREAM; its DATA frames carry the client's bytes after the switch.
+//!   The connector answers the origin's 101 as 200 with the origin's `Upgrade` field, which
+//!   the edge turns back into 101.
+//! - Response: the status as sent; the origin's fields only from [`RESPONSE_HEADERS`] (Go adds its own
 //!   `content-type` and `date`, which are ignored); [`RESPONSE_META`] `{"src":"cloudflared"}`
 //!   is the connector's own error, the same 502 as a QUIC `ConnectResponse.error`. Body
 //!   credit is released once the bytes have been written to the client, so a slow client
@@ -23,12 +26,13 @@ use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::error::ForwardError;
-use super::transport::{Tunnel, TunnelResponse, TunnelStream};
+use super::transport::{Tunnel, TunnelDown, TunnelResponse, TunnelStream, TunnelUp};
 use super::tunnel_h2::H2Conn;
 use crate::h2stream::send_all;
 use crate::http::RequestHead;
 use crate::wire::http2::{
-    RESPONSE_HEADERS, RESPONSE_META, ResponseSource, decode_response_headers, refused_request_field,
+    RESPONSE_HEADERS, RESPONSE_META, ResponseSource, UPGRADE, UPGRADE_WEBSOCKET,
+    decode_response_headers, refused_request_field,
 };
 
 /// An HTTP/2 stream carrying one request.
@@ -42,14 +46,24 @@ pub(crate) struct H2Stream {
     unreleased: usize,
     /// END_STREAM sent on the request.
     ended: bool,
+    /// Opened as an upgrade: the connector's 200 with an `Upgrade` field is the origin's 101.
+    upgrade: bool,
 }
 
 impl Tunnel for H2Conn {
     type Stream = H2Stream;
 
-    async fn open(&self, head: &RequestHead) -> Result<H2Stream, ForwardError> {
-        let request = h2_request(head)?;
-        let end = !head.body.has_body();
+    async fn open(&self, head: &RequestHead, upgrade: bool) -> Result<H2Stream, ForwardError> {
+        let mut request = h2_request(head)?;
+        if upgrade {
+            // cloudflared's marker for a WebSocket; HTTP/2 itself cannot say `Upgrade`.
+            request.headers_mut().insert(
+                HeaderName::from_static(UPGRADE),
+                HeaderValue::from_static(UPGRADE_WEBSOCKET),
+            );
+        }
+        // An upgrade's request half stays open: it carries the client's bytes after the 101.
+        let end = !head.body.has_body() && !upgrade;
         // Waits while the connector's concurrent-stream limit (250 on the stock one) is full.
         let mut sender = self
             .sender()
@@ -65,12 +79,15 @@ impl Tunnel for H2Conn {
             recv: None,
             unreleased: 0,
             ended: end,
+            upgrade,
         })
     }
 }
 
 impl TunnelStream for H2Stream {
     type ReadError = h2::Error;
+    type Up = H2Up;
+    type Down = H2Down;
 
     async fn send(&mut self, data: Bytes) -> bool {
         send_all(&mut self.send, data).await.is_ok()
@@ -95,7 +112,16 @@ impl TunnelStream for H2Stream {
             .await
             .map_err(ForwardError::Http2Stream)?
             .into_parts();
-        let (status, headers) = response_fields(parts.status.as_u16(), &parts.headers)?;
+        let (mut status, headers) = response_fields(parts.status.as_u16(), &parts.headers)?;
+        // HTTP/2 has no 101: the connector sends 200 with the origin's `Upgrade` field.
+        if self.upgrade
+            && status == 200
+            && headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("upgrade"))
+        {
+            status = 101;
+        }
         self.recv = Some(body);
         Ok(TunnelResponse {
             status,
@@ -105,22 +131,7 @@ impl TunnelStream for H2Stream {
     }
 
     async fn read_chunk(&mut self) -> Result<Option<Bytes>, h2::Error> {
-        let Some(recv) = self.recv.as_mut() else {
-            return Ok(None);
-        };
-        // Bound: an empty DATA frame is skipped; each round takes a frame or ends.
-        loop {
-            match poll_fn(|cx| recv.poll_data(cx)).await {
-                Some(Ok(data)) if data.is_empty() => {}
-                Some(Ok(data)) => {
-                    self.unreleased += data.len();
-                    return Ok(Some(data));
-                }
-                Some(Err(e)) => return Err(e),
-                // Trailers, if any, are dropped: the client's head is already written.
-                None => return Ok(None),
-            }
-        }
+        read_data(self.recv.as_mut(), &mut self.unreleased).await
     }
 
     fn try_read_chunk(&mut self) -> Option<Result<Option<Bytes>, h2::Error>> {
@@ -134,13 +145,95 @@ impl TunnelStream for H2Stream {
     }
 
     fn delivered(&mut self) {
-        if self.unreleased > 0
-            && let Some(recv) = self.recv.as_mut()
-        {
-            let _ = recv.flow_control().release_capacity(self.unreleased);
-        }
-        self.unreleased = 0;
+        release(self.recv.as_mut(), &mut self.unreleased);
     }
+
+    fn split(self) -> (H2Up, H2Down) {
+        (
+            H2Up {
+                send: self.send,
+                ended: self.ended,
+            },
+            H2Down {
+                recv: self.recv,
+                unreleased: self.unreleased,
+            },
+        )
+    }
+}
+
+/// The client → connector direction of an upgraded HTTP/2 stream.
+pub(crate) struct H2Up {
+    send: SendStream<Bytes>,
+    ended: bool,
+}
+
+impl TunnelUp for H2Up {
+    async fn send(&mut self, data: Bytes) -> bool {
+        send_all(&mut self.send, data).await.is_ok()
+    }
+
+    fn finish(&mut self) {
+        if !self.ended {
+            self.ended = true;
+            let _ = self.send.send_data(Bytes::new(), true);
+        }
+    }
+
+    fn abandon(&mut self) {
+        self.send.send_reset(Reason::CANCEL);
+    }
+}
+
+/// The connector → client direction of an upgraded HTTP/2 stream.
+pub(crate) struct H2Down {
+    recv: Option<RecvStream>,
+    unreleased: usize,
+}
+
+impl TunnelDown for H2Down {
+    type ReadError = h2::Error;
+
+    async fn read_chunk(&mut self) -> Result<Option<Bytes>, h2::Error> {
+        read_data(self.recv.as_mut(), &mut self.unreleased).await
+    }
+
+    fn delivered(&mut self) {
+        release(self.recv.as_mut(), &mut self.unreleased);
+    }
+}
+
+/// The next non-empty DATA frame of `recv`, counted as unreleased credit.
+async fn read_data(
+    recv: Option<&mut RecvStream>,
+    unreleased: &mut usize,
+) -> Result<Option<Bytes>, h2::Error> {
+    let Some(recv) = recv else {
+        return Ok(None);
+    };
+    // Bound: an empty DATA frame is skipped; each round takes a frame or ends.
+    loop {
+        match poll_fn(|cx| recv.poll_data(cx)).await {
+            Some(Ok(data)) if data.is_empty() => {}
+            Some(Ok(data)) => {
+                *unreleased += data.len();
+                return Ok(Some(data));
+            }
+            Some(Err(e)) => return Err(e),
+            // Trailers, if any, are dropped: the client's head is already written.
+            None => return Ok(None),
+        }
+    }
+}
+
+/// Gives the connector back the credit of everything written to the client.
+fn release(recv: Option<&mut RecvStream>, unreleased: &mut usize) {
+    if *unreleased > 0
+        && let Some(recv) = recv
+    {
+        let _ = recv.flow_control().release_capacity(*unreleased);
+    }
+    *unreleased = 0;
 }
 
 /// The HTTP/2 request head for `head` (its forwarding fields already added).

@@ -77,13 +77,17 @@ pub(crate) trait Tunnel {
     type Stream: TunnelStream;
 
     /// Opens a stream for `head` (its forwarding fields already added) and sends the request
-    /// head on it. Errors name the tunnel side.
-    async fn open(&self, head: &RequestHead) -> Result<Self::Stream, ForwardError>;
+    /// head on it; `upgrade`: the client asked to switch protocols (a WebSocket), which both
+    /// transports mark so that the connector restores the upgrade towards the origin. Errors
+    /// name the tunnel side.
+    async fn open(&self, head: &RequestHead, upgrade: bool) -> Result<Self::Stream, ForwardError>;
 }
 
 /// One request's stream through the tunnel.
 pub(crate) trait TunnelStream {
     type ReadError: std::fmt::Display;
+    type Up: TunnelUp;
+    type Down: TunnelDown;
 
     /// Sends request body bytes as the connector's flow control admits them. `false`: the
     /// connector stopped reading (the origin answered early).
@@ -109,6 +113,29 @@ pub(crate) trait TunnelStream {
     fn stop(&mut self);
 
     /// Everything read so far has been written to the client: the connector may send more.
+    fn delivered(&mut self);
+
+    /// The two directions as separate values, for an upgraded stream whose bytes move both
+    /// ways at once (`splice`).
+    fn split(self) -> (Self::Up, Self::Down);
+}
+
+/// The client → connector direction of an upgraded stream.
+pub(crate) trait TunnelUp {
+    /// `false`: the connector stopped reading.
+    async fn send(&mut self, data: Bytes) -> bool;
+    /// The client ended its side.
+    fn finish(&mut self);
+    /// Gives up on the stream both ways.
+    fn abandon(&mut self);
+}
+
+/// The connector → client direction of an upgraded stream.
+pub(crate) trait TunnelDown {
+    type ReadError: std::fmt::Display;
+    /// The next chunk; `None` when the connector ended its side.
+    async fn read_chunk(&mut self) -> Result<Option<Bytes>, Self::ReadError>;
+    /// Everything read so far has been written to the client.
     fn delivered(&mut self);
 }
 
@@ -150,7 +177,7 @@ pub(crate) fn add_forwarding_fields(head: &mut RequestHead, peer: SocketAddr) {
 }
 
 /// `ConnectRequest` for a head prepared by [`add_forwarding_fields`].
-fn connect_request(head: &RequestHead) -> ConnectRequest {
+fn connect_request(head: &RequestHead, upgrade: bool) -> ConnectRequest {
     let host = head.host.as_deref().unwrap_or_default();
     // `parse_request_head` admits origin-form, absolute-form, authority-form (CONNECT) and
     // `*` (OPTIONS); the last two never get here (`proxy::local_answer`).
@@ -163,7 +190,13 @@ fn connect_request(head: &RequestHead) -> ConnectRequest {
     let headers = head.headers.iter().map(|h| (h.name(), h.value()));
     ConnectRequest {
         dest,
-        kind: ConnectionType::Http,
+        // cloudflared's connector restores `Connection`/`Upgrade` for this kind and pipes the
+        // stream both ways after the origin's 101.
+        kind: if upgrade {
+            ConnectionType::Websocket
+        } else {
+            ConnectionType::Http
+        },
         metadata: http_request_metadata(&head.method, host, headers),
     }
 }
@@ -177,9 +210,9 @@ pub(crate) struct QuicStream {
 impl Tunnel for Connection {
     type Stream = QuicStream;
 
-    async fn open(&self, head: &RequestHead) -> Result<QuicStream, ForwardError> {
+    async fn open(&self, head: &RequestHead, upgrade: bool) -> Result<QuicStream, ForwardError> {
         let (mut send, recv) = self.open_bi().await.map_err(ForwardError::OpenStream)?;
-        send.write_all(encode_request(&connect_request(head)))
+        send.write_all(encode_request(&connect_request(head, upgrade)))
             .await
             .map_err(ForwardError::SendRequest)?;
         Ok(QuicStream { send, recv })
@@ -188,6 +221,8 @@ impl Tunnel for Connection {
 
 impl TunnelStream for QuicStream {
     type ReadError = StreamReadError;
+    type Up = SendStream;
+    type Down = RecvStream;
 
     async fn send(&mut self, data: Bytes) -> bool {
         self.send.write_all(data).await.is_ok()
@@ -233,6 +268,34 @@ impl TunnelStream for QuicStream {
     fn delivered(&mut self) {
         // quinn-proto releases credit as chunks are read; nothing is held back here.
     }
+
+    fn split(self) -> (SendStream, RecvStream) {
+        (self.send, self.recv)
+    }
+}
+
+impl TunnelUp for SendStream {
+    async fn send(&mut self, data: Bytes) -> bool {
+        self.write_all(data).await.is_ok()
+    }
+
+    fn finish(&mut self) {
+        let _ = SendStream::finish(self);
+    }
+
+    fn abandon(&mut self) {
+        self.reset(VarInt::from_u32(0));
+    }
+}
+
+impl TunnelDown for RecvStream {
+    type ReadError = StreamReadError;
+
+    async fn read_chunk(&mut self) -> Result<Option<Bytes>, StreamReadError> {
+        RecvStream::read_chunk(self, usize::MAX).await
+    }
+
+    fn delivered(&mut self) {}
 }
 
 async fn read_response_header(

@@ -70,6 +70,19 @@ impl RequestHead {
             .find(|h| h.name().eq_ignore_ascii_case(name))
     }
 
+    /// The protocol an HTTP/1.1 client asks to switch to (`Upgrade` listed in `Connection`),
+    /// for a request without a body: the value of its `Upgrade` field, e.g. `websocket`. An
+    /// upgrade on HTTP/1.0 or with a body is an ordinary request (RFC 9110 §7.8).
+    pub fn upgrade(&self) -> Option<&[u8]> {
+        if self.version != Version::Http11 || self.body.has_body() {
+            return None;
+        }
+        let listed = super::fields::connection_tokens(&self.headers)
+            .any(|t| t.eq_ignore_ascii_case(b"upgrade"));
+        let value = self.header("upgrade")?.value();
+        (listed && !value.trim_ascii().is_empty()).then_some(value.trim_ascii())
+    }
+
     /// Whether the method is HEAD (its response never has a body).
     pub fn is_head(&self) -> bool {
         self.method == "HEAD"

@@ -9,9 +9,9 @@
 //!
 //! `http2Origin` connections are the exception: HTTP/2 (the `h2` crate) needs tokio's
 //! poll-based I/O traits, so those TLS connections go through tokio-rustls over the socket in
-//! monoio's poll-io mode ([`TokioTls`], see [`crate::pollio`]). Which protocol they speak is
+//! monoio's poll-io mode (tokio-rustls, see [`crate::pollio`]). Which protocol they speak is
 //! known only after the handshake (ALPN), so [`connect_negotiating`] returns either an HTTP/2
-//! stream or a [`Conn::TokioTls`] that the HTTP/1.1 exchange uses like any other.
+//! stream or a [`Conn::Poll`] that the HTTP/1.1 exchange uses like any other.
 
 use std::io::{self, Read as _, Write as _};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -88,10 +88,6 @@ impl Plain {
         }
     }
 }
-
-/// TLS through tokio-rustls over the socket in poll-io mode: what HTTP/2 runs on, and what an
-/// `http2Origin` connection the origin answered with `http/1.1` stays.
-pub(crate) type TokioTls = tokio_rustls::client::TlsStream<PollStream>;
 
 /// rustls state plus the owned buffers its ciphertext travels in.
 pub(crate) struct TlsConn {
@@ -231,9 +227,11 @@ impl TlsConn {
 pub(crate) enum Conn {
     Plain(Plain),
     Tls(Box<TlsConn>),
-    /// An `http2Origin` TLS connection on which the origin chose HTTP/1.1; with the socket's
-    /// descriptor, which the adapter layers hide.
-    TokioTls(Box<TokioTls>, RawFd),
+    /// A poll-io stream (see [`crate::pollio`]): an `http2Origin` TLS connection on which the
+    /// origin chose HTTP/1.1, or an upgrade's connection, whose two directions run at once
+    /// after the 101. With the socket's descriptor, which the adapter layers hide, and whether
+    /// it is TLS.
+    Poll(Box<dyn PollIo>, RawFd, bool),
 }
 
 impl std::fmt::Debug for Conn {
@@ -241,7 +239,7 @@ impl std::fmt::Debug for Conn {
         match self {
             Conn::Plain(p) => f.debug_tuple("Plain").field(p).finish(),
             Conn::Tls(t) => f.debug_tuple("Tls").field(t).finish(),
-            Conn::TokioTls(_, fd) => f.debug_tuple("TokioTls").field(fd).finish(),
+            Conn::Poll(_, fd, tls) => f.debug_tuple("Poll").field(fd).field(tls).finish(),
         }
     }
 }
@@ -263,7 +261,7 @@ impl Conn {
                 res
             }
             Conn::Tls(t) => t.read(buf).await,
-            Conn::TokioTls(t, _) => {
+            Conn::Poll(t, ..) => {
                 buf.reserve(want);
                 match t.read_buf(buf).await {
                     // As on `Tls`: an end without close_notify is an end.
@@ -295,7 +293,7 @@ impl Conn {
                 }
                 Ok(())
             }
-            Conn::TokioTls(t, _) => {
+            Conn::Poll(t, ..) => {
                 for b in bufs {
                     t.write_all(&b).await?;
                 }
@@ -315,7 +313,7 @@ impl Conn {
                 }
                 (t.io.raw_fd(), true)
             }
-            Conn::TokioTls(_, fd) => (*fd, true),
+            Conn::Poll(_, fd, tls) => (*fd, *tls),
         };
         let mut byte = 0u8;
         // SAFETY: `fd` is an open socket owned by this connection; the buffer is one valid
@@ -452,9 +450,47 @@ pub(crate) async fn connect(
     }
 }
 
-/// A byte stream HTTP/2 runs on: TLS ([`TokioTls`]) or cleartext ([`PollStream`], h2c).
-pub(crate) trait H2Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> H2Io for T {}
+/// A connection for an upgrade request: a poll-io stream ([`Conn::Poll`]), plain or TLS, so
+/// that after the 101 its read and write halves can run at the same time. The TLS
+/// configuration must offer `http/1.1` only (an upgrade is an HTTP/1.1 mechanism).
+pub(crate) async fn connect_poll(
+    addr: &OriginAddr,
+    tls: Option<TlsParams>,
+    connect_timeout: Duration,
+    tls_timeout: Duration,
+) -> Result<Conn, ProxyError> {
+    if let Some(params) = tls {
+        return match connect_negotiating(addr, params, connect_timeout, tls_timeout).await? {
+            Negotiated::Http1(conn) => Ok(conn),
+            Negotiated::Http2 { .. } => Err(ProxyError::Tls {
+                addr: addr.to_string(),
+                reason: "origin chose h2, which was not offered".to_owned(),
+            }),
+        };
+    }
+    let plain = connect_transport(addr, connect_timeout).await?;
+    let fd = plain.raw_fd();
+    let polled = plain.into_poll_io().map_err(|source| ProxyError::Connect {
+        addr: addr.to_string(),
+        source,
+    })?;
+    Ok(Conn::Poll(Box::new(polled), fd, false))
+}
+
+impl Conn {
+    /// The poll-io stream of a [`Conn::Poll`] connection.
+    pub(crate) fn into_poll_io(self) -> Option<Box<dyn PollIo>> {
+        match self {
+            Conn::Poll(io, ..) => Some(io),
+            _ => None,
+        }
+    }
+}
+
+/// A poll-based byte stream: TLS (tokio-rustls over a [`PollStream`]) or cleartext ([`PollStream`]). HTTP/2 runs on
+/// it, and so does an upgraded connection.
+pub(crate) trait PollIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> PollIo for T {}
 
 /// What a new `http2Origin` connection speaks: for TLS, what the origin chose by ALPN; for
 /// cleartext, HTTP/2 with prior knowledge (h2c) unless the origin is known not to.
@@ -463,7 +499,7 @@ pub(crate) enum Negotiated {
     /// HTTP/2: over TLS, chosen by ALPN; or cleartext to try h2c on (`h2c`), not confirmed
     /// until the origin answers a PING.
     Http2 {
-        io: Box<dyn H2Io>,
+        io: Box<dyn PollIo>,
         h2c: bool,
     },
 }
@@ -511,6 +547,6 @@ pub(crate) async fn connect_negotiating(
             h2c: false,
         })
     } else {
-        Ok(Negotiated::Http1(Conn::TokioTls(stream, fd)))
+        Ok(Negotiated::Http1(Conn::Poll(stream, fd, true)))
     }
 }

@@ -46,14 +46,23 @@ enum HeadFailure {
     },
 }
 
-/// Sends the request, delivers the response to `sink`. `Ok(true)`: the connection is at a
-/// clean message boundary and both sides allow reuse.
+/// How an exchange ended.
+pub(crate) enum Exchanged {
+    /// The whole response reached the sink; `reusable`: the connection is at a clean message
+    /// boundary and both sides allow reuse.
+    Done { reusable: bool },
+    /// The origin switched protocols (101 to an upgrade request) and the head reached the
+    /// sink; the bytes already read past the head are the new protocol's.
+    Switched(BytesMut),
+}
+
+/// Sends the request, delivers the response to `sink`.
 pub(crate) async fn exchange(
     conn: &mut Conn,
     plan: &Plan,
     body: &mut impl RequestBody,
     sink: &mut impl ResponseSink,
-) -> Result<bool, ExchangeError> {
+) -> Result<Exchanged, ExchangeError> {
     let mut consumed = false;
     // The request is written completely before the response is read. An origin that
     // answers early and stops reading makes the write fail; the answer it sent is then
@@ -104,6 +113,7 @@ pub(crate) async fn exchange(
 
     let framing = head.framing;
     let reusable = head.keep_alive && write_failed.is_none();
+    let switched = plan.upgrade && head.status == 101;
     sink.send_head(origin_response(head))
         .await
         .map_err(|source| {
@@ -112,10 +122,15 @@ pub(crate) async fn exchange(
                 head_sent: false,
             })
         })?;
+    if switched {
+        return Ok(Exchanged::Switched(buf));
+    }
     let clean = stream_body(conn, &mut buf, framing, sink)
         .await
         .map_err(ExchangeError::Fatal)?;
-    Ok(reusable && clean)
+    Ok(Exchanged::Done {
+        reusable: reusable && clean,
+    })
 }
 
 /// Reads until the final (or 101) response head; interim 1xx heads are skipped by the

@@ -20,7 +20,7 @@ use futures::future::{Either, select};
 use h2::client::SendRequest;
 use h2::{Reason, SendStream};
 
-use super::conn::H2Io;
+use super::conn::PollIo;
 use super::exchange::ExchangeError;
 use super::pool::PoolKey;
 use super::request::{Plan, ReqBody, unsafe_value, wants_trailers};
@@ -85,7 +85,7 @@ impl Http2Pool {
 /// negotiated HTTP/2), the origin must answer a PING within it: an HTTP/1.1 server answers
 /// the preface with an HTTP/1.1 error or closes, and the connection fails instead.
 pub(crate) async fn handshake(
-    io: Box<dyn H2Io>,
+    io: Box<dyn PollIo>,
     addr: &str,
     confirm_within: Option<Duration>,
 ) -> Result<SendRequest<Bytes>, ProxyError> {

@@ -16,6 +16,7 @@
 //!   buffered for `disableChunkedEncoding`).
 //! - `conn.rs`: connect (TCP or unix, connect timeout), the TLS adapter over rustls with
 //!   owned buffers (TLS timeout), reads into `BytesMut`, vectored writes of `Bytes`.
+//! - `upgrade.rs`: an upgrade's connection after the origin's 101: both directions at once.
 //! - `http2.rs`: `http2Origin` towards TLS origins that choose `h2` by ALPN: one multiplexed
 //!   connection per origin per worker (the `h2` crate), request mapping, both bodies under
 //!   HTTP/2 flow control.
@@ -48,6 +49,7 @@ mod http2;
 mod pool;
 mod request;
 mod tls;
+mod upgrade;
 
 #[cfg(test)]
 mod tests;
@@ -62,7 +64,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use conn::{Negotiated, OriginAddr, TlsParams};
-use exchange::ExchangeError;
+use exchange::{ExchangeError, Exchanged};
 use http2::Http2Pool;
 use pool::{Pool, PoolKey};
 use request::ReqBody;
@@ -232,6 +234,10 @@ pub struct OriginRequest {
     pub host: String,
     /// One entry per `HttpHeader:<Name>` value, in order, values as sent (may be obs-text).
     pub headers: Vec<(String, Bytes)>,
+    /// The protocol the client asked to switch to (a WebSocket request: `websocket`).
+    /// `Connection: Upgrade` and `Upgrade` are sent to the origin, and after its 101 the
+    /// stream's bytes move both ways until either side ends.
+    pub upgrade: Option<String>,
 }
 
 /// The origin's response head, every field as received (hop-by-hop included).
@@ -423,6 +429,12 @@ impl OriginClient {
                 .map(|(name, ..)| (name.clone(), TlsKey::of(opts))),
         };
 
+        if plan.upgrade {
+            return self
+                .proxy_upgrade(target, &key, tls, &plan, body, sink)
+                .await;
+        }
+
         // HTTP/2 over TLS is offered by ALPN, as Go's transport does. A cleartext origin is
         // tried with h2c (prior knowledge), which cloudflared never does; one that turns out
         // to speak only HTTP/1.1 is remembered and spoken to in HTTP/1.1, as cloudflared
@@ -509,7 +521,7 @@ impl OriginClient {
                 }
             };
             match exchange::exchange(&mut conn, &plan, &mut body, &mut sink).await {
-                Ok(true) => {
+                Ok(Exchanged::Done { reusable: true }) => {
                     self.pool.borrow_mut().checkin(
                         key,
                         conn,
@@ -519,7 +531,9 @@ impl OriginClient {
                     );
                     return Ok(());
                 }
-                Ok(false) => return Ok(()),
+                Ok(Exchanged::Done { reusable: false }) => return Ok(()),
+                // Only upgrade plans switch; they take `proxy_upgrade`.
+                Ok(Exchanged::Switched(_)) => return Ok(()),
                 Err(ExchangeError::Retryable(e)) if reused => {
                     tracing::debug!("pooled origin connection failed ({e}); retrying on a new one");
                 }
@@ -530,6 +544,48 @@ impl OriginClient {
             detail: "before sending a response".to_owned(),
             head_sent: false,
         })
+    }
+
+    /// An upgrade request (a WebSocket) on a new connection of its own, never pooled: HTTP/1.1
+    /// (TLS offers only `http/1.1`), and after the origin's 101 the stream is piped both ways.
+    async fn proxy_upgrade(
+        &self,
+        target: &OriginTarget,
+        key: &PoolKey,
+        tls: Option<(
+            String,
+            rustls::pki_types::ServerName<'static>,
+            Arc<rustls::ClientConfig>,
+        )>,
+        plan: &request::Plan,
+        mut body: impl RequestBody,
+        mut sink: impl ResponseSink,
+    ) -> Result<(), ProxyError> {
+        let opts = &target.options;
+        let params = match tls {
+            Some((_, server_name, _)) => {
+                let http1_only = OriginOptions {
+                    http2_origin: false,
+                    ..opts.clone()
+                };
+                Some(TlsParams {
+                    config: self.tls_config(&http1_only)?,
+                    server_name,
+                })
+            }
+            None => None,
+        };
+        let mut conn =
+            conn::connect_poll(&key.addr, params, opts.connect_timeout, opts.tls_timeout).await?;
+        match exchange::exchange(&mut conn, plan, &mut body, &mut sink)
+            .await
+            .map_err(ExchangeError::into_inner)?
+        {
+            Exchanged::Done { .. } => Ok(()),
+            Exchanged::Switched(pending) => {
+                upgrade::pipe(conn, pending, &mut body, &mut sink).await
+            }
+        }
     }
 
     /// A new connection: HTTP/1.1, or for `http2Origin` origins HTTP/2: over TLS whatever

@@ -43,6 +43,8 @@ pub(crate) struct Plan {
     pub(crate) host: String,
     /// The path and query sent.
     pub(crate) path: String,
+    /// The request asks to switch protocols ([`OriginRequest::upgrade`]).
+    pub(crate) upgrade: bool,
 }
 
 /// The path-and-query of `dest` ("/" when it has none); a bare path is used as is.
@@ -147,9 +149,26 @@ pub(crate) fn plan(
     chunked_allowed: bool,
     keep_alive: bool,
 ) -> Result<Plan, ProxyError> {
-    let Checked { path, host, body } = check(req, host_override, chunked_allowed)?;
+    let Checked {
+        path,
+        host,
+        mut body,
+    } = check(req, host_override, chunked_allowed)?;
     let mut fields: Vec<(String, Bytes)> = req.headers.clone();
     strip_hop_by_hop(&mut fields);
+    let websocket = req
+        .upgrade
+        .as_deref()
+        .is_some_and(|p| p.eq_ignore_ascii_case("websocket"));
+    if req.upgrade.is_some() {
+        // cloudflared sends an upgrade without a body; the stream's bytes after the head are
+        // the new protocol's, sent after the 101.
+        body = ReqBody::None;
+    }
+    if websocket {
+        // Set, not added, as cloudflared does: version 13 is the only one (RFC 6455).
+        fields.retain(|f| !f.0.eq_ignore_ascii_case("sec-websocket-version"));
+    }
     let mut head = BytesMut::with_capacity(
         256 + fields
             .iter()
@@ -175,7 +194,15 @@ pub(crate) fn plan(
         head.extend_from_slice(value);
         head.extend_from_slice(b"\r\n");
     }
-    if !keep_alive {
+    if let Some(protocol) = &req.upgrade {
+        if !is_token_list(protocol.as_bytes()) {
+            return Err(bad(format!("upgrade protocol {protocol:?} is not a token")));
+        }
+        let _ = write!(head, "Connection: Upgrade\r\nUpgrade: {protocol}\r\n");
+        if websocket {
+            head.extend_from_slice(b"Sec-WebSocket-Version: 13\r\n");
+        }
+    } else if !keep_alive {
         head.extend_from_slice(b"Connection: close\r\n");
     }
     Ok(Plan {
@@ -184,7 +211,17 @@ pub(crate) fn plan(
         head_request: req.method.eq_ignore_ascii_case("HEAD"),
         host,
         path,
+        upgrade: req.upgrade.is_some(),
     })
+}
+
+/// An `Upgrade` value: protocol names (tokens, `/version` allowed) separated by commas.
+fn is_token_list(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.split(|&b| b == b',').all(|p| {
+            let p = p.trim_ascii();
+            !p.is_empty() && p.split(|&b| b == b'/').all(is_token)
+        })
 }
 
 /// Reads a chunked request body into memory for `disableChunkedEncoding`.

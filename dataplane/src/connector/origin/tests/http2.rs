@@ -84,7 +84,7 @@ impl H2Origin {
                     a.fetch_add(1, Ordering::SeqCst);
                     let (acceptor, respond, seen) = (acceptor.clone(), respond.clone(), s.clone());
                     monoio::spawn(async move {
-                        let io: Box<dyn crate::connector::origin::conn::H2Io> = if tls {
+                        let io: Box<dyn crate::connector::origin::conn::PollIo> = if tls {
                             let polled = crate::pollio::tcp(tcp).unwrap();
                             let Ok(tls) = acceptor.accept(polled).await else {
                                 return;

@@ -342,6 +342,7 @@ pub(super) fn req(method: &str, path: &str, headers: Vec<(&str, &str)>) -> Origi
             .into_iter()
             .map(|(n, v)| (n.to_owned(), Bytes::copy_from_slice(v.as_bytes())))
             .collect(),
+        upgrade: None,
     }
 }
 
