@@ -219,8 +219,8 @@ fn websocket_messages_echo_byte_exact(transport: Transport) {
 
 fn websocket_thousand_sockets_at_once(transport: Transport) {
     // An HTTP/2 connection carries 250 streams at once (the stock cloudflared's limit too), so
-    // 1,000 sockets need four connections; QUIC gets the same four.
-    let (t, host, _conn, _heads) = setup(transport, "many", 4);
+    // 1,000 sockets need more than four connections; QUIC gets the same five.
+    let (t, host, _conn, _heads) = setup(transport, "many", 5);
     let mut sockets: Vec<_> = (0..1000).map(|_| connect(&t, &host)).collect();
     for (i, ws) in sockets.iter_mut().enumerate() {
         ws.send(Message::text(format!("socket {i}"))).unwrap();

@@ -189,7 +189,14 @@ fn route(w: &EdgeWorker, head: &RequestHead, handed: Option<(Uuid, u8)>) -> Rout
         Some(l) if hops >= MAX_HOPS => Some(l),
         None if hops >= MAX_HOPS => None,
         Some(l) => match registry.pick(tunnel) {
-            Some(g) if g.open_streams() + HAND_OFF_MARGIN < l.open_streams() => Some(g),
+            // A full local connection (HTTP/2 at the connector's stream limit) would make the
+            // request wait while another worker's connection has room.
+            Some(g)
+                if g.open_streams() + HAND_OFF_MARGIN < l.open_streams()
+                    || (l.is_full() && !g.is_full()) =>
+            {
+                Some(g)
+            }
             _ => Some(l),
         },
         None => registry.pick(tunnel),

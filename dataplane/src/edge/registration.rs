@@ -180,6 +180,7 @@ impl RegistrationHandler for Registration {
             worker: self.worker.index,
             remote,
             streams: AtomicUsize::new(0),
+            stream_limit: self.conn.stream_limit(),
             last_rx_ms: AtomicU64::new(0),
         });
         live.heard_at(Instant::now());

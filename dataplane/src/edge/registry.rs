@@ -29,6 +29,10 @@ pub struct LiveConn {
     pub remote: SocketAddr,
     /// Data streams open on it right now.
     pub streams: AtomicUsize,
+    /// Streams the connector admits at once on it: its HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`
+    /// (250 on the stock cloudflared); `usize::MAX` on QUIC, whose stream credit the driver
+    /// keeps ahead of demand.
+    pub stream_limit: usize,
     /// When the owner last saw a datagram from the connector, in ms since [`epoch`]; updated
     /// by the owning worker several times a second.
     pub last_rx_ms: AtomicU64,
@@ -51,6 +55,11 @@ fn ms_since_epoch(t: Instant) -> u64 {
 impl LiveConn {
     pub fn open_streams(&self) -> usize {
         self.streams.load(Ordering::Relaxed)
+    }
+
+    /// Whether a new stream would wait for one of the open ones to end.
+    pub fn is_full(&self) -> bool {
+        self.open_streams() >= self.stream_limit
     }
 
     /// Records that the connector was heard from at `t`.
@@ -181,6 +190,7 @@ mod tests {
             worker,
             remote: "127.0.0.1:1".parse().unwrap(),
             streams: AtomicUsize::new(0),
+            stream_limit: usize::MAX,
             last_rx_ms: AtomicU64::new(ms_since_epoch(Instant::now())),
         })
     }

@@ -55,6 +55,15 @@ impl TunnelConn {
         }
     }
 
+    /// Streams the connector admits at once ([`super::registry::LiveConn::stream_limit`]);
+    /// known once its SETTINGS arrived, which precedes its registration.
+    pub(crate) fn stream_limit(&self) -> usize {
+        match self {
+            TunnelConn::Quic(_) => usize::MAX,
+            TunnelConn::Http2(c) => c.sender().current_max_send_streams(),
+        }
+    }
+
     /// Closes the connection (edge shutdown).
     pub(crate) fn close(&self, reason: &'static str) {
         match self {
