@@ -37,15 +37,14 @@ use crate::wire::http2::{
 
 /// An HTTP/2 stream carrying one request.
 pub(crate) struct H2Stream {
-    send: SendStream<Bytes>,
+    /// The request half (its END_STREAM state included).
+    up: H2Up,
     /// Until the answer's head arrives.
     response: Option<ResponseFuture>,
     /// After it.
     recv: Option<RecvStream>,
     /// Body bytes read but not yet written to the client (credit not yet released).
     unreleased: usize,
-    /// END_STREAM sent on the request.
-    ended: bool,
     /// Opened as an upgrade: the connector's 200 with an `Upgrade` field is the origin's 101.
     upgrade: bool,
 }
@@ -74,11 +73,10 @@ impl Tunnel for H2Conn {
             .send_request(request, end)
             .map_err(ForwardError::OpenHttp2Stream)?;
         Ok(H2Stream {
-            send,
+            up: H2Up { send, ended: end },
             response: Some(response),
             recv: None,
             unreleased: 0,
-            ended: end,
             upgrade,
         })
     }
@@ -90,20 +88,15 @@ impl TunnelStream for H2Stream {
     type Down = H2Down;
 
     async fn send(&mut self, data: Bytes) -> bool {
-        send_all(&mut self.send, data).await.is_ok()
+        self.up.send(data).await
     }
 
     fn finish(&mut self) {
-        if !self.ended {
-            self.ended = true;
-            // A reset stream (the connector answered early) refuses this; the answer says
-            // the rest.
-            let _ = self.send.send_data(Bytes::new(), true);
-        }
+        self.up.finish();
     }
 
     fn abandon(&mut self) {
-        self.send.send_reset(Reason::CANCEL);
+        self.up.abandon();
     }
 
     async fn response(&mut self) -> Result<TunnelResponse, ForwardError> {
@@ -140,7 +133,7 @@ impl TunnelStream for H2Stream {
 
     fn stop(&mut self) {
         if !self.recv.as_ref().is_some_and(RecvStream::is_end_stream) {
-            self.send.send_reset(Reason::CANCEL);
+            self.up.abandon();
         }
     }
 
@@ -150,10 +143,7 @@ impl TunnelStream for H2Stream {
 
     fn split(self) -> (H2Up, H2Down) {
         (
-            H2Up {
-                send: self.send,
-                ended: self.ended,
-            },
+            self.up,
             H2Down {
                 recv: self.recv,
                 unreleased: self.unreleased,
@@ -176,6 +166,8 @@ impl TunnelUp for H2Up {
     fn finish(&mut self) {
         if !self.ended {
             self.ended = true;
+            // A reset stream (the connector answered early) refuses this; the answer says
+            // the rest.
             let _ = self.send.send_data(Bytes::new(), true);
         }
     }
