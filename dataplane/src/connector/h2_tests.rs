@@ -502,12 +502,23 @@ fn http2_registers_and_serves_each_request_kind(force_legacy: bool) {
     assert_eq!(config.status, 200);
     assert_eq!(config.body, br#"{"lastAppliedVersion":3,"err":null}"#);
 
-    for refused in [seen.websocket.unwrap(), seen.dead.unwrap()] {
-        assert_eq!(refused.status, 502);
-        assert_eq!(refused.meta.as_deref(), Some(META_CLOUDFLARED));
-        assert_eq!(refused.content_length.as_deref(), Some("0"));
-        assert!(refused.body.is_empty());
-    }
+    // A WebSocket request reaches the origin with the upgrade restored; this origin declines
+    // it with its ordinary answer (201 from this echo origin), which is passed on.
+    let websocket = seen.websocket.unwrap();
+    assert_eq!(websocket.status, 201);
+    let echoed = String::from_utf8(websocket.body).unwrap().to_lowercase();
+    assert!(echoed.starts_with("get /ws http/1.1\r\n"), "{echoed}");
+    assert!(echoed.contains("\r\nupgrade: websocket\r\n"), "{echoed}");
+    assert!(echoed.contains("\r\nconnection: upgrade\r\n"), "{echoed}");
+    assert!(
+        echoed.contains("\r\nsec-websocket-version: 13\r\n"),
+        "{echoed}"
+    );
+    let refused = seen.dead.unwrap();
+    assert_eq!(refused.status, 502);
+    assert_eq!(refused.meta.as_deref(), Some(META_CLOUDFLARED));
+    assert_eq!(refused.content_length.as_deref(), Some("0"));
+    assert!(refused.body.is_empty());
 
     assert_eq!(metrics.connection_protocol(0), Some(Protocol::Http2));
     let text = metrics.render_prometheus(&[]);
