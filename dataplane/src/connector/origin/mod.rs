@@ -430,8 +430,9 @@ impl OriginClient {
         };
 
         if plan.upgrade {
+            let server_name = tls.map(|(_, server_name, _)| server_name);
             return self
-                .proxy_upgrade(target, &key, tls, &plan, body, sink)
+                .proxy_upgrade(target, &key, server_name, &plan, body, sink)
                 .await;
         }
 
@@ -547,23 +548,20 @@ impl OriginClient {
     }
 
     /// An upgrade request (a WebSocket) on a new connection of its own, never pooled: HTTP/1.1
-    /// (TLS offers only `http/1.1`), and after the origin's 101 the stream is piped both ways.
+    /// (TLS, when `server_name` is given, offers only `http/1.1`), and after the origin's 101
+    /// the stream is piped both ways.
     async fn proxy_upgrade(
         &self,
         target: &OriginTarget,
         key: &PoolKey,
-        tls: Option<(
-            String,
-            rustls::pki_types::ServerName<'static>,
-            Arc<rustls::ClientConfig>,
-        )>,
+        server_name: Option<rustls::pki_types::ServerName<'static>>,
         plan: &request::Plan,
         mut body: impl RequestBody,
         mut sink: impl ResponseSink,
     ) -> Result<(), ProxyError> {
         let opts = &target.options;
-        let params = match tls {
-            Some((_, server_name, _)) => {
+        let params = match server_name {
+            Some(server_name) => {
                 let http1_only = OriginOptions {
                     http2_origin: false,
                     ..opts.clone()
